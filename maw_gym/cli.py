@@ -1,0 +1,48 @@
+"""The ``maw-gym`` command: one subcommand per stage of the pipeline.
+
+Each subcommand lives in the module that does the work, which exposes ``configure(parser)`` to
+declare its arguments and ``run(args) -> int`` to execute; modules are imported only when their
+subcommand runs, so ``maw-gym --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). A module may declare nested subcommands in configure().
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "retrieve": ("maw_gym.retrieval", "BM25 first stage and its BEIR metrics on a split"),
+    "encoder": ("maw_gym.encoder.cli", "train the MAW encoder, or report its diagnostics"),
+    "tables": ("maw_gym.encoder.tables", "build the per-query, per-depth tables envs read"),
+    "train": ("agents.train", "train a routing policy (GRPO, supervised, SB3, RLlib)"),
+    "evaluate": ("agents.evaluate", "score a saved router on a split"),
+    "leaderboard": ("maw_gym.leaderboard", "train and rank every routing policy (the main job)"),
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maw-gym",
+        description="Route Multi-Attention-Weight depths with reinforcement learning.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        # Only the chosen subcommand's module is imported (heavy deps: torch, ray).
+        if argv and argv[0] == name:
+            module = importlib.import_module(module_name)
+            module.configure(sub)
+            sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
