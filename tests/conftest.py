@@ -1,0 +1,11 @@
+"""Shared test set-up: a cache of its own, so tests never touch a user's ~/.cache/maw-gym."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Set before any maw_gym import reads it. Persistent across local runs (fast re-runs), fresh in CI.
+os.environ.setdefault("MAW_GYM_CACHE", str(Path(__file__).resolve().parent.parent / ".maw_cache"))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
