@@ -1,0 +1,548 @@
+"""Multi-Attention-Weight (5D) attention, its standard 4D twin, and streamed observations.
+
+``MAWAttention`` turns the usual 4D attention ``(B, H, Lq, Lk)`` into a 5D one with a depth
+axis: each depth ``d`` has its own per-head query and key transforms, so each depth slice is a
+genuinely different attention pattern (see DESIGN.md, "The 5D attention, precisely"). A router
+picks one depth per input (or per head), or a mixture of depths.
+
+Internally the depth axis sits next to the heads, ``(B, H, D, Lq, Lk)``, so that one batched
+matmul computes every depth; the public layout, as in the seeds, is ``(B, H, Lq, Lk, D)``.
+
+``compress_attention`` computes the environment's observation (pooled attention maps, entropy,
+focus) depth-chunk by depth-chunk, never holding the whole 5D tensor.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "MAWAttention",
+    "NonMAWAttention",
+    "compress_attention",
+    "compress_attention_reference",
+]
+
+#: Tolerance on ``depth_weights`` rows summing to 1.
+WEIGHT_SUM_TOLERANCE = 1e-4
+
+
+def _check_mask(x: Tensor, key_padding_mask: Tensor) -> None:
+    """Fail early on a mask that does not fit ``x`` or leaves an item with no key to attend."""
+    if x.dim() != 3:
+        raise ValueError(f"x: expected (B, L, hidden), got shape {tuple(x.shape)}")
+    if key_padding_mask.shape != x.shape[:2]:
+        raise ValueError(
+            f"key_padding_mask: expected shape {tuple(x.shape[:2])} (B, L), "
+            f"got {tuple(key_padding_mask.shape)}"
+        )
+    if key_padding_mask.dtype != torch.bool:
+        raise ValueError(f"key_padding_mask: expected dtype bool, got {key_padding_mask.dtype}")
+    empty = ~key_padding_mask.any(dim=1)
+    if bool(empty.any()):
+        raise ValueError(
+            f"key_padding_mask: items {empty.nonzero().flatten().tolist()} have no valid key "
+            "(every row of their attention would be undefined)"
+        )
+
+
+class _AttentionBase(nn.Module):
+    """Shared Q/K/V/output projections and mask handling of the MAW and NON-MAW layers."""
+
+    def __init__(self, hidden: int, heads: int, depth: int, head_dim: int, dropout: float) -> None:
+        super().__init__()
+        for name, value in (
+            ("hidden", hidden),
+            ("heads", heads),
+            ("depth", depth),
+            ("head_dim", head_dim),
+        ):
+            if value < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be >= 1, got {value}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{type(self).__name__}: dropout must be in [0, 1), got {dropout}")
+        self.hidden = hidden
+        self.heads = heads
+        self.depth = depth
+        self.head_dim = head_dim
+        self.dropout = dropout
+        inner = heads * head_dim
+        self.q_proj = nn.Linear(hidden, inner)
+        self.k_proj = nn.Linear(hidden, inner)
+        self.v_proj = nn.Linear(hidden, inner)
+        self.out_proj = nn.Linear(inner, hidden)
+
+    def _split_heads(self, projected: Tensor) -> Tensor:
+        batch, length, _ = projected.shape
+        # (B, H, L, head_dim)
+        return projected.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+
+    def merge_heads(self, values: Tensor) -> Tensor:
+        """Project per-head attended values ``(..., H, head_dim)`` to ``(..., hidden)``.
+
+        Applied to :meth:`row_outputs` this gives every depth's output for that row, since the
+        output projection is linear.
+        """
+        return self.out_proj(values.flatten(-2))
+
+    @staticmethod
+    def _mask_bias(key_padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
+        """(B, Lk) additive bias: 0 for real keys, -inf for padding (exactly 0 after softmax)."""
+        bias = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
+        return bias.masked_fill_(~key_padding_mask, float("-inf"))
+
+    def _attention_dropout(self, attention: Tensor) -> Tensor:
+        return F.dropout(attention, p=self.dropout, training=self.training)
+
+    def _projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-head Q, K, V, each (B, H, L, head_dim)."""
+        return (
+            self._split_heads(self.q_proj(x)),
+            self._split_heads(self.k_proj(x)),
+            self._split_heads(self.v_proj(x)),
+        )
+
+    def _scores_from(
+        self, query: Tensor, key: Tensor, bias: Tensor, depths: slice | None = None
+    ) -> Tensor:
+        """(B, H, D', Lq, Lk) logits of the depths in ``depths`` from per-head Q (B, H, Lq, hd)."""
+        raise NotImplementedError
+
+    def depth_scores(
+        self, x: Tensor, key_padding_mask: Tensor, query_rows: slice | None = None
+    ) -> Tensor:
+        """(B, H, D, Lq, Lk) pre-softmax logits of every depth; masked keys are ``-inf``.
+
+        ``query_rows`` restricts the query rows (e.g. ``slice(0, 1)`` for the CLS row).
+        """
+        _check_mask(x, key_padding_mask)
+        query, key, _ = self._projections(x)
+        if query_rows is not None:
+            query = query[:, :, query_rows]
+        return self._scores_from(query, key, self._mask_bias(key_padding_mask, x.dtype))
+
+    def depth_attention(
+        self, x: Tensor, key_padding_mask: Tensor, query_rows: slice | None = None
+    ) -> Tensor:
+        """(B, H, D, Lq, Lk) attention of every depth: softmax over keys, masked keys exactly 0.
+
+        One batched matmul and one softmax for all depths (no Python loop over depth).
+        """
+        return self.depth_scores(x, key_padding_mask, query_rows).softmax(dim=-1)
+
+    # -- selection ---------------------------------------------------------------------------
+
+    def _check_selection(
+        self, batch: int, depth_index: Tensor | None, depth_weights: Tensor | None
+    ) -> None:
+        if (depth_index is None) == (depth_weights is None):
+            raise ValueError(
+                f"{type(self).__name__}.forward: give exactly one of depth_index (hard choice) "
+                "or depth_weights (soft mixture), got "
+                + ("both" if depth_index is not None else "neither")
+            )
+        if depth_index is not None:
+            if depth_index.dtype not in (torch.int64, torch.int32):
+                raise ValueError(
+                    f"depth_index: expected an integer tensor, got dtype {depth_index.dtype}"
+                )
+            if depth_index.shape not in ((batch,), (batch, self.heads)):
+                raise ValueError(
+                    f"depth_index: expected shape ({batch},) or ({batch}, {self.heads}) "
+                    f"(per item or per head), got {tuple(depth_index.shape)}"
+                )
+            if depth_index.numel() and (
+                int(depth_index.min()) < 0 or int(depth_index.max()) >= self.depth
+            ):
+                raise ValueError(
+                    f"depth_index: values must lie in [0, {self.depth - 1}], got range "
+                    f"[{int(depth_index.min())}, {int(depth_index.max())}]"
+                )
+            return
+        assert depth_weights is not None
+        if depth_weights.shape != (batch, self.depth):
+            raise ValueError(
+                f"depth_weights: expected shape ({batch}, {self.depth}) (B, D), "
+                f"got {tuple(depth_weights.shape)}"
+            )
+        if not depth_weights.is_floating_point():
+            raise ValueError(f"depth_weights: expected floats, got dtype {depth_weights.dtype}")
+        if not bool(torch.isfinite(depth_weights).all()):
+            raise ValueError("depth_weights: contains NaN or infinite values")
+        if bool((depth_weights < 0).any()):
+            raise ValueError("depth_weights: weights must be non-negative")
+        sums = depth_weights.sum(dim=1)
+        bad = (sums - 1).abs() > WEIGHT_SUM_TOLERANCE
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten().tolist()
+            raise ValueError(
+                f"depth_weights: each row must sum to 1 (±{WEIGHT_SUM_TOLERANCE}); rows {rows} "
+                f"sum to {sums[bad].tolist()}"
+            )
+
+    def row_outputs(self, x: Tensor, key_padding_mask: Tensor, row: int = 0) -> Tensor:
+        """(B, D, H, head_dim): every depth's attended values ``A_d[row] @ V`` for one query row.
+
+        Cheap (one query row for all depths). The reranker's score head is linear in these, so a
+        candidate's score for any hard, per-head or soft choice of depths follows from them.
+        """
+        _check_mask(x, key_padding_mask)
+        if not -x.shape[1] <= row < x.shape[1]:
+            raise ValueError(f"row_outputs: row must index a position of L={x.shape[1]}, got {row}")
+        query, key, value = self._projections(x)
+        row = row % x.shape[1]
+        scores = self._scores_from(
+            query[:, :, row : row + 1], key, self._mask_bias(key_padding_mask, x.dtype)
+        )
+        attention = self._attention_dropout(scores.squeeze(3).softmax(dim=-1))  # (B, H, D, Lk)
+        return (attention @ value).transpose(1, 2)  # (B, D, H, hd)
+
+
+class MAWAttention(_AttentionBase):
+    """Multi-head attention with ``depth`` different attention patterns per head.
+
+    Standard ``Q, K, V`` projections ``hidden -> heads·head_dim`` and an output projection
+    back to ``hidden``. Depth ``d`` of head ``h`` transforms the shared per-head query and key
+    with its own ``head_dim × head_dim`` matrices::
+
+        Q_d = Q W_q[h, d],  K_d = K W_k[h, d],  A_d = softmax(Q_d K_dᵀ / √head_dim + mask)
+
+    **Why per-head transforms, not a full projection.** A full depth-wise projection
+    ``hidden -> hidden·D`` for Q and for K costs ``2 · 2·B·L·hidden·hidden·D`` FLOPs, while every
+    depth's attention scores cost ``2·B·H·D·L²·head_dim = 2·B·D·L²·hidden``: the projection is
+    ``2·hidden/L`` times the attention (6× at hidden=384, L=128; ≈ 2.4 GFLOP per item at D=32,
+    against 0.4 GFLOP for the scores). The per-head transforms cost ``2 · 2·B·L·H·D·head_dim²``,
+    i.e. ``2·head_dim/L`` of the attention (half at head_dim=32, L=128), and keep the number of
+    parameters at ``2·H·D·head_dim²`` (0.8 M at D=32) instead of ``2·D·hidden²`` (9.4 M).
+
+    The forward pass goes further: since ``Q_d K_dᵀ = Q (W_q W_kᵀ)[h, d] Kᵀ``, it multiplies the
+    two small transforms first (``H·D·head_dim³`` FLOPs, independent of batch and length) and
+    applies the product to the query only, so ``K`` is never copied per depth and the scores of
+    all depths are one ``(D·Lq × head_dim) @ (head_dim × Lk)`` matmul per (item, head).
+
+    **Initialisation.** Identity plus Gaussian noise of standard deviation
+    ``init_noise / √head_dim`` (about ``init_noise`` in operator norm): near identity so every
+    depth starts close to the pretrained attention pattern it is placed on, but different enough
+    that depth slices differ at initialisation (seed 002's expand-then-mean made them identical).
+
+    Args:
+        hidden: model width of ``x``.
+        heads: number of attention heads ``H``.
+        depth: number of depths ``D`` (the seeds use 32; 8 is their recommended balance).
+        head_dim: per-head width.
+        dropout: dropout on attention probabilities during training.
+        init_noise: scale of the noise added to the identity in the depth-wise transforms.
+    """
+
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        depth: int,
+        head_dim: int,
+        dropout: float = 0.0,
+        init_noise: float = 0.5,
+    ) -> None:
+        super().__init__(hidden, heads, depth, head_dim, dropout)
+        if init_noise < 0:
+            raise ValueError(f"MAWAttention: init_noise must be >= 0, got {init_noise}")
+        eye = torch.eye(head_dim).expand(heads, depth, head_dim, head_dim)
+        noise_std = init_noise / math.sqrt(head_dim)
+        # (H, D, head_dim, head_dim)
+        self.depth_query = nn.Parameter(eye + noise_std * torch.randn(eye.shape))
+        self.depth_key = nn.Parameter(eye + noise_std * torch.randn(eye.shape))
+
+    # -- depth-wise scores -------------------------------------------------------------------
+
+    def _score_transform(self, depths: slice | None = None) -> Tensor:
+        """(H, D', head_dim, head_dim): ``W_q W_kᵀ / √head_dim`` for the depths in ``depths``."""
+        depths = depths if depths is not None else slice(None)
+        query_t = self.depth_query[:, depths]
+        key_t = self.depth_key[:, depths]
+        return (query_t @ key_t.transpose(-1, -2)) * (self.head_dim**-0.5)
+
+    def _scores_from(
+        self, query: Tensor, key: Tensor, bias: Tensor, depths: slice | None = None
+    ) -> Tensor:
+        """(B, H, D', Lq, Lk) logits of the depths in ``depths`` from per-head Q (B, H, Lq, hd)."""
+        batch, heads, lq, _ = query.shape
+        transform = self._score_transform(depths)  # (H, D', hd, hd)
+        n_depth = transform.shape[1]
+        # (B, H, D'·Lq, hd): every depth's transformed query, stacked along the row axis.
+        query_t = (query.unsqueeze(2) @ transform.unsqueeze(0)).reshape(
+            batch, heads, n_depth * lq, -1
+        )
+        scores = torch.matmul(query_t, key.transpose(-1, -2))  # (B, H, D'·Lq, Lk)
+        scores = scores + bias[:, None, None, :]
+        return scores.view(batch, heads, n_depth, lq, -1)
+
+    def forward(
+        self,
+        x: Tensor,
+        key_padding_mask: Tensor,
+        depth_index: Tensor | None = None,
+        depth_weights: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend with the chosen depth(s).
+
+        Args:
+            x: (B, L, hidden) hidden states.
+            key_padding_mask: (B, L) bool, True for real tokens.
+            depth_index: hard choice, (B,) one depth per item or (B, H) one per head.
+            depth_weights: soft choice, (B, D) non-negative weights, each row summing to 1.
+            return_attention: also return the full 5D attention, public layout (B, H, Lq, Lk, D)
+                (a permuted view of the internal (B, H, D, Lq, Lk) tensor).
+
+        Returns:
+            (output (B, L, hidden), attention or None). Exactly one of ``depth_index`` and
+            ``depth_weights`` must be given. A hard choice without ``return_attention`` computes
+            only the chosen depth's transformed query (the transforms are gathered first).
+        """
+        _check_mask(x, key_padding_mask)
+        batch = x.shape[0]
+        self._check_selection(batch, depth_index, depth_weights)
+        query, key, value = self._projections(x)
+        bias = self._mask_bias(key_padding_mask, x.dtype)
+
+        attention_5d = None
+        if return_attention or depth_weights is not None:
+            attention_5d = self._scores_from(query, key, bias).softmax(dim=-1)  # (B, H, D, L, L)
+
+        if depth_weights is not None:
+            assert attention_5d is not None
+            batch_, heads, n_depth, lq, lk = attention_5d.shape
+            # (B, 1, 1, D) @ (B, H, D, Lq·Lk) -> (B, H, 1, Lq·Lk): the mixture as one matmul.
+            mixed = depth_weights.to(x.dtype)[:, None, None, :] @ attention_5d.view(
+                batch_, heads, n_depth, lq * lk
+            )
+            attended = self._attention_dropout(mixed.view(batch_, heads, lq, lk)) @ value
+        else:
+            assert depth_index is not None
+            per_head = (
+                depth_index
+                if depth_index.dim() == 2
+                else depth_index[:, None].expand(batch, self.heads)
+            )
+            per_head = per_head.long()
+            if attention_5d is not None:
+                gather_index = per_head[:, :, None, None, None].expand(
+                    -1, -1, 1, *attention_5d.shape[-2:]
+                )
+                selected = attention_5d.gather(2, gather_index).squeeze(2)  # (B, H, Lq, Lk)
+                attended = self._attention_dropout(selected) @ value
+            else:
+                head_ids = torch.arange(self.heads, device=x.device)[None, :]
+                # (B, H, hd, hd): only the chosen depth's transforms.
+                chosen_q = self.depth_query[head_ids, per_head]
+                chosen_k = self.depth_key[head_ids, per_head]
+                attended = F.scaled_dot_product_attention(
+                    query @ chosen_q,
+                    key @ chosen_k,
+                    value,
+                    attn_mask=key_padding_mask[:, None, None, :],
+                    dropout_p=self.dropout if self.training else 0.0,
+                )
+        output = self.merge_heads(attended.transpose(1, 2))
+        public = attention_5d.permute(0, 1, 3, 4, 2) if return_attention else None
+        return output, public
+
+
+class NonMAWAttention(_AttentionBase):
+    """The standard 4D multi-head attention baseline, with the MAW layer's interface.
+
+    Same projections and sizes as :class:`MAWAttention` without the depth-wise transforms; its
+    depth axis has size 1, so ``depth_index`` must be 0 and ``depth_weights`` a column of ones.
+    The forward pass is :func:`torch.nn.functional.scaled_dot_product_attention`.
+
+    Args:
+        hidden: model width of ``x``.
+        heads: number of attention heads.
+        depth: ignored (this layer has one attention pattern); accepted so that both layers
+            are built from one config, and kept as ``configured_depth``.
+        head_dim: per-head width.
+        dropout: dropout on attention probabilities during training.
+    """
+
+    def __init__(
+        self, hidden: int, heads: int, depth: int = 1, head_dim: int = 64, dropout: float = 0.0
+    ) -> None:
+        super().__init__(hidden, heads, 1, head_dim, dropout)
+        self.configured_depth = depth
+
+    def _scores_from(
+        self, query: Tensor, key: Tensor, bias: Tensor, depths: slice | None = None
+    ) -> Tensor:
+        scores = torch.matmul(query, key.transpose(-1, -2)) * (self.head_dim**-0.5)
+        return (scores + bias[:, None, None, :]).unsqueeze(2)  # (B, H, 1, Lq, Lk)
+
+    def forward(
+        self,
+        x: Tensor,
+        key_padding_mask: Tensor,
+        depth_index: Tensor | None = None,
+        depth_weights: Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Standard attention; the same arguments and returns as :meth:`MAWAttention.forward`.
+
+        With ``return_attention`` the attention is computed explicitly and returned as
+        (B, H, Lq, Lk, 1); otherwise PyTorch's fused SDPA kernel is used.
+        """
+        _check_mask(x, key_padding_mask)
+        self._check_selection(x.shape[0], depth_index, depth_weights)
+        query, key, value = self._projections(x)
+        if return_attention:
+            bias = self._mask_bias(key_padding_mask, x.dtype)
+            attention = self._scores_from(query, key, bias).softmax(dim=-1)  # (B, H, 1, L, L)
+            attended = self._attention_dropout(attention.squeeze(2)) @ value
+            public = attention.permute(0, 1, 3, 4, 2)
+        else:
+            attended = F.scaled_dot_product_attention(
+                query,
+                key,
+                value,
+                attn_mask=key_padding_mask[:, None, None, :],
+                dropout_p=self.dropout if self.training else 0.0,
+            )
+            public = None
+        return self.merge_heads(attended.transpose(1, 2)), public
+
+
+# -- compressed observations -------------------------------------------------------------------
+
+
+def _check_compress_args(pool: int, depth_chunk: int, focus_fraction: float) -> None:
+    if pool < 1:
+        raise ValueError(f"compress_attention: pool must be >= 1, got {pool}")
+    if depth_chunk < 1:
+        raise ValueError(f"compress_attention: depth_chunk must be >= 1, got {depth_chunk}")
+    if not 0.0 < focus_fraction <= 1.0:
+        raise ValueError(
+            f"compress_attention: focus_fraction must be in (0, 1], got {focus_fraction}"
+        )
+
+
+def _focus_keys(n_valid: Tensor, focus_fraction: float) -> Tensor:
+    """(B,) number of top keys whose mass is the focus: ceil(fraction · n_valid), at least 1."""
+    return torch.ceil(n_valid.to(torch.float64) * focus_fraction).long().clamp(min=1)
+
+
+def _pool_matrix(key_padding_mask: Tensor, pool: int, dtype: torch.dtype) -> Tensor:
+    """(B, pool, L) averaging weights: row ``i`` is adaptive-average-pool bin ``i`` of the valid
+    positions of each item.
+
+    Bins follow :func:`torch.nn.functional.adaptive_avg_pool1d` on the item's valid tokens taken
+    in order: bin ``i`` of ``n`` tokens covers ranks ``[floor(i·n/P), ceil((i+1)·n/P))``. Since
+    each 2D bin is a rectangle, ``P A Pᵀ`` is exactly ``adaptive_avg_pool2d`` of the valid
+    ``n × n`` block, whatever the padding length.
+    """
+    mask = key_padding_mask
+    n_valid = mask.sum(dim=1, keepdim=True)  # (B, 1)
+    rank = mask.long().cumsum(dim=1) - 1  # (B, L): position among valid tokens
+    bins = torch.arange(pool, device=mask.device)[None, :]  # (1, P)
+    start = (bins * n_valid) // pool  # (B, P)
+    end = ((bins + 1) * n_valid + pool - 1) // pool
+    member = (
+        mask[:, None, :]
+        & (rank[:, None, :] >= start[:, :, None])
+        & (rank[:, None, :] < end[:, :, None])
+    )  # (B, P, L)
+    return member.to(dtype) / (end - start).to(dtype)[:, :, None]
+
+
+def compress_attention(
+    attention_module: _AttentionBase,
+    x: Tensor,
+    key_padding_mask: Tensor,
+    pool: int,
+    depth_chunk: int = 2,
+    focus_fraction: float = 0.1,
+) -> dict[str, Tensor]:
+    """Compressed observation of every depth's attention, streamed depth-chunk by depth-chunk.
+
+    Only ``(B, H, depth_chunk, L, L)`` attention exists at a time, never the whole 5D tensor.
+    Runs without gradient: the observation is a router's input, not something to train through.
+    Works for :class:`MAWAttention` and :class:`NonMAWAttention` (D = 1).
+
+    Returns, with ``n`` the item's number of valid tokens:
+
+    - ``"observation"`` (B, D, H, pool, pool): each attention map restricted to valid query
+      rows and valid keys, adaptive-average-pooled to ``pool × pool``; padding is excluded by
+      averaging masks (see ``_pool_matrix``), so padding length does not change it.
+    - ``"entropy"`` (B, D, H) in [0, 1]: mean over valid query rows of the row entropy divided
+      by ``log n`` (0 when n = 1).
+    - ``"focus"`` (B, D, H) in [0, 1]: mean over valid query rows of the attention mass on the
+      top ``max(1, ceil(focus_fraction · n))`` keys.
+    """
+    _check_compress_args(pool, depth_chunk, focus_fraction)
+    _check_mask(x, key_padding_mask)
+    with torch.no_grad():
+        query, key, _ = attention_module._projections(x)
+        bias = attention_module._mask_bias(key_padding_mask, x.dtype)
+        n_valid = key_padding_mask.sum(dim=1)  # (B,)
+        pool_matrix = _pool_matrix(key_padding_mask, pool, x.dtype)[:, None, None]  # (B,1,1,P,L)
+        # (B, 1, 1, L): weights of the mean over valid query rows.
+        row_weight = (key_padding_mask / n_valid[:, None]).to(x.dtype)[:, None, None, :]
+        log_n = torch.log(n_valid.to(x.dtype)).clamp(min=1e-12)[:, None, None]  # (B, 1, 1)
+        top_k = _focus_keys(n_valid, focus_fraction)
+        k_max = int(top_k.max())
+        # (B, 1, 1, L, 1): where in each row's descending cumulative mass to read the focus.
+        top_pick = (top_k - 1)[:, None, None, None, None].expand(-1, 1, 1, x.shape[1], 1)
+
+        observations, entropies, focuses = [], [], []
+        for first in range(0, attention_module.depth, depth_chunk):
+            depths = slice(first, min(first + depth_chunk, attention_module.depth))
+            attention = attention_module._scores_from(query, key, bias, depths).softmax(dim=-1)
+            observations.append(pool_matrix @ attention @ pool_matrix.transpose(-1, -2))
+            row_entropy = -torch.special.xlogy(attention, attention).sum(dim=-1)  # (B,H,c,L)
+            entropies.append((row_entropy * row_weight).sum(dim=-1) / log_n)
+            top_mass = attention.topk(k_max, dim=-1, sorted=True).values.cumsum(dim=-1)
+            row_focus = top_mass.gather(-1, top_pick.expand(-1, *top_mass.shape[1:-1], 1))
+            focuses.append((row_focus.squeeze(-1) * row_weight).sum(dim=-1))
+        entropy = torch.cat(entropies, dim=2).transpose(1, 2)  # (B, D, H)
+        entropy = torch.where((n_valid > 1)[:, None, None], entropy, torch.zeros_like(entropy))
+        return {
+            "observation": torch.cat(observations, dim=2).transpose(1, 2).contiguous(),
+            "entropy": entropy.clamp(0.0, 1.0).contiguous(),
+            "focus": torch.cat(focuses, dim=2).transpose(1, 2).clamp(0.0, 1.0).contiguous(),
+        }
+
+
+def compress_attention_reference(
+    attention_module: _AttentionBase,
+    x: Tensor,
+    key_padding_mask: Tensor,
+    pool: int,
+    focus_fraction: float = 0.1,
+) -> dict[str, Tensor]:
+    """Non-streaming reference of :func:`compress_attention`, for tests: materialise the whole
+    5D attention, then compress each item's valid block with plain per-item operations
+    (crop, ``adaptive_avg_pool2d``, sort). Same outputs; slow and memory-hungry by design.
+    """
+    _check_compress_args(pool, 1, focus_fraction)
+    with torch.no_grad():
+        attention = attention_module.depth_attention(x, key_padding_mask)  # (B, H, D, L, L)
+        observations, entropies, focuses = [], [], []
+        for item in range(x.shape[0]):
+            valid = key_padding_mask[item].nonzero().flatten()
+            n = len(valid)
+            block = attention[item][:, :, valid][:, :, :, valid]  # (H, D, n, n)
+            observations.append(F.adaptive_avg_pool2d(block, pool).transpose(0, 1))
+            plogp = torch.where(block > 0, block * block.log(), torch.zeros_like(block))
+            row_entropy = (
+                -plogp.sum(dim=-1) / math.log(n) if n > 1 else torch.zeros(block.shape[:-1])
+            )
+            entropies.append(row_entropy.mean(dim=-1).transpose(0, 1))
+            k = max(1, math.ceil(n * focus_fraction))
+            row_focus = block.sort(dim=-1, descending=True).values[..., :k].sum(dim=-1)
+            focuses.append(row_focus.mean(dim=-1).transpose(0, 1))
+        return {
+            "observation": torch.stack(observations),
+            "entropy": torch.stack(entropies).clamp(0.0, 1.0),
+            "focus": torch.stack(focuses).clamp(0.0, 1.0),
+        }
