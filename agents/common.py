@@ -1,0 +1,282 @@
+"""Shared pieces of every router: action-space specs, the MLP policy, pinned rollouts, save/load.
+
+Every router only ever sees observations (the Gymnasium contract); the env variants differ in
+their action space, which :class:`ActionSpec` reduces to three kinds:
+
+| kind             | Gymnasium space          | policy distribution                     | inference action |
+|------------------|--------------------------|-----------------------------------------|------------------|
+| ``discrete``     | ``Discrete(D)``          | Categorical over D                      | argmax           |
+| ``multi_discrete``| ``MultiDiscrete([D]*H)`` | H independent Categoricals (logp summed) | argmax per head  |
+| ``simplex``      | ``Box(0, 1, (D,))``      | Dirichlet over D                        | Dirichlet mean   |
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical, Dirichlet, Distribution, Independent
+
+from agents.base import Router
+from maw_gym.cache import atomic_path, write_json
+
+ROUTER_FILE = "router.json"
+WEIGHTS_FILE = "policy.pt"
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """What a router must output for one env variant (see the module docstring)."""
+
+    kind: str
+    choices: int
+    slots: int = 1
+
+    @classmethod
+    def from_space(cls, space: gym.Space) -> ActionSpec:
+        if isinstance(space, gym.spaces.Discrete):
+            return cls("discrete", int(space.n))
+        if isinstance(space, gym.spaces.MultiDiscrete):
+            nvec = np.asarray(space.nvec).ravel()
+            if not np.all(nvec == nvec[0]):
+                raise ValueError(f"MultiDiscrete action space {space}: expected equal sizes [D]*H")
+            return cls("multi_discrete", int(nvec[0]), int(nvec.size))
+        if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+            return cls("simplex", int(space.shape[0]))
+        raise ValueError(
+            f"unsupported action space {space}: expected Discrete, MultiDiscrete or Box(D,)"
+        )
+
+    @property
+    def num_params(self) -> int:
+        return self.choices * self.slots
+
+    def distribution(self, params: torch.Tensor) -> Distribution:
+        """The policy's distribution from ``params`` (B, slots * choices)."""
+        if self.kind == "discrete":
+            return Categorical(logits=params)
+        if self.kind == "multi_discrete":
+            return Independent(Categorical(logits=params.view(-1, self.slots, self.choices)), 1)
+        # softplus keeps the concentration positive; the floor keeps log-probs finite.
+        return Dirichlet(nn.functional.softplus(params) + 1e-2)
+
+    def mode(self, params: torch.Tensor) -> torch.Tensor:
+        """The deterministic action used at inference."""
+        if self.kind == "discrete":
+            return params.argmax(-1)
+        if self.kind == "multi_discrete":
+            return params.view(-1, self.slots, self.choices).argmax(-1)
+        return self.distribution(params).mean
+
+    def from_depth_scores(self, scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+        """Actions from per-head depth scores ``(B, H, D)``: what score-based heuristics output.
+
+        Hard kinds take the argmax (of the head mean, or per head); ``simplex`` takes a softmax
+        of the head mean, as the seeds' training-free weighting strategies do.
+        """
+        if self.kind == "multi_discrete":
+            return scores.argmax(-1)
+        mean = scores.mean(axis=1)  # (B, D)
+        if self.kind == "discrete":
+            return mean.argmax(-1)
+        logits = mean / temperature
+        weights = np.exp(logits - logits.max(-1, keepdims=True))
+        return (weights / weights.sum(-1, keepdims=True)).astype(np.float32)
+
+
+class MLPPolicy(nn.Module):
+    """Flat observation → standardised → MLP (tanh) → distribution parameters.
+
+    The standardisation statistics are buffers, so they are saved with the weights; attention
+    maps are tiny probabilities (≈1/P²) whose informative differences are smaller still.
+    """
+
+    def __init__(self, obs_dim: int, spec: ActionSpec, hidden: tuple[int, ...] = (64, 64)):
+        super().__init__()
+        self.spec = spec
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+        layers: list[nn.Module] = []
+        width = obs_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.Tanh()]
+            width = size
+        head = nn.Linear(width, spec.num_params)
+        # A near-uniform initial policy explores every depth (CleanRL's small actor-head init).
+        nn.init.orthogonal_(head.weight, gain=0.01)
+        nn.init.zeros_(head.bias)
+        self.net = nn.Sequential(*layers, head)
+
+    def set_normalisation(self, observations: np.ndarray) -> None:
+        flat = torch.as_tensor(observations, dtype=torch.float32).reshape(len(observations), -1)
+        self.obs_mean.copy_(flat.mean(0))
+        self.obs_std.copy_(flat.std(0, unbiased=False).clamp_min(1e-6))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        flat = observations.reshape(observations.shape[0], -1)
+        return self.net((flat - self.obs_mean) / self.obs_std)
+
+
+def write_router_json(directory: Path, router_class: type, config: dict[str, Any]) -> None:
+    """``router.json``: the class :func:`load_router` dispatches to, and its constructor config."""
+    payload = {"class": f"{router_class.__module__}:{router_class.__qualname__}", **config}
+    write_json(Path(directory) / ROUTER_FILE, payload)
+
+
+def read_router_json(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / ROUTER_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no router.json; expected a directory written by save()")
+    return json.loads(path.read_text())
+
+
+def save_state(directory: Path, module: nn.Module) -> None:
+    with atomic_path(Path(directory) / WEIGHTS_FILE) as tmp:
+        torch.save(module.state_dict(), tmp)
+
+
+def load_state(directory: Path, module: nn.Module) -> None:
+    state = torch.load(Path(directory) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    module.load_state_dict(state)
+
+
+def load_router(directory: Path | str) -> Router:
+    """Load any saved router: ``router.json`` names its class as ``module:Class``."""
+    directory = Path(directory)
+    config = read_router_json(directory)
+    module_name, _, class_name = str(config.get("class", "")).partition(":")
+    try:
+        router_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"{directory / ROUTER_FILE}: class {config.get('class')!r} not importable ({error})"
+        ) from None
+    return router_class.load(directory)
+
+
+class PolicyRouter:
+    """A router backed by :class:`MLPPolicy` (GRPO trains these); acts with the policy's mode."""
+
+    def __init__(self, name: str, policy: MLPPolicy, hidden: tuple[int, ...]):
+        self.name = name
+        self.policy = policy
+        self.hidden = hidden
+
+    @torch.no_grad()
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        params = self.policy(torch.as_tensor(np.asarray(observations), dtype=torch.float32))
+        return self.policy.spec.mode(params).numpy()
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_state(directory, self.policy)
+        obs_dim = int(self.policy.obs_mean.numel())
+        write_router_json(
+            directory,
+            type(self),
+            {
+                "name": self.name,
+                "obs_dim": obs_dim,
+                "hidden": list(self.hidden),
+                "action": asdict(self.policy.spec),
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> PolicyRouter:
+        config = read_router_json(directory)
+        hidden = tuple(config["hidden"])
+        policy = MLPPolicy(config["obs_dim"], ActionSpec(**config["action"]), hidden)
+        load_state(directory, policy)
+        return cls(config["name"], policy, hidden)
+
+
+@dataclass
+class Episodes:
+    """One episode per sub-env, from pinned queries (steps after an episode's end are masked)."""
+
+    observations: list[np.ndarray]
+    """Per step t: (n, *obs_shape) observations the actions were chosen on."""
+    actions: list[np.ndarray]
+    """Per step t: (n, ...) actions taken."""
+    valid: np.ndarray
+    """(T, n) True where step t belongs to sub-env i's first episode."""
+    returns: np.ndarray
+    """(n,) undiscounted sum of rewards of each sub-env's episode."""
+    final_info: dict[str, np.ndarray]
+    """Info of each episode's last step, keyed like the env's info: (n,) arrays."""
+
+
+def make_vector_env(
+    env_id: str, num_envs: int, tables: Any, env_kwargs: dict[str, Any] | None
+) -> gym.vector.VectorEnv:
+    """The env's native vector env over ``tables`` (SAME_STEP autoreset, pinnable queries)."""
+    import maw_gym  # noqa: F401  (registers the MAW/ ids)
+
+    return gym.make_vec(
+        env_id,
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        tables=tables,
+        **(env_kwargs or {}),
+    )
+
+
+def _final_info_row(infos: dict[str, Any], index: int) -> dict[str, Any]:
+    # SAME_STEP autoreset: a finished sub-env's own info sits under "final_info"; the top level
+    # already holds the next episode's reset info.
+    source = infos.get("final_info", infos)
+    return {
+        key: np.asarray(value)[index]
+        for key, value in source.items()
+        if not key.startswith("_") and np.ndim(value) >= 1
+    }
+
+
+def run_episodes(
+    envs: gym.vector.VectorEnv,
+    query_index: np.ndarray,
+    choose: Callable[[np.ndarray, int], np.ndarray],
+    seed: int | None = None,
+    max_steps: int = 64,
+) -> Episodes:
+    """Play exactly one episode per sub-env, sub-env i pinned to query ``query_index[i]``.
+
+    ``choose(observations, t)`` returns the actions for step t. Steps after a sub-env's episode
+    ended (it autoresets into a new one) are stepped but masked out of everything returned.
+    """
+    n = envs.num_envs
+    if len(query_index) != n:
+        raise ValueError(f"query_index has {len(query_index)} entries, the vector env {n}")
+    obs, _ = envs.reset(seed=seed, options={"query_index": np.asarray(query_index)})
+    done = np.zeros(n, dtype=bool)
+    returns = np.zeros(n, dtype=np.float64)
+    observations, actions, valid = [], [], []
+    final: dict[int, dict[str, Any]] = {}
+    for t in range(max_steps):
+        action = choose(obs, t)
+        observations.append(obs)
+        actions.append(action)
+        valid.append(~done)
+        obs, reward, terminated, truncated, infos = envs.step(action)
+        returns += np.where(done, 0.0, reward)
+        ended = (terminated | truncated) & ~done
+        for i in np.flatnonzero(ended):
+            final[int(i)] = _final_info_row(infos, int(i))
+        done |= ended
+        if done.all():
+            break
+    else:
+        raise RuntimeError(f"episodes did not end within {max_steps} steps")
+    keys = set.intersection(*(set(row) for row in final.values())) if final else set()
+    final_info = {k: np.array([final[i][k] for i in range(n)]) for k in sorted(keys)}
+    return Episodes(observations, actions, np.array(valid), returns, final_info)

@@ -1,0 +1,319 @@
+"""Native GRPO (DeepSeekMath, Shao et al. 2024, §4.1): group-relative advantages, no critic.
+
+Reads top to bottom like CleanRL's ppo.py. One iteration:
+
+1. sample ``queries_per_batch`` training queries; pin each to ``group_size`` sub-envs of the
+   native vector env through ``reset(options={"query_index": ...})``;
+2. play one whole episode per sub-env with the behaviour (old) policy: a group is G complete
+   trajectories from the same query (1 step for the bandit variants, one decision per layer for
+   ``MAW/LayerwiseDepth``), its outcome the episode's return;
+3. with ``enumerate_actions`` on a ``Discrete(D)`` space and ``group_size >= D``, the group's
+   first actions are every depth once instead of samples (an exhaustive, lower-variance group);
+4. optimise :func:`grpo_loss` for ``update_epochs`` epochs over the batch, the trajectory's
+   log-probability being the sum over its steps (and over heads for ``MultiDiscrete``);
+5. every ``ref_refresh_every`` iterations the frozen reference policy is set to the current one.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from agents.common import (
+    ActionSpec,
+    Episodes,
+    MLPPolicy,
+    PolicyRouter,
+    make_vector_env,
+    run_episodes,
+)
+from maw_gym.tables import Tables
+
+SCALE_REWARDS = ("group", "batch", "none")
+
+
+def grpo_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    clip_eps: float = 0.2,
+    beta: float = 0.04,
+    eps: float = 1e-4,
+    scale_rewards: str = "group",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO objective to minimise; every tensor is (B groups, G members).
+
+    Advantages are ``(r − mean_group) / (std + eps)`` with the unbiased (Bessel) std of the group
+    (``"batch"``: of all rewards; ``"none"``: no division). Per element the loss is
+    ``−min(ratio·A, clip(ratio, 1−ε, 1+ε)·A) + β·k3`` with ``ratio = exp(logp − old_logp)`` and
+    the k3 estimator ``k3 = exp(ref_logp − logp) − (ref_logp − logp) − 1`` (Schulman 2020) of
+    KL(π‖π_ref); the loss is the mean over all B·G elements. A group whose rewards are all equal
+    has zero advantage, so it contributes no policy gradient (only the KL term).
+    """
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be (B, G) with G >= 2, got shape {tuple(rewards.shape)}")
+    for name, tensor in (("logp", logp), ("old_logp", old_logp), ("ref_logp", ref_logp)):
+        if tensor.shape != rewards.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}, rewards {tuple(rewards.shape)}"
+            )
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards={scale_rewards!r}; expected one of {SCALE_REWARDS}")
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    if scale_rewards == "group":
+        advantages = centred / (rewards.std(dim=1, keepdim=True, unbiased=True) + eps)
+    elif scale_rewards == "batch":
+        advantages = centred / (rewards.std(unbiased=True) + eps)
+    else:
+        advantages = centred
+    advantages = advantages.detach()
+    log_ratio = logp - old_logp.detach()
+    ratio = torch.exp(log_ratio)
+    clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    surrogate = torch.minimum(ratio * advantages, clipped * advantages)
+    ref_log_ratio = ref_logp.detach() - logp
+    k3 = torch.exp(ref_log_ratio) - ref_log_ratio - 1.0
+    loss = (-surrogate + beta * k3).mean()
+    with torch.no_grad():
+        zero_std = rewards.max(dim=1).values == rewards.min(dim=1).values
+        stats = {
+            "loss": float(loss.detach()),
+            "policy_loss": float(-surrogate.mean()),
+            "kl": float(k3.mean()),
+            "clip_fraction": float(((ratio - 1.0).abs() > clip_eps).float().mean()),
+            "approx_kl_old": float(((ratio - 1.0) - log_ratio).mean()),
+            "zero_std_fraction": float(zero_std.float().mean()),
+            "advantage_abs_mean": float(advantages.abs().mean()),
+        }
+    return loss, stats
+
+
+@dataclass
+class GRPOConfig:
+    """Hyperparameters of :func:`train`; defaults suit the smoke and quick presets."""
+
+    seed: int = 0
+    """Seeds torch and the numpy generator that orders the training queries."""
+    total_env_steps: int = 20_000
+    """Budget in env steps (every sub-env step counts, masked ones included)."""
+    queries_per_batch: int = 16
+    """B: distinct queries (groups) per iteration."""
+    group_size: int = 8
+    """G: trajectories per query; at least 2 (the group std needs two samples)."""
+    enumerate_actions: bool = False
+    """With Discrete(D) and G >= D, the group's first actions are every depth once (G := D)."""
+    learning_rate: float = 3e-3
+    """Adam learning rate."""
+    update_epochs: int = 4
+    """Optimisation epochs over each collected batch."""
+    minibatches: int = 1
+    """Minibatches (of whole groups) per epoch."""
+    clip_eps: float = 0.2
+    """PPO-style ratio clipping ε."""
+    beta: float = 0.04
+    """Weight of the k3 KL to the reference policy."""
+    eps: float = 1e-4
+    """Added to the std when scaling advantages."""
+    scale_rewards: str = "group"
+    """Advantage scaling: "group" std, "batch" std or "none"."""
+    ref_refresh_every: int = 10
+    """Iterations between refreshes of the frozen reference policy."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the MLP policy."""
+    max_grad_norm: float = 1.0
+    """Gradient norm clipping."""
+    eval_every: int = 10
+    """Iterations between dev evaluations (0: never)."""
+    log_dir: str | None = None
+    """TensorBoard directory (None: no TensorBoard files)."""
+
+
+def _as_tensors(episodes: Episodes, spec: ActionSpec) -> tuple[torch.Tensor, ...]:
+    steps, n = episodes.valid.shape
+    observations = torch.as_tensor(np.stack(episodes.observations), dtype=torch.float32)
+    observations = observations.reshape(steps, n, -1)  # (T, n, obs_dim)
+    dtype = torch.float32 if spec.kind == "simplex" else torch.long
+    actions = torch.as_tensor(np.stack(episodes.actions), dtype=dtype)  # (T, n[, H or D])
+    valid = torch.as_tensor(episodes.valid, dtype=torch.float32)  # (T, n)
+    return observations, actions, valid
+
+
+def trajectory_logp(
+    policy: MLPPolicy, observations: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each whole trajectory (sum over its valid steps) and mean entropy.
+
+    ``observations`` (T, n, obs_dim), ``actions`` (T, n, ...), ``valid`` (T, n) → (n,), (n,).
+    """
+    steps, n = valid.shape
+    dist = policy.spec.distribution(policy(observations.reshape(steps * n, -1)))
+    logp = dist.log_prob(actions.reshape(steps * n, *actions.shape[2:])).view(steps, n)
+    entropy = dist.entropy().view(steps, n)
+    count = valid.sum(0).clamp_min(1.0)
+    return (logp * valid).sum(0), (entropy * valid).sum(0) / count
+
+
+def _sampler(policy: MLPPolicy, first_actions: np.ndarray | None):
+    spec = policy.spec
+
+    @torch.no_grad()
+    def choose(observations: np.ndarray, step: int) -> np.ndarray:
+        if step == 0 and first_actions is not None:
+            return first_actions
+        params = policy(torch.as_tensor(observations, dtype=torch.float32))
+        action = spec.distribution(params).sample()
+        if spec.kind == "simplex":
+            # float32 Dirichlet samples can underflow to exactly 0, whose log-density is -inf.
+            action = action.clamp_min(1e-6)
+            action = action / action.sum(-1, keepdim=True)
+        return action.numpy()
+
+    return choose
+
+
+def _observation_statistics(envs: Any, num_queries: int, seed: int) -> np.ndarray:
+    """First observations of (up to 4096) training queries, from pinned resets (no env steps)."""
+    n = envs.num_envs
+    rows = []
+    for start in range(0, min(num_queries, 4096), n):
+        index = np.arange(start, start + n) % num_queries
+        obs, _ = envs.reset(seed=seed if start == 0 else None, options={"query_index": index})
+        rows.append(obs[: min(n, num_queries - start)])
+    return np.concatenate(rows)
+
+
+def train(
+    env_id: str,
+    tables: Tables,
+    config: GRPOConfig,
+    dev_tables: Tables | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[PolicyRouter, list[dict[str, float]]]:
+    """Train a GRPO router on ``env_id`` over ``tables``; returns it and per-iteration metrics."""
+    if config.group_size < 2:
+        raise ValueError(f"GRPOConfig.group_size={config.group_size}: GRPO needs groups of >= 2")
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    probe = make_vector_env(env_id, 1, tables, env_kwargs)
+    spec = ActionSpec.from_space(probe.single_action_space)
+    obs_dim = int(np.prod(probe.single_observation_space.shape))
+    probe.close()
+    enumerate_first = (
+        config.enumerate_actions and spec.kind == "discrete" and config.group_size >= spec.choices
+    )
+    group_size = spec.choices if enumerate_first else config.group_size
+    batch_groups = config.queries_per_batch
+    num_envs = batch_groups * group_size
+    envs = make_vector_env(env_id, num_envs, tables, env_kwargs)
+    first_actions = np.tile(np.arange(group_size), batch_groups) if enumerate_first else None
+
+    policy = MLPPolicy(obs_dim, spec, config.hidden)
+    policy.set_normalisation(_observation_statistics(envs, tables.num_queries, config.seed))
+    reference = copy.deepcopy(policy).requires_grad_(False)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+    router = PolicyRouter("grpo", policy, config.hidden)
+    writer = None
+    if config.log_dir is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(config.log_dir)
+        writer.add_text("config", str(asdict(config)))
+
+    metrics: list[dict[str, float]] = []
+    order = np.empty(0, dtype=np.int64)
+    env_steps, iteration, start_time = 0, 0, time.perf_counter()
+    bar = tqdm(total=config.total_env_steps, desc="grpo", unit="step", disable=not progress)
+    while env_steps < config.total_env_steps:
+        # Queries in shuffled passes over the training split, so every query is seen equally.
+        while len(order) < batch_groups:
+            order = np.concatenate([order, rng.permutation(tables.num_queries)])
+        queries, order = order[:batch_groups], order[batch_groups:]
+        episodes = run_episodes(
+            envs,
+            np.repeat(queries, group_size),
+            _sampler(policy, first_actions),
+            seed=config.seed if iteration == 0 else None,
+        )
+        steps_taken = episodes.valid.size
+        env_steps += steps_taken
+        bar.update(steps_taken)
+
+        b_obs, b_actions, b_valid = _as_tensors(episodes, spec)
+        b_rewards = torch.as_tensor(episodes.returns, dtype=torch.float32).view(
+            batch_groups, group_size
+        )
+        with torch.no_grad():
+            b_old_logp = trajectory_logp(policy, b_obs, b_actions, b_valid)[0]
+            b_ref_logp = trajectory_logp(reference, b_obs, b_actions, b_valid)[0]
+        b_old_logp = b_old_logp.view(batch_groups, group_size)
+        b_ref_logp = b_ref_logp.view(batch_groups, group_size)
+
+        group_order = torch.randperm(batch_groups)
+        minibatch_size = max(1, batch_groups // config.minibatches)
+        epoch_stats: list[dict[str, float]] = []
+        entropies: list[float] = []
+        for _ in range(config.update_epochs):
+            for first in range(0, batch_groups, minibatch_size):
+                mb_groups = group_order[first : first + minibatch_size]
+                # members of the chosen groups, in sub-env order (sub-env = group * G + member)
+                mb_envs = (mb_groups[:, None] * group_size + torch.arange(group_size)).reshape(-1)
+                logp, entropy = trajectory_logp(
+                    policy, b_obs[:, mb_envs], b_actions[:, mb_envs], b_valid[:, mb_envs]
+                )
+                loss, stats = grpo_loss(
+                    logp.view(-1, group_size),
+                    b_old_logp[mb_groups],
+                    b_ref_logp[mb_groups],
+                    b_rewards[mb_groups],
+                    clip_eps=config.clip_eps,
+                    beta=config.beta,
+                    eps=config.eps,
+                    scale_rewards=config.scale_rewards,
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                optimizer.step()
+                epoch_stats.append(stats)
+                entropies.append(float(entropy.mean()))
+        iteration += 1
+        if iteration % config.ref_refresh_every == 0:
+            reference.load_state_dict(policy.state_dict())
+
+        record = {
+            "iteration": float(iteration),
+            "env_steps": float(env_steps),
+            "charts/mean_return": float(episodes.returns.mean()),
+            "charts/steps_per_second": env_steps / (time.perf_counter() - start_time),
+            "charts/entropy": float(np.mean(entropies)),
+            "charts/zero_std_fraction": epoch_stats[0]["zero_std_fraction"],
+        }
+        for key in ("loss", "policy_loss", "kl", "clip_fraction", "approx_kl_old"):
+            record[f"losses/{key}"] = float(np.mean([s[key] for s in epoch_stats]))
+        if dev_tables is not None and config.eval_every and iteration % config.eval_every == 0:
+            from agents.evaluate import evaluate_router
+
+            result = evaluate_router(router, env_id, dev_tables, env_kwargs=env_kwargs)
+            record["eval/mean_return"] = result["mean_return"]
+            record["eval/normalized_score"] = result["normalized_score"]
+            bar.set_postfix(dev_score=f"{result['normalized_score']:.3f}")
+        metrics.append(record)
+        if writer is not None:
+            for key, value in record.items():
+                if "/" in key:
+                    writer.add_scalar(key, value, env_steps)
+    bar.close()
+    envs.close()
+    if writer is not None:
+        writer.close()
+    return router, metrics

@@ -1,0 +1,113 @@
+"""GRPO: the loss against hand-computed values, then learning, determinism and save/load."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from agents.grpo import grpo_loss
+
+EPS = 1e-4
+
+
+def _t(rows: list[list[float]]) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def test_loss_hand_computed_with_clipping_and_no_kl() -> None:
+    # rewards 0, 1, 2: mean 1, Bessel std 1 → A = (-1, 0, 1) / (1 + eps)
+    rewards = _t([[0.0, 1.0, 2.0]])
+    old = torch.zeros(1, 3, dtype=torch.float64)
+    logp = _t([[math.log(1.5), 0.0, math.log(1.1)]])  # ratios 1.5, 1, 1.1
+    loss, stats = grpo_loss(logp, old, logp.clone(), rewards, clip_eps=0.2, beta=0.0)
+    a = 1.0 / (1.0 + EPS)
+    # member 0: A<0, ratio 1.5 above the clip: min(-1.5a, -1.2a) = -1.5a (unclipped)
+    # member 2: A>0, ratio 1.1 inside the clip: 1.1a
+    expected = (1.5 * a + 0.0 - 1.1 * a) / 3
+    assert float(loss) == pytest.approx(expected, rel=1e-9)
+    assert stats["clip_fraction"] == pytest.approx(1 / 3)
+    assert stats["kl"] == pytest.approx(0.0)
+    assert stats["zero_std_fraction"] == 0.0
+
+
+def test_k3_kl_term() -> None:
+    rewards = _t([[1.0, 1.0]])  # zero-std group: only the KL term is left
+    logp = _t([[math.log(0.5), math.log(0.25)]]).requires_grad_(True)
+    ref = _t([[math.log(0.25), math.log(0.25)]])
+    loss, stats = grpo_loss(logp, logp.detach(), ref, rewards, beta=0.5)
+    k3 = 0.5 - math.log(0.5) - 1.0  # exp(log .5) − log .5 − 1 for member 0; member 1: 0
+    assert float(loss.detach()) == pytest.approx(0.5 * k3 / 2, rel=1e-9)
+    assert stats["kl"] == pytest.approx(k3 / 2, rel=1e-9)
+    assert stats["zero_std_fraction"] == 1.0
+
+
+def test_zero_std_group_has_no_policy_gradient() -> None:
+    rewards = _t([[1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
+    logp = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    loss, stats = grpo_loss(logp, logp.detach(), logp.detach(), rewards, beta=0.0)
+    loss.backward()
+    assert stats["zero_std_fraction"] == 0.5
+    assert torch.all(logp.grad[0] == 0)
+    assert logp.grad[1, 0] > 0 and logp.grad[1, 2] < 0
+    assert logp.grad[1, 1] == 0  # the member at the group mean has A = 0
+
+
+def test_clip_boundary_gradients() -> None:
+    # A > 0 and ratio above 1+ε: clipped, no gradient. A < 0 above 1+ε: the unclipped term is
+    # the min, so the gradient flows. Exactly at 1+ε: not counted as clipped.
+    rewards = _t([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    ratios = [[1.0, 1.3], [1.3, 1.0], [1.0, 1.2]]
+    logp = torch.log(_t(ratios)).requires_grad_(True)
+    old = torch.zeros(3, 2, dtype=torch.float64)
+    loss, stats = grpo_loss(logp, old, logp.detach(), rewards, clip_eps=0.2, beta=0.0)
+    loss.backward()
+    assert logp.grad[0, 1] == 0  # positive advantage, clipped
+    assert logp.grad[1, 0] > 0  # negative advantage, ratio 1.3: gradient pushes logp down
+    assert logp.grad[2, 1] < 0  # exactly on the boundary: still the unclipped branch
+    assert stats["clip_fraction"] == pytest.approx(2 / 6)
+
+
+@pytest.mark.parametrize(
+    ("scale", "denominator"),
+    [("batch", math.sqrt(2.0) + EPS), ("none", 1.0)],
+)
+def test_scale_rewards_batch_and_none(scale: str, denominator: float) -> None:
+    # rewards [[0, 1], [0, 3]]: group-centred (-.5, .5, -1.5, 1.5); the std of all four rewards
+    # (mean 1, squared deviations 1, 0, 1, 4) with Bessel's correction is sqrt(6 / 3) = sqrt 2.
+    rewards = _t([[0.0, 1.0], [0.0, 3.0]])
+    logp = torch.log(_t([[1.0, 1.1], [1.0, 1.1]]))
+    old = torch.zeros(2, 2, dtype=torch.float64)
+    loss, _ = grpo_loss(logp, old, logp.clone(), rewards, beta=0.0, scale_rewards=scale)
+    expected = -(-0.5 + 1.1 * 0.5 - 1.5 + 1.1 * 1.5) / denominator / 4
+    assert float(loss) == pytest.approx(expected, rel=1e-9)
+
+
+def test_scale_rewards_group() -> None:
+    rewards = _t([[0.0, 1.0], [0.0, 3.0]])
+    logp = torch.log(_t([[1.0, 1.1], [1.0, 1.1]]))
+    old = torch.zeros(2, 2, dtype=torch.float64)
+    loss, _ = grpo_loss(logp, old, logp.clone(), rewards, beta=0.0)
+    std1, std2 = math.sqrt(0.5), math.sqrt(4.5)  # Bessel std of (0, 1) and (0, 3)
+    a1, a2 = 0.5 / (std1 + EPS), 1.5 / (std2 + EPS)
+    expected = -(-a1 + 1.1 * a1 - a2 + 1.1 * a2) / 4
+    assert float(loss) == pytest.approx(expected, rel=1e-9)
+
+
+def test_bad_inputs_are_named() -> None:
+    with pytest.raises(ValueError, match="G >= 2"):
+        grpo_loss(*(torch.zeros(3, 1),) * 4)
+    with pytest.raises(ValueError, match="scale_rewards"):
+        grpo_loss(*(torch.zeros(2, 2),) * 4, scale_rewards="std")
+    with pytest.raises(ValueError, match="old_logp"):
+        grpo_loss(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2, 2))
+
+
+def test_loss_is_float_stats() -> None:
+    rng = np.random.default_rng(0)
+    tensors = [torch.as_tensor(rng.normal(size=(4, 3))) for _ in range(4)]
+    _, stats = grpo_loss(*tensors)
+    assert all(isinstance(v, float) for v in stats.values())
+    assert {"clip_fraction", "kl", "zero_std_fraction"} <= set(stats)
