@@ -3,11 +3,11 @@
 Every router only ever sees observations (the Gymnasium contract); the env variants differ in
 their action space, which :class:`ActionSpec` reduces to three kinds:
 
-| kind             | Gymnasium space          | policy distribution                     | inference action |
-|------------------|--------------------------|-----------------------------------------|------------------|
-| ``discrete``     | ``Discrete(D)``          | Categorical over D                      | argmax           |
-| ``multi_discrete``| ``MultiDiscrete([D]*H)`` | H independent Categoricals (logp summed) | argmax per head  |
-| ``simplex``      | ``Box(0, 1, (D,))``      | Dirichlet over D                        | Dirichlet mean   |
+| kind             | Gymnasium space         | policy distribution            | inference action |
+|------------------|-------------------------|--------------------------------|------------------|
+| ``discrete``     | ``Discrete(D)``         | Categorical over D             | argmax           |
+| ``multi_discrete`` | ``MultiDiscrete([D]*H)`` | H Categoricals (logp summed) | argmax per head  |
+| ``simplex``      | ``Box(0, 1, (D,))``     | Dirichlet over D               | Dirichlet mean   |
 """
 
 from __future__ import annotations
