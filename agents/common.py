@@ -13,6 +13,7 @@ their action space, which :class:`ActionSpec` reduces to three kinds:
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -77,13 +78,14 @@ class ActionSpec:
         return self.distribution(params).mean
 
     def from_depth_scores(self, scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-        """Actions from per-head depth scores ``(B, H, D)``: what score-based heuristics output.
+        """Actions from per-head depth scores ``(B, H or 1, D)``: score-based routers' output.
 
         Hard kinds take the argmax (of the head mean, or per head); ``simplex`` takes a softmax
         of the head mean, as the seeds' training-free weighting strategies do.
         """
         if self.kind == "multi_discrete":
-            return scores.argmax(-1)
+            # one score row for all heads (B, 1, D) gives every head the same depth
+            return np.broadcast_to(scores.argmax(-1), (len(scores), self.slots)).copy()
         mean = scores.mean(axis=1)  # (B, D)
         if self.kind == "discrete":
             return mean.argmax(-1)
@@ -280,3 +282,63 @@ def run_episodes(
     keys = set.intersection(*(set(row) for row in final.values())) if final else set()
     final_info = {k: np.array([final[i][k] for i in range(n)]) for k in sorted(keys)}
     return Episodes(observations, actions, np.array(valid), returns, final_info)
+
+
+@dataclass
+class JointReturns:
+    """Every query's return under every joint action (exhaustive, so exact)."""
+
+    actions: np.ndarray
+    """(J, T, *action_shape): the joint actions, one per step T of an episode."""
+    returns: np.ndarray
+    """(N, J): return of query i under joint action j."""
+
+    def fixed_depth_columns(self) -> np.ndarray:
+        """(D,) column index of "depth d everywhere" (every step, every head)."""
+        flat = self.actions.reshape(len(self.actions), -1)
+        constant = np.flatnonzero((flat == flat[:, :1]).all(axis=1))
+        return constant[np.argsort(flat[constant, 0])]
+
+
+def enumerate_returns(
+    env_id: str,
+    tables: Any,
+    env_kwargs: dict[str, Any] | None = None,
+    max_joint_actions: int = 4096,
+    chunk: int = 8192,
+) -> JointReturns:
+    """Return of every (query, joint action) pair, played through the native vector env.
+
+    Works for ``Discrete`` (one decision per step, any fixed episode length T: D**T sequences)
+    and single-step ``MultiDiscrete`` (D**H head assignments). Used for the per-query oracle,
+    the exact expectation of the uniform random policy and the fixed-depth baselines.
+    """
+    probe = make_vector_env(env_id, 1, tables, env_kwargs)
+    spec = ActionSpec.from_space(probe.single_action_space)
+    first = np.zeros((1, spec.slots), dtype=np.int64) if spec.slots > 1 else np.zeros(1, np.int64)
+    steps = int(run_episodes(probe, np.zeros(1, np.int64), lambda obs, t: first).valid.sum())
+    probe.close()
+    if spec.kind == "simplex" or (spec.kind == "multi_discrete" and steps > 1):
+        raise ValueError(f"{env_id}: joint actions of a {spec.kind} space cannot be enumerated")
+    width = steps * spec.slots
+    if spec.choices**width > max_joint_actions:
+        raise ValueError(
+            f"{env_id}: {spec.choices}**{width} joint actions exceed max_joint_actions="
+            f"{max_joint_actions}; enumeration is only for small action spaces"
+        )
+    grid = np.array(list(itertools.product(range(spec.choices), repeat=width)), dtype=np.int64)
+    joint = grid.reshape(len(grid), steps, *((spec.slots,) if spec.slots > 1 else ()))
+    n, j = tables.num_queries, len(joint)
+    pairs_query = np.repeat(np.arange(n), j)
+    pairs_joint = np.tile(np.arange(j), n)
+    size = min(chunk, n * j)
+    envs = make_vector_env(env_id, size, tables, env_kwargs)
+    returns = np.empty(n * j)
+    for start in range(0, n * j, size):
+        rows = np.arange(start, start + size) % (n * j)  # the last chunk wraps round (padding)
+        choice = joint[pairs_joint[rows]]
+        episodes = run_episodes(envs, pairs_query[rows], lambda obs, t, c=choice: c[:, t])
+        keep = min(size, n * j - start)
+        returns[start : start + keep] = episodes.returns[:keep]
+    envs.close()
+    return JointReturns(joint, returns.reshape(n, j))

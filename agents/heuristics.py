@@ -1,0 +1,330 @@
+"""Baselines and bounds that need no training (or only a lookup on the split they score).
+
+| router                | what it does                                                       |
+|-----------------------|--------------------------------------------------------------------|
+| ``random``            | a uniform random action (seeded)                                   |
+| ``fixed-d``           | depth d for every query (every head, every layer; one-hot weights) |
+| ``best-fixed``        | the fixed depth with the highest mean return on the train split    |
+| ``uniform-mixture``   | weights 1/D on every depth (``SoftDepthMixture`` only)             |
+| ``entropy-max``       | the depth whose pooled maps have the highest normalised entropy    |
+| ``entropy-min``       | ... the lowest (the most focused depth)                            |
+| ``attention-norm``    | the depth whose pooled maps have the largest Frobenius norm        |
+| ``topk-norm``         | the k largest-norm depths averaged (hard spaces: the largest)      |
+| ``joint-router``      | the router trained jointly with the encoder (``joint_router_logits``) |
+| ``oracle``            | the per-query best joint action: the upper bound                   |
+
+The score-based strategies are the seeds' training-free combinations, computed from the
+observation alone: per (depth, head) pooled map ``m``, entropy ``−Σ m̂ log m̂ / log P²`` with
+``m̂ = m / Σ m``, or norm ``‖m‖_F``. The seeds weight depths by a softmax over these scores;
+on hard action spaces that becomes the argmax (of the head mean, or per head on
+``PerHeadDepth``), on ``SoftDepthMixture`` the softmax itself.
+
+Why a lookup for ``joint-router`` and ``oracle``: a router sees observations only, but these two
+need the query's identity (the encoder's stored logits, the query's best action). They are
+built *for one split* by playing its queries through the env and remembering, for every
+observation the env shows, the action to take (keyed by a hash of the observation's bytes), so
+they still go through the ordinary ``act(observations)`` path. On a split they were not built
+for they raise a clear error rather than guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.base import Router
+from agents.common import (
+    ActionSpec,
+    enumerate_returns,
+    make_vector_env,
+    read_router_json,
+    run_episodes,
+    write_router_json,
+)
+from maw_gym.tables import Tables
+
+SCORE_STRATEGIES = ("entropy-max", "entropy-min", "attention-norm", "topk-norm")
+
+
+class RandomRouter:
+    """Uniform random actions from a seeded generator (the normalised score's zero)."""
+
+    def __init__(self, spec: ActionSpec, seed: int = 0, name: str = "random"):
+        self.name, self.spec, self.seed = name, spec, seed
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        b = len(observations)
+        if self.spec.kind == "discrete":
+            return self.rng.integers(self.spec.choices, size=b)
+        if self.spec.kind == "multi_discrete":
+            return self.rng.integers(self.spec.choices, size=(b, self.spec.slots))
+        return self.rng.dirichlet(np.ones(self.spec.choices), size=b).astype(np.float32)
+
+    def save(self, directory: Path) -> None:
+        write_router_json(
+            directory,
+            type(self),
+            {"name": self.name, "seed": self.seed, "action": asdict(self.spec)},
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> RandomRouter:
+        config = read_router_json(directory)
+        return cls(ActionSpec(**config["action"]), config["seed"], config["name"])
+
+
+class FixedDepthRouter:
+    """Depth ``depth`` for every query; ``uniform=True``: weights 1/D (a mixture space only)."""
+
+    def __init__(self, spec: ActionSpec, depth: int | None, name: str | None = None):
+        if depth is None and spec.kind != "simplex":
+            raise ValueError(f"a uniform mixture needs a SoftDepthMixture action space, not {spec}")
+        if depth is not None and not 0 <= depth < spec.choices:
+            raise ValueError(f"depth={depth} outside [0, {spec.choices})")
+        self.spec, self.depth = spec, depth
+        self.name = name or ("uniform-mixture" if depth is None else f"fixed-{depth}")
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        b = len(observations)
+        if self.spec.kind == "discrete":
+            return np.full(b, self.depth, dtype=np.int64)
+        if self.spec.kind == "multi_discrete":
+            return np.full((b, self.spec.slots), self.depth, dtype=np.int64)
+        if self.depth is None:
+            return np.full((b, self.spec.choices), 1.0 / self.spec.choices, dtype=np.float32)
+        return np.eye(self.spec.choices, dtype=np.float32)[np.full(b, self.depth)]
+
+    def save(self, directory: Path) -> None:
+        write_router_json(
+            directory,
+            type(self),
+            {"name": self.name, "depth": self.depth, "action": asdict(self.spec)},
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> FixedDepthRouter:
+        config = read_router_json(directory)
+        return cls(ActionSpec(**config["action"]), config["depth"], config["name"])
+
+
+def depth_head_scores(
+    observations: np.ndarray, shape: tuple[int, int, int], strategy: str
+) -> np.ndarray:
+    """(B, H, D) per-head depth scores of a score strategy from (B, D·H·P·P) observations."""
+    depth, heads, pool = shape
+    maps = np.asarray(observations, dtype=np.float64).reshape(-1, depth, heads, pool * pool)
+    if strategy.startswith("entropy"):
+        p = maps / np.maximum(maps.sum(-1, keepdims=True), 1e-12)
+        entropy = -(p * np.log(np.maximum(p, 1e-12))).sum(-1) / np.log(pool * pool)
+        scores = entropy if strategy == "entropy-max" else -entropy
+    elif strategy in ("attention-norm", "topk-norm"):
+        scores = np.sqrt((maps**2).sum(-1))
+    else:
+        raise ValueError(f"unknown score strategy {strategy!r}; expected one of {SCORE_STRATEGIES}")
+    return scores.transpose(0, 2, 1)  # (B, H, D)
+
+
+class ScoreRouter:
+    """A training-free strategy from :data:`SCORE_STRATEGIES` (see the module docstring)."""
+
+    def __init__(
+        self, spec: ActionSpec, strategy: str, shape: tuple[int, int, int], top_k: int = 2
+    ):
+        if strategy not in SCORE_STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; expected one of {SCORE_STRATEGIES}")
+        self.spec, self.strategy, self.shape, self.top_k = spec, strategy, tuple(shape), top_k
+        self.name = strategy
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        scores = depth_head_scores(observations, self.shape, self.strategy)
+        if self.strategy == "topk-norm" and self.spec.kind == "simplex":
+            mean = scores.mean(axis=1)  # (B, D)
+            top = np.argsort(-mean, axis=1, kind="stable")[:, : self.top_k]
+            weights = np.zeros_like(mean, dtype=np.float32)
+            np.put_along_axis(weights, top, 1.0 / self.top_k, axis=1)
+            return weights
+        return self.spec.from_depth_scores(scores)
+
+    def save(self, directory: Path) -> None:
+        write_router_json(
+            directory,
+            type(self),
+            {
+                "name": self.name,
+                "strategy": self.strategy,
+                "shape": list(self.shape),
+                "top_k": self.top_k,
+                "action": asdict(self.spec),
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> ScoreRouter:
+        config = read_router_json(directory)
+        return cls(
+            ActionSpec(**config["action"]),
+            config["strategy"],
+            tuple(config["shape"]),
+            config["top_k"],
+        )
+
+
+def observation_key(observation: np.ndarray) -> str:
+    """A hash of one observation's float32 bytes: how lookup routers recognise a state."""
+    data = np.ascontiguousarray(np.asarray(observation, dtype=np.float32))
+    return hashlib.sha1(data.tobytes()).hexdigest()
+
+
+class LookupRouter:
+    """Acts from a table observation-hash → action, built for one split (module docstring)."""
+
+    def __init__(self, name: str, spec: ActionSpec, table: dict[str, Any], split: str = ""):
+        self.name, self.spec, self.table, self.split = name, spec, table, split
+
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        actions = []
+        for observation in np.asarray(observations):
+            key = observation_key(observation)
+            if key not in self.table:
+                raise KeyError(
+                    f"router {self.name!r} was built for split {self.split!r} and has no action "
+                    "for this observation; build it on the tables you evaluate"
+                )
+            actions.append(self.table[key])
+        dtype = np.float32 if self.spec.kind == "simplex" else np.int64
+        return np.array(actions, dtype=dtype)
+
+    def save(self, directory: Path) -> None:
+        write_router_json(
+            directory,
+            type(self),
+            {
+                "name": self.name,
+                "split": self.split,
+                "action": asdict(self.spec),
+                "table": self.table,
+            },
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> LookupRouter:
+        config = read_router_json(directory)
+        return cls(config["name"], ActionSpec(**config["action"]), config["table"], config["split"])
+
+
+def build_lookup(
+    name: str,
+    env_id: str,
+    tables: Tables,
+    plans: np.ndarray,
+    env_kwargs: dict[str, Any] | None = None,
+) -> LookupRouter:
+    """Play ``plans[i]`` (per step t: ``plans[i, t]``) on every query i through the env and
+    remember each observation → action. Two queries with identical observations but different
+    plans keep the first query's action: the env cannot tell them apart either."""
+    envs = make_vector_env(env_id, tables.num_queries, tables, env_kwargs)
+    spec = ActionSpec.from_space(envs.single_action_space)
+    episodes = run_episodes(envs, np.arange(tables.num_queries), lambda obs, t: plans[:, t])
+    envs.close()
+    table: dict[str, Any] = {}
+    for observations, actions, valid in zip(
+        episodes.observations, episodes.actions, episodes.valid, strict=True
+    ):
+        for observation, action in zip(observations[valid], actions[valid], strict=True):
+            table.setdefault(observation_key(observation), np.asarray(action).tolist())
+    return LookupRouter(name, spec, table, split=str(tables.meta.get("split", "")))
+
+
+def _episode_length(env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None) -> int:
+    envs = make_vector_env(env_id, 1, tables, env_kwargs)
+    spec = ActionSpec.from_space(envs.single_action_space)
+    router = FixedDepthRouter(spec, 0)
+    episodes = run_episodes(envs, np.zeros(1, np.int64), lambda obs, t: router.act(obs))
+    envs.close()
+    return int(episodes.valid.sum())
+
+
+def joint_router(
+    env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None = None
+) -> LookupRouter:
+    """The encoder's jointly trained router: argmax of its logits (every head/layer), or their
+    softmax on a mixture space."""
+    logits = tables.joint_router_logits  # (N, D)
+    spec = _spec(env_id, tables, env_kwargs)
+    steps = _episode_length(env_id, tables, env_kwargs)
+    action = spec.from_depth_scores(logits[:, None, :])  # (N,), (N, H) or (N, D)
+    plans = np.repeat(action[:, None], steps, axis=1)
+    return build_lookup("joint-router", env_id, tables, plans, env_kwargs)
+
+
+def oracle_router(
+    env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None = None
+) -> LookupRouter:
+    """The per-query best joint action, found exhaustively (:func:`enumerate_returns`).
+
+    On ``SoftDepthMixture`` it is the best one-hot mixture (the best hard depth), a lower bound
+    of the true mixture oracle; the env's ``oracle_reward`` stays the normalisation's top.
+    """
+    spec = _spec(env_id, tables, env_kwargs)
+    if spec.kind == "simplex":
+        joint = enumerate_returns("MAW/DepthSelection-v0", tables, env_kwargs)
+        best = joint.actions[joint.returns.argmax(axis=1), 0]
+        plans = np.eye(spec.choices, dtype=np.float32)[best][:, None, :]
+    else:
+        joint = enumerate_returns(env_id, tables, env_kwargs)
+        plans = joint.actions[joint.returns.argmax(axis=1)]  # (N, T, ...)
+    return build_lookup("oracle", env_id, tables, plans, env_kwargs)
+
+
+def _spec(env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None) -> ActionSpec:
+    envs = make_vector_env(env_id, 1, tables, env_kwargs)
+    spec = ActionSpec.from_space(envs.single_action_space)
+    envs.close()
+    return spec
+
+
+def best_fixed_depth(
+    env_id: str, train_tables: Tables, env_kwargs: dict[str, Any] | None = None
+) -> tuple[FixedDepthRouter, np.ndarray]:
+    """The fixed depth with the highest mean train return, and every depth's mean return."""
+    spec = _spec(env_id, train_tables, env_kwargs)
+    envs = make_vector_env(env_id, train_tables.num_queries, train_tables, env_kwargs)
+    means = []
+    for depth in range(spec.choices):
+        router = FixedDepthRouter(spec, depth)
+        episodes = run_episodes(
+            envs, np.arange(train_tables.num_queries), lambda obs, t, r=router: r.act(obs)
+        )
+        means.append(episodes.returns.mean())
+    envs.close()
+    best = int(np.argmax(means))
+    return FixedDepthRouter(spec, best, name="best-fixed"), np.array(means)
+
+
+def heuristic_routers(
+    env_id: str,
+    train_tables: Tables,
+    eval_tables: Tables,
+    env_kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Router]:
+    """Every baseline and bound of this module for ``env_id``, the lookups built on
+    ``eval_tables`` and the best fixed depth chosen on ``train_tables``."""
+    spec = _spec(env_id, eval_tables, env_kwargs)
+    shape = (eval_tables.depth, eval_tables.heads, int(eval_tables.observation.shape[-1]))
+    routers: dict[str, Router] = {"random": RandomRouter(spec, seed)}
+    for depth in range(spec.choices):
+        routers[f"fixed-{depth}"] = FixedDepthRouter(spec, depth)
+    routers["best-fixed"] = best_fixed_depth(env_id, train_tables, env_kwargs)[0]
+    if spec.kind == "simplex":
+        routers["uniform-mixture"] = FixedDepthRouter(spec, None)
+    for strategy in SCORE_STRATEGIES:
+        routers[strategy] = ScoreRouter(spec, strategy, shape)
+    routers["joint-router"] = joint_router(env_id, eval_tables, env_kwargs)
+    routers["oracle"] = oracle_router(env_id, eval_tables, env_kwargs)
+    return routers
