@@ -1,0 +1,495 @@
+"""The MAW reranker: frozen base-encoder states -> MAW layer(s) -> a score head linear in the
+attention output, plus its training (listwise loss, joint depth router, early stopping on dev).
+
+**Score.** For a (query, candidate) pair with last-layer input ``x`` and per-head, per-depth
+attended CLS values ``o[d, h] = A_{h,d}[CLS] V_h`` (``MAWAttention.row_outputs``)::
+
+    score = Σ_h w_hᵀ o[d_h, h] + vᵀ x_CLS + b + α · z(bm25)
+
+where ``w_h`` folds the output projection and a linear head (``u_hᵀ W_o,h``), and ``z(bm25)`` is
+the BM25 score z-scored over the query's candidates. Nothing non-linear follows the attention,
+so ``score[c] = score_base[c] + Σ_h score_parts[d_h, h, c]`` holds exactly for hard, per-head
+and soft choices: the tables (``maw_gym.tables``) store only these two arrays. The BM25 term
+makes reranking start at BM25's ranking (α is initialised large, the rest near zero), which
+the prototypes found necessary to beat BM25 at all (issue 3).
+
+**Depth specialisation: straight-through Gumbel-softmax router in the loop.** Training each
+query on a random depth makes all depths learn the same ranking (rank correlation 0.95 in the
+prototype), which makes routing pointless. Here a router MLP reads the *same* compressed
+observation the environment exposes (``compress_attention`` pooled maps of every depth,
+averaged over the query's candidates, detached) and picks one depth per query with a hard
+straight-through Gumbel-softmax sample; the query's scores are that depth's scores, so each
+depth is trained only on the queries routed to it and the router learns (through the
+straight-through gradient of the listwise loss) which depth ranks which query best. A Switch
+Transformer load-balancing term ``λ · D · Σ_d f_d P_d`` (f_d: fraction of the batch routed to
+d, P_d: mean router probability) keeps every depth in use. We chose Gumbel over hard-EM
+(train each query's currently-best depth) because the prototype's hard-EM decorrelated the
+depths but made every one weaker, and because Gumbel trains the router jointly with one
+objective; the first epoch uses random depths (a warm start: every depth first learns to
+rank, then specialises). Honest status: the prototypes found no routing gain from either;
+``maw-gym encoder report`` measures what this one reaches, against a seed control.
+``specialisation="random"`` keeps random-depth training for comparison.
+
+**Layerwise stack.** With ``layers=2``, layer 1's output is added to its input (residual,
+LayerNorm) and fed to layer 2, whose CLS row feeds the same linear head; it is trained with a
+random depth per layer per query (cheap), for ``MAW/LayerwiseDepth``.
+
+Train queries with no relevant candidate give the listwise loss no target; they are dropped
+from training (they still appear in the tables and in evaluation).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from maw_gym.encoder.attention import MAWAttention, NonMAWAttention, compress_attention
+from maw_gym.pipeline import SplitInputs
+from maw_gym.tables import ndcg_at_10
+
+AttentionKind = Literal["maw", "nonmaw"]
+Specialisation = Literal["router", "random"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of one reranker."""
+
+    epochs: int = 5
+    """Maximum epochs; the best dev epoch is kept."""
+    patience: int = 2
+    """Epochs without dev improvement before stopping."""
+    batch_queries: int = 16
+    """Queries per optimisation step (all their candidates together)."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    specialisation: Specialisation = "router"
+    """How a MAW layer chooses the depth a training query uses."""
+    warmup_epochs: int = 1
+    """Epochs of random-depth training before the router takes over."""
+    balance_weight: float = 0.01
+    """λ of the Switch load-balancing loss (Switch Transformer's default)."""
+    gumbel_tau: float = 1.0
+    """Temperature of the router's Gumbel-softmax samples."""
+    seed: int = 0
+    """Seed of initialisation, batching and depth sampling."""
+
+
+def bm25_zscore(bm25: Tensor, mask: Tensor) -> Tensor:
+    """(..., C) BM25 scores z-scored over each query's real candidates; 0 on padding."""
+    count = mask.sum(-1, keepdim=True).clamp(min=1)
+    mean = (bm25 * mask).sum(-1, keepdim=True) / count
+    var = (((bm25 - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+    return torch.where(mask, (bm25 - mean) / (var.sqrt() + 1e-6), torch.zeros_like(bm25))
+
+
+class DepthRouter(nn.Module):
+    """MLP from the flattened compressed observation (D, H, P, P) to depth logits (D,).
+
+    A LayerNorm first makes it indifferent to the observation's scale (pooled attention mass).
+    """
+
+    def __init__(self, depth: int, heads: int, pool: int, width: int = 128) -> None:
+        super().__init__()
+        features = depth * heads * pool * pool
+        self.net = nn.Sequential(
+            nn.LayerNorm(features), nn.Linear(features, width), nn.GELU(), nn.Linear(width, depth)
+        )
+
+    def forward(self, observation: Tensor) -> Tensor:
+        return self.net(observation.flatten(1))
+
+
+class MAWReranker(nn.Module):
+    """Base-encoder states of (query, candidate) pairs -> candidate scores (see module doc).
+
+    Args:
+        hidden: width of the base encoder's states.
+        heads, depth, head_dim, pool: the MAW layer's shape and the observation's pooled size.
+        attention: ``"maw"`` (``depth`` patterns) or ``"nonmaw"`` (standard attention, D = 1).
+        layers: MAW layers in the stack (the score reads the last one).
+        router: build the joint depth router (MAW, one layer).
+    """
+
+    def __init__(
+        self,
+        hidden: int,
+        heads: int,
+        depth: int,
+        head_dim: int,
+        pool: int,
+        attention: AttentionKind = "maw",
+        layers: int = 1,
+        router: bool = True,
+    ) -> None:
+        super().__init__()
+        if attention not in ("maw", "nonmaw"):
+            raise ValueError(f"attention must be 'maw' or 'nonmaw', got {attention!r}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.attention_kind = attention
+        self.depth = depth if attention == "maw" else 1
+        self.heads, self.head_dim, self.pool = heads, head_dim, pool
+        layer_cls = MAWAttention if attention == "maw" else NonMAWAttention
+        self.layers = nn.ModuleList(
+            layer_cls(hidden, heads, self.depth, head_dim) for _ in range(layers)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers - 1))
+        # u: read-out of the last layer's CLS output; u_hᵀ W_o,h is head h's share of it.
+        self.score_weight = nn.Parameter(torch.randn(hidden) * 0.01)
+        self.cls_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.cls_head.weight)
+        nn.init.zeros_(self.cls_head.bias)
+        self.bm25_weight = nn.Parameter(torch.tensor(1.0))
+        use_router = router and attention == "maw" and layers == 1 and self.depth > 1
+        self.router = DepthRouter(self.depth, heads, pool) if use_router else None
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def last_input(self, x: Tensor, mask: Tensor, lower_depths: Tensor | None = None) -> Tensor:
+        """(B, L, hidden) input of the last layer, given one depth per item for each lower
+        layer (``lower_depths`` (B, layers-1); ignored for one layer)."""
+        for index, (layer, norm) in enumerate(zip(self.layers[:-1], self.norms, strict=True)):
+            if lower_depths is None:
+                raise ValueError(
+                    f"lower_depths: a {self.num_layers}-layer stack needs a depth "
+                    "per item for each lower layer, got None"
+                )
+            out, _ = layer(x, mask, depth_index=lower_depths[:, index].long())
+            x = norm(x + out)
+        return x
+
+    def score_terms(
+        self, x: Tensor, mask: Tensor, bm25_z: Tensor, lower_depths: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Linear decomposition of the scores of B pairs: ``(base (B,), parts (B, D, H))``.
+
+        The score with depth ``d_h`` for head ``h`` is ``base + Σ_h parts[:, d_h, h]``.
+        """
+        x = self.last_input(x, mask, lower_depths)
+        last = self.layers[-1]
+        rows = last.row_outputs(x, mask)  # (B, D, H, head_dim)
+        # (H, head_dim): u_hᵀ W_o,h for each head.
+        head_weight = (self.score_weight @ last.out_proj.weight).view(self.heads, self.head_dim)
+        parts = (rows * head_weight).sum(-1)  # (B, D, H)
+        base = self._depth_free(x, bm25_z) + self.score_weight @ last.out_proj.bias
+        return base, parts
+
+    def _depth_free(self, x: Tensor, bm25_z: Tensor) -> Tensor:
+        return self.cls_head(x[:, 0]).squeeze(-1) + self.bm25_weight * bm25_z
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor,
+        bm25_z: Tensor,
+        depth_index: Tensor | None = None,
+        depth_weights: Tensor | None = None,
+        lower_depths: Tensor | None = None,
+    ) -> Tensor:
+        """(B,) scores of B pairs through the layer's own forward pass (hard ``depth_index``
+        (B,) or (B, H), or soft ``depth_weights`` (B, D)); equals the :meth:`score_terms`
+        decomposition, which is what tables store (tested)."""
+        x = self.last_input(x, mask, lower_depths)
+        if depth_index is None and depth_weights is None:
+            depth_index = torch.zeros(x.shape[0], dtype=torch.long)
+        out, _ = self.layers[-1](x, mask, depth_index=depth_index, depth_weights=depth_weights)
+        return out[:, 0] @ self.score_weight + self._depth_free(x, bm25_z)
+
+    def observe(
+        self, x: Tensor, mask: Tensor, lower_depths: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Compressed attention of the last layer (``compress_attention``; no gradient)."""
+        with torch.no_grad():
+            x = self.last_input(x, mask, lower_depths)
+        return compress_attention(self.layers[-1], x, mask, self.pool)
+
+
+@dataclass
+class QueryBatch:
+    """Tensors of Bq queries x C candidates, pairs flattened to B = Bq·C."""
+
+    x: Tensor  # (B, L, hidden) float32
+    mask: Tensor  # (B, L) bool
+    bm25_z: Tensor  # (Bq, C)
+    candidate_mask: Tensor  # (Bq, C)
+    relevance: Tensor  # (Bq, C)
+
+    @classmethod
+    def from_inputs(cls, inputs: SplitInputs, index: np.ndarray) -> QueryBatch:
+        bq, c = len(index), inputs.candidate_mask.shape[1]
+        states = torch.from_numpy(inputs.states[index].astype(np.float32))
+        token_mask = torch.from_numpy(inputs.token_mask[index])
+        candidate_mask = torch.from_numpy(inputs.candidate_mask[index])
+        # Padding candidates keep their CLS token valid so attention rows stay defined.
+        token_mask = token_mask.clone()
+        token_mask[..., 0] = True
+        return cls(
+            x=states.view(bq * c, *states.shape[2:]),
+            mask=token_mask.view(bq * c, -1),
+            bm25_z=bm25_zscore(torch.from_numpy(inputs.bm25_scores[index]), candidate_mask),
+            candidate_mask=candidate_mask,
+            relevance=torch.from_numpy(inputs.relevance[index]),
+        )
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.candidate_mask.shape)  # type: ignore[return-value]
+
+    def per_query(self, values: Tensor) -> Tensor:
+        """(B, ...) per pair -> (Bq, C, ...)."""
+        return values.view(*self.shape, *values.shape[1:])
+
+    def candidate_mean(self, values: Tensor) -> Tensor:
+        """(B, ...) per pair -> (Bq, ...) mean over each query's real candidates."""
+        grouped = self.per_query(values)
+        weights = self.candidate_mask.to(grouped.dtype)
+        weights = weights / weights.sum(1, keepdim=True).clamp(min=1)
+        return torch.einsum("qc,qc...->q...", weights, grouped)
+
+
+def listwise_loss(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
+    """Mean over queries of the cross-entropy between softmax(scores) and relevance/Σrelevance
+    (ListNet top-1); queries without relevant candidates must be excluded by the caller."""
+    log_p = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    target = relevance * mask
+    target = target / target.sum(-1, keepdim=True).clamp(min=1e-12)
+    return -(target * log_p.masked_fill(~mask, 0.0)).sum(-1).mean()
+
+
+def depth_candidate_scores(
+    model: MAWReranker, batch: QueryBatch, lower_depths: Tensor | None = None
+) -> Tensor:
+    """(Bq, D, C) every depth's candidate scores (the same depth for all heads)."""
+    base, parts = model.score_terms(batch.x, batch.mask, batch.bm25_z.flatten(), lower_depths)
+    scores = base[:, None] + parts.sum(-1)  # (B, D)
+    return batch.per_query(scores).transpose(1, 2)
+
+
+def switch_balance_loss(router_probs: Tensor, assignment: Tensor) -> Tensor:
+    """Switch Transformer load balancing ``D · Σ_d f_d · P_d`` (1 when perfectly balanced)."""
+    depth = router_probs.shape[1]
+    fraction = F.one_hot(assignment, depth).float().mean(0)
+    return depth * (fraction * router_probs.mean(0)).sum()
+
+
+def _query_batches(count: int, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    order = torch.randperm(count, generator=generator).numpy()
+    for start in range(0, count, batch_size):
+        yield order[start : start + batch_size]
+
+
+def training_step(
+    model: MAWReranker,
+    batch: QueryBatch,
+    config: TrainConfig,
+    use_router: bool,
+    generator: torch.Generator,
+) -> tuple[Tensor, dict[str, float]]:
+    """Loss of one batch: listwise on the depth(s) chosen per query, plus router balancing."""
+    bq = batch.shape[0]
+    depth = model.depth
+    lower = None
+    if model.num_layers > 1:
+        lower_q = torch.randint(depth, (bq, model.num_layers - 1), generator=generator)
+        lower = lower_q.repeat_interleave(batch.shape[1], dim=0)
+    all_scores = depth_candidate_scores(model, batch, lower)  # (Bq, D, C)
+    logs: dict[str, float] = {}
+    if use_router and model.router is not None:
+        observation = batch.candidate_mean(model.observe(batch.x, batch.mask)["observation"])
+        logits = model.router(observation)
+        gumbel = -torch.log(
+            -torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-10))
+        )
+        soft = torch.softmax((logits + gumbel) / config.gumbel_tau, dim=-1)
+        assignment = soft.argmax(-1)
+        hard = F.one_hot(assignment, depth).float()
+        choice = hard + soft - soft.detach()  # straight-through: hard forward, soft gradient
+        scores = (choice[:, :, None] * all_scores).sum(1)
+        balance = switch_balance_loss(torch.softmax(logits, -1), assignment)
+        loss = listwise_loss(scores, batch.relevance, batch.candidate_mask)
+        logs["balance"] = float(balance.detach())
+        loss = loss + config.balance_weight * balance
+    else:
+        chosen = torch.randint(depth, (bq,), generator=generator)
+        scores = all_scores[torch.arange(bq), chosen]
+        loss = listwise_loss(scores, batch.relevance, batch.candidate_mask)
+    logs["loss"] = float(loss.detach())
+    return loss, logs
+
+
+@dataclass
+class SplitScores:
+    """A model's outputs on every query of a split (numpy, float32)."""
+
+    score_base: np.ndarray  # (N, C)
+    score_parts: np.ndarray  # (N, D, H, C)
+    observation: np.ndarray | None = None  # (N, D, H, P, P)
+    entropy: np.ndarray | None = None  # (N, D, H)
+    focus: np.ndarray | None = None  # (N, D, H)
+    router_logits: np.ndarray | None = None  # (N, D)
+
+    def depth_scores(self) -> np.ndarray:
+        """(N, D, C) scores of each hard depth."""
+        return self.score_base[:, None, :] + self.score_parts.sum(2)
+
+
+@torch.no_grad()
+def score_split(
+    model: MAWReranker,
+    inputs: SplitInputs,
+    batch_queries: int = 16,
+    observe: bool = False,
+    lower_depths: np.ndarray | None = None,
+    progress: str | None = None,
+) -> SplitScores:
+    """Score every query of ``inputs`` (eval mode); with ``observe`` also the compressed
+    observation, entropy, focus and the router's logits. ``lower_depths`` (N, layers-1) fixes
+    the lower layers' depths of a stack."""
+    model.eval()
+    n, c = inputs.candidate_mask.shape
+    out: dict[str, list[np.ndarray]] = {}
+    starts = range(0, n, batch_queries)
+    for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
+        index = np.arange(start, min(start + batch_queries, n))
+        batch = QueryBatch.from_inputs(inputs, index)
+        lower = None
+        if lower_depths is not None:
+            lower = torch.from_numpy(lower_depths[index]).long().repeat_interleave(c, dim=0)
+        base, parts = model.score_terms(batch.x, batch.mask, batch.bm25_z.flatten(), lower)
+        out.setdefault("score_base", []).append(batch.per_query(base).numpy())
+        out.setdefault("score_parts", []).append(batch.per_query(parts).permute(0, 2, 3, 1).numpy())
+        if observe:
+            compressed = model.observe(batch.x, batch.mask, lower)
+            for key, value in compressed.items():
+                out.setdefault(key, []).append(batch.candidate_mean(value).numpy())
+            if model.router is not None:
+                logits = model.router(torch.from_numpy(out["observation"][-1]))
+                out.setdefault("router_logits", []).append(logits.numpy())
+    arrays = {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
+    return SplitScores(**arrays)
+
+
+def routed_ndcg(model: MAWReranker, inputs: SplitInputs) -> float:
+    """Dev metric for early stopping: NDCG@10 of the model's own choice of depth (its router's
+    argmax; the mean over depths without a router; the mean over lower-layer depths too for a
+    stack)."""
+    rel, ideal, mask = inputs.relevance, inputs.ideal_gains, inputs.candidate_mask
+    if model.num_layers > 1:
+        values = []
+        for lower in range(model.depth):
+            fixed = np.full((inputs.num_queries, model.num_layers - 1), lower)
+            scored = score_split(model, inputs, lower_depths=fixed)
+            values.append(
+                ndcg_at_10(
+                    scored.depth_scores(), rel[:, None], ideal[:, None], mask[:, None]
+                ).mean()
+            )
+        return float(np.mean(values))
+    scored = score_split(model, inputs, observe=model.router is not None)
+    per_depth = ndcg_at_10(scored.depth_scores(), rel[:, None], ideal[:, None], mask[:, None])
+    if scored.router_logits is None:
+        return float(per_depth.mean())
+    choice = scored.router_logits.argmax(1)
+    return float(per_depth[np.arange(len(choice)), choice].mean())
+
+
+@dataclass
+class TrainState:
+    """Everything needed to resume training after an epoch."""
+
+    epoch: int
+    best_metric: float
+    best_state: dict[str, Tensor]
+    history: list[dict[str, float]]
+    stale: int
+    done: bool
+
+
+def train_reranker(
+    model: MAWReranker,
+    train: SplitInputs,
+    dev: SplitInputs,
+    config: TrainConfig,
+    name: str = "reranker",
+    resume: dict | None = None,
+    on_epoch=None,
+) -> TrainState:
+    """Train ``model`` in place (listwise loss, AdamW, early stopping on dev NDCG@10) and load
+    its best dev epoch. ``resume`` is a dict saved by ``on_epoch(dict)`` after an epoch."""
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    teach = np.flatnonzero(train.has_relevant())
+    state = TrainState(
+        epoch=0,
+        best_metric=-1.0,
+        best_state=copy.deepcopy(model.state_dict()),
+        history=[],
+        stale=0,
+        done=False,
+    )
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["generator"])
+        state = resume["train_state"]
+    while not state.done and state.epoch < config.epochs:
+        model.train()
+        started = time.perf_counter()
+        use_router = config.specialisation == "router" and state.epoch >= config.warmup_epochs
+        losses = []
+        batches = list(_query_batches(len(teach), config.batch_queries, generator))
+        bar = tqdm(batches, desc=f"{name} epoch {state.epoch + 1}/{config.epochs}", leave=False)
+        for picked in bar:
+            batch = QueryBatch.from_inputs(train, teach[picked])
+            loss, logs = training_step(model, batch, config, use_router, generator)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(logs["loss"])
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        metric = routed_ndcg(model, dev)
+        state.history.append(
+            {
+                "epoch": state.epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                "dev_ndcg10": metric,
+                "router": float(use_router),
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        state.epoch += 1
+        # A router epoch is compared only with router epochs: warm-up epochs are not routed.
+        if metric > state.best_metric or (use_router and state.epoch == config.warmup_epochs + 1):
+            state.best_metric, state.stale = metric, 0
+            state.best_state = copy.deepcopy(model.state_dict())
+        else:
+            state.stale += 1
+        state.done = state.stale >= config.patience or state.epoch >= config.epochs
+        if on_epoch is not None:
+            on_epoch(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "train_state": state,
+                }
+            )
+    model.load_state_dict(state.best_state)
+    return state

@@ -1,0 +1,222 @@
+"""Train every reranker an encoder directory holds, resumably, and load them back.
+
+An encoder directory holds ``checkpoint.pt`` (the state dicts and constructor arguments of each
+model), ``config.json`` (preset, dataset fingerprints, base model id, seeds, dev metrics,
+timings and the content hash) and, while training, one ``progress-<model>.pt`` per model
+written after every epoch, so an interrupted ``maw-gym encoder train`` resumes where it
+stopped; a finished directory is reused as it is.
+
+Models (all on the same frozen base-encoder states):
+
+- ``maw``: one MAW layer trained with the joint depth router (the encoder the tables use);
+- ``maw_random``: the same trained with a random depth per query (the prototypes' design, for
+  comparison in the report);
+- ``nonmaw_0 … nonmaw_{k-1}``: the NON-MAW twin and its seed controls (``preset.seed_controls``
+  seeds; ``nonmaw_0`` is the twin);
+- ``stack``: a ``preset.layers``-layer MAW stack for ``MAW/LayerwiseDepth`` (if layers > 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from maw_gym.cache import atomic_path, cache_dir, stable_hash, write_json
+from maw_gym.encoder.reranker import MAWReranker, TrainConfig, train_reranker
+from maw_gym.pipeline import SplitInputs, split_fingerprint, split_inputs
+from maw_gym.presets import Preset
+
+#: Bump when training changes in a way that makes old encoders stale.
+ENCODER_VERSION = 1
+
+
+def model_specs(preset: Preset, hidden: int, seed: int) -> dict[str, tuple[dict, TrainConfig]]:
+    """name -> (MAWReranker kwargs, TrainConfig) of every model an encoder directory holds."""
+    shape = {
+        "hidden": hidden,
+        "heads": preset.heads,
+        "depth": preset.depth,
+        "head_dim": preset.head_dim,
+        "pool": preset.pool,
+    }
+    base = TrainConfig(epochs=preset.epochs, seed=seed)
+    specs: dict[str, tuple[dict, TrainConfig]] = {
+        "nonmaw_0": ({**shape, "attention": "nonmaw"}, base),
+        "maw": ({**shape, "attention": "maw"}, base),
+        "maw_random": (
+            {**shape, "attention": "maw", "router": False},
+            dataclasses.replace(base, specialisation="random"),
+        ),
+    }
+    for index in range(1, preset.seed_controls):
+        specs[f"nonmaw_{index}"] = (
+            {**shape, "attention": "nonmaw"},
+            dataclasses.replace(base, seed=seed + index),
+        )
+    if preset.layers > 1:
+        specs["stack"] = (
+            {**shape, "attention": "maw", "layers": preset.layers, "router": False},
+            dataclasses.replace(base, specialisation="random"),
+        )
+    return specs
+
+
+def encoder_config(dataset: str, preset: Preset, seed: int = 0) -> dict[str, Any]:
+    """What an encoder is a function of (its directory name hashes this)."""
+    from maw_gym.encoder.base import BaseEncoder
+
+    name, train_fp = split_fingerprint(dataset, "train", preset)
+    _, dev_fp = split_fingerprint(dataset, "dev", preset)
+    return {
+        "version": ENCODER_VERSION,
+        "dataset": name,
+        "train_fingerprint": train_fp,
+        "dev_fingerprint": dev_fp,
+        "preset": preset.to_dict(),
+        "base_model": BaseEncoder(max_length=preset.max_length).model_id,
+        "seed": seed,
+    }
+
+
+def default_encoder_dir(config: dict[str, Any]) -> Path:
+    """cache_dir("encoders", "<dataset>-<preset>-<hash of config>")."""
+    return cache_dir(
+        "encoders", f"{config['dataset']}-{config['preset']['name']}-{stable_hash(config)}"
+    )
+
+
+def state_hash(states: dict[str, dict[str, torch.Tensor]]) -> str:
+    """Content hash of every model's state dict (names and tensor bytes, in sorted order)."""
+    items: list[bytes] = []
+    for model_name in sorted(states):
+        for key in sorted(states[model_name]):
+            tensor = states[model_name][key].detach().cpu().contiguous()
+            items.append(f"{model_name}/{key}".encode() + tensor.numpy().tobytes())
+    return stable_hash(*items)
+
+
+@dataclass
+class TrainedEncoder:
+    """A finished encoder directory, loaded (every model in eval mode)."""
+
+    directory: Path
+    config: dict[str, Any]
+    models: dict[str, MAWReranker]
+
+    @property
+    def content_hash(self) -> str:
+        return str(self.config["content_hash"])
+
+    @property
+    def nonmaw_names(self) -> list[str]:
+        return sorted(
+            (n for n in self.models if n.startswith("nonmaw_")), key=lambda n: int(n.split("_")[1])
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> TrainedEncoder:
+        directory = Path(directory)
+        config_path, checkpoint_path = directory / "config.json", directory / "checkpoint.pt"
+        if not config_path.exists() or not checkpoint_path.exists():
+            raise FileNotFoundError(
+                f"{directory}: not a finished encoder directory (expected "
+                "config.json and checkpoint.pt; run `maw-gym encoder train`)"
+            )
+        config = json.loads(config_path.read_text())
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        states = checkpoint["models"]
+        if state_hash(states) != config["content_hash"]:
+            raise ValueError(
+                f"{checkpoint_path}: content hash differs from config.json's "
+                f"{config['content_hash']}; the checkpoint is corrupt or stale"
+            )
+        models = {}
+        for name, state in states.items():
+            model = MAWReranker(**config["architectures"][name])
+            model.load_state_dict(state)
+            models[name] = model.eval()
+        return cls(directory=directory, config=config, models=models)
+
+
+def _train_one(
+    name: str,
+    kwargs: dict,
+    train_config: TrainConfig,
+    train: SplitInputs,
+    dev: SplitInputs,
+    directory: Path,
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Train (or resume, or reuse) one model; returns its best state dict and its log."""
+    progress = directory / f"progress-{name}.pt"
+    resume = (
+        torch.load(progress, map_location="cpu", weights_only=False) if progress.exists() else None
+    )
+    torch.manual_seed(train_config.seed)
+    model = MAWReranker(**kwargs)
+
+    def save(payload: dict) -> None:
+        with atomic_path(progress) as tmp:
+            torch.save(payload, tmp)
+
+    started = time.perf_counter()
+    state = train_reranker(model, train, dev, train_config, name=name, resume=resume, on_epoch=save)
+    log = {
+        "dev_ndcg10": state.best_metric,
+        "epochs": state.epoch,
+        "history": state.history,
+        "seconds_this_run": time.perf_counter() - started,
+        "train_config": dataclasses.asdict(train_config),
+    }
+    return model.state_dict(), log
+
+
+def train_encoder(dataset: str, preset: Preset, out: Path | None = None, seed: int = 0) -> Path:
+    """Train every model of ``model_specs`` into ``out`` (default: :func:`default_encoder_dir`)
+    and return the directory; a finished directory with the same config is reused."""
+    config = encoder_config(dataset, preset, seed)
+    directory = Path(out) if out is not None else default_encoder_dir(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "config.json").exists() and (directory / "checkpoint.pt").exists():
+        existing = json.loads((directory / "config.json").read_text())
+        if {k: existing.get(k) for k in config} == config:
+            return directory
+        raise ValueError(
+            f"{directory}: holds an encoder with a different config; "
+            "choose another --out or delete it"
+        )
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    train = split_inputs(dataset, "train", preset)
+    dev = split_inputs(dataset, "dev", preset)
+    timings["inputs_seconds"] = time.perf_counter() - started
+    hidden = int(train.states.shape[-1])
+    states, logs, architectures = {}, {}, {}
+    for name, (kwargs, train_config) in model_specs(preset, hidden, seed).items():
+        states[name], logs[name] = _train_one(name, kwargs, train_config, train, dev, directory)
+        architectures[name] = kwargs
+    timings["train_seconds"] = time.perf_counter() - started - timings["inputs_seconds"]
+    content_hash = state_hash(states)
+    with atomic_path(directory / "checkpoint.pt") as tmp:
+        torch.save({"models": states}, tmp)
+    write_json(
+        directory / "config.json",
+        {
+            **config,
+            "content_hash": content_hash,
+            "architectures": architectures,
+            "metrics": logs,
+            "timings": timings,
+            "train_queries": train.num_queries,
+            "train_queries_with_relevant": int(train.has_relevant().sum()),
+            "dev_queries": dev.num_queries,
+        },
+    )
+    for progress in directory.glob("progress-*.pt"):
+        progress.unlink()
+    return directory
