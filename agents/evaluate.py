@@ -1,0 +1,209 @@
+"""Score a router on a split: env return, normalised score, regret, and the routed rerank.
+
+Every query of the tables is played once, deterministically, through the native vector env
+with pinned query indices (one sub-env per query). The normalised score is
+``(mean − random_mean) / (oracle_mean − random_mean)``: random is the *exact* expected return of
+the uniform random policy (every joint action enumerated through the env) when the action space
+is small enough, else a seeded Monte-Carlo estimate (``random_exact`` says which); the oracle is
+the env's per-query ``oracle_reward``.
+
+``maw-gym evaluate --router DIR --split test`` also reports the retrieval metrics (NDCG@10,
+MRR@10, Hit@1) of the BM25 → MAW rerank with each query's candidates scored under the router's
+actions, through ``maw_gym.retrieval.evaluate`` against the split's full qrels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.base import Router
+from agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
+from maw_gym.tables import Tables
+
+TRAINING_FILE = "training.json"
+"""Written by ``maw-gym train`` beside the router: env id, dataset and preset it was trained on."""
+MONTE_CARLO_PASSES = 16
+_BOUNDS: dict[tuple[str, int, str], tuple[float, bool]] = {}
+
+
+def random_mean_return(
+    env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None = None, seed: int = 0
+) -> tuple[float, bool]:
+    """(expected return of the uniform random policy, whether it is exact), cached per tables."""
+    key = (env_id, id(tables), json.dumps(env_kwargs or {}, sort_keys=True, default=str))
+    if key not in _BOUNDS:
+        try:
+            _BOUNDS[key] = (
+                float(enumerate_returns(env_id, tables, env_kwargs).returns.mean()),
+                True,
+            )
+        except ValueError:
+            from agents.heuristics import RandomRouter
+
+            envs = make_vector_env(env_id, tables.num_queries, tables, env_kwargs)
+            router = RandomRouter(ActionSpec.from_space(envs.single_action_space), seed)
+            total = 0.0
+            for _ in range(MONTE_CARLO_PASSES):
+                episodes = run_episodes(
+                    envs, np.arange(tables.num_queries), lambda obs, t: router.act(obs)
+                )
+                total += float(episodes.returns.mean())
+            envs.close()
+            _BOUNDS[key] = (total / MONTE_CARLO_PASSES, False)
+    return _BOUNDS[key]
+
+
+def candidate_scores(tables: Tables, spec: ActionSpec, actions: np.ndarray) -> np.ndarray | None:
+    """(N, C) candidate scores under per-query actions ``(N, T, ...)`` (exact: the scores are
+    linear in the attention output, see ``maw_gym.tables``); None for an unknown layout."""
+    n = np.arange(tables.num_queries)
+    steps = actions.shape[1]
+    if steps == 2 and tables.layer2_scores is not None and spec.kind == "discrete":
+        return tables.layer2_scores[n, actions[:, 0], actions[:, 1]]
+    if steps != 1:
+        return None
+    action = actions[:, 0]
+    if spec.kind == "discrete":
+        return tables.depth_scores()[n, action]
+    per_depth = tables.score_parts  # (N, D, H, C)
+    if spec.kind == "multi_discrete":
+        heads = np.arange(tables.heads)
+        return tables.score_base + per_depth[n[:, None], action, heads].sum(axis=1)
+    weights = action / np.maximum(action.sum(-1, keepdims=True), 1e-12)
+    return tables.score_base + np.einsum("nd,ndc->nc", weights, per_depth.sum(axis=2))
+
+
+def depth_usage(spec: ActionSpec, actions: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(D,) share of each depth among the decisions (mean weights on a mixture space)."""
+    if spec.kind == "simplex":
+        return actions[valid].mean(axis=0)
+    counts = np.bincount(actions[valid].ravel(), minlength=spec.choices).astype(np.float64)
+    return counts / max(counts.sum(), 1.0)
+
+
+def evaluate_router(
+    router: Router, env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Play every query of ``tables`` once with ``router``; see the module docstring.
+
+    Returns floats ``mean_return``, ``random_mean``, ``oracle_mean``, ``normalized_score``,
+    ``regret``, ``depth_usage_entropy`` (normalised to [0, 1]), ``latency_ms_per_query``,
+    ``random_exact``, and arrays ``returns`` (N,), ``regrets`` (N,), ``actions`` (N, T, ...),
+    ``depth_usage`` (D,) and ``candidate_scores`` (N, C) (None if the layout is unknown).
+    """
+    n = tables.num_queries
+    envs = make_vector_env(env_id, n, tables, env_kwargs)
+    spec = ActionSpec.from_space(envs.single_action_space)
+    seconds = 0.0
+
+    def choose(observations: np.ndarray, step: int) -> np.ndarray:
+        nonlocal seconds
+        started = time.perf_counter()
+        actions = router.act(observations)
+        seconds += time.perf_counter() - started
+        return actions
+
+    episodes = run_episodes(envs, np.arange(n), choose)
+    envs.close()
+    if "oracle_reward" not in episodes.final_info:
+        raise KeyError(f"{env_id}: the env's final info has no 'oracle_reward'")
+    returns = episodes.returns
+    oracle = episodes.final_info["oracle_reward"].astype(np.float64)
+    random_mean, exact = random_mean_return(env_id, tables, env_kwargs)
+    oracle_mean = float(oracle.mean())
+    span = oracle_mean - random_mean
+    actions = np.stack(episodes.actions, axis=1)  # (N, T, ...)
+    usage = depth_usage(spec, np.stack(episodes.actions), episodes.valid)
+    nonzero = usage[usage > 0]
+    return {
+        "router": router.name,
+        "env_id": env_id,
+        "num_queries": n,
+        "mean_return": float(returns.mean()),
+        "random_mean": random_mean,
+        "random_exact": exact,
+        "oracle_mean": oracle_mean,
+        "normalized_score": float((returns.mean() - random_mean) / span) if span > 0 else 0.0,
+        "regret": float((oracle - returns).mean()),
+        "depth_usage_entropy": float(-(nonzero * np.log(nonzero)).sum() / np.log(spec.choices)),
+        "latency_ms_per_query": 1000.0 * seconds / n,
+        "returns": returns,
+        "regrets": oracle - returns,
+        "actions": actions,
+        "depth_usage": usage,
+        "candidate_scores": candidate_scores(tables, spec, actions),
+    }
+
+
+def retrieval_metrics(
+    tables: Tables, scores: np.ndarray, qrels: dict[str, dict[str, int]]
+) -> dict[str, float]:
+    """NDCG@10, MRR@10, Hit@1 (and more) of the rerank given by ``scores`` (N, C)."""
+    from maw_gym.encoder.tables import routed_results
+    from maw_gym.retrieval import evaluate
+
+    wanted = {str(q) for q in tables.query_ids}
+    judged = {qid: docs for qid, docs in qrels.items() if qid in wanted}
+    return evaluate(judged, routed_results(tables, scores))
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--router", type=Path, required=True, help="a saved router directory")
+    parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    parser.add_argument(
+        "--env",
+        default=None,
+        help=f"env id (default: the one in DIR/{TRAINING_FILE}, else MAW/DepthSelection-v0)",
+    )
+    parser.add_argument("--dataset", default=None, help="BEIR name or folder (default: training's)")
+    parser.add_argument("--preset", default=None, help="smoke, quick or full (default: training's)")
+    parser.add_argument("--encoder", type=Path, default=None, help="encoder directory")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    from agents.common import load_router
+    from maw_gym.encoder.tables import get_tables
+    from maw_gym.pipeline import preset_split
+    from maw_gym.presets import get_preset
+
+    training_file = args.router / TRAINING_FILE
+    trained = json.loads(training_file.read_text()) if training_file.exists() else {}
+    env_id = args.env or trained.get("env_id", "MAW/DepthSelection-v0")
+    dataset = args.dataset or trained.get("dataset", "nave-kjv")
+    preset = args.preset or trained.get("preset", "smoke")
+    router = load_router(args.router)
+    tables = get_tables(dataset, args.split, preset, args.encoder)
+    result = evaluate_router(router, env_id, tables)
+    summary = {
+        key: result[key]
+        for key in (
+            "router",
+            "env_id",
+            "num_queries",
+            "mean_return",
+            "normalized_score",
+            "regret",
+            "random_mean",
+            "oracle_mean",
+            "depth_usage_entropy",
+            "latency_ms_per_query",
+        )
+    }
+    summary.update(dataset=dataset, split=args.split, preset=preset)
+    if result["candidate_scores"] is not None:
+        qrels = preset_split(dataset, args.split, get_preset(preset)).qrels
+        metrics = retrieval_metrics(tables, result["candidate_scores"], qrels)
+        summary.update({k: metrics[k] for k in ("NDCG@10", "MRR@10", "Hit@1")})
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")
+    return 0

@@ -1,0 +1,182 @@
+"""``maw-gym train``: one entry point for every routing agent, through a registry.
+
+An agent is a function ``(env_id, train_tables, dev_tables, seed, steps, out_dir) -> Router``
+registered in :data:`AGENTS` under its command-line name. It trains on ``train_tables``
+(through the env ``env_id``), may evaluate on ``dev_tables`` periodically (None: skip), stops
+after ``steps`` env steps (agents that are not RL document what a step is), may write logs into
+``out_dir`` (TensorBoard, ``metrics.json``) and returns the router; this module saves it in
+``out_dir`` together with ``training.json``, which ``maw-gym evaluate`` reads for defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agents.base import Router
+from agents.evaluate import TRAINING_FILE, evaluate_router
+from maw_gym.cache import write_json
+from maw_gym.tables import Tables
+
+TrainFn = Callable[[str, Tables, "Tables | None", int, int, Path], Router]
+
+
+def _write_metrics(out_dir: Path, metrics: list[dict[str, float]]) -> None:
+    write_json(Path(out_dir) / "metrics.json", metrics)
+
+
+def train_grpo(
+    env_id: str,
+    train_tables: Tables,
+    dev_tables: Tables | None,
+    seed: int,
+    steps: int,
+    out_dir: Path,
+) -> Router:
+    """Native GRPO with :class:`agents.grpo.GRPOConfig` defaults; TensorBoard in out_dir/tb."""
+    from agents.grpo import GRPOConfig, train
+
+    config = GRPOConfig(seed=seed, total_env_steps=steps, log_dir=str(Path(out_dir) / "tb"))
+    router, metrics = train(env_id, train_tables, config, dev_tables)
+    _write_metrics(out_dir, metrics)
+    return router
+
+
+def _supervised(labels: str, depth_aware: bool) -> TrainFn:
+    def train_supervised(
+        env_id: str,
+        train_tables: Tables,
+        dev_tables: Tables | None,
+        seed: int,
+        steps: int,
+        out_dir: Path,
+    ) -> Router:
+        """The supervised router; a step is one labelled query, so epochs = steps / N."""
+        from agents.supervised import SupervisedConfig, train
+
+        epochs = max(1, steps // train_tables.num_queries)
+        config = SupervisedConfig(
+            seed=seed,
+            labels=labels,
+            depth_aware=depth_aware,
+            epochs=epochs,
+            eval_every=max(1, epochs // 5),
+        )
+        router, metrics = train(env_id, train_tables, config, dev_tables)
+        _write_metrics(out_dir, metrics)
+        return router
+
+    return train_supervised
+
+
+def train_best_fixed(
+    env_id: str,
+    train_tables: Tables,
+    dev_tables: Tables | None,
+    seed: int,
+    steps: int,
+    out_dir: Path,
+) -> Router:
+    """The best fixed depth on the train split (``steps`` unused: it plays N·D episodes)."""
+    from agents.heuristics import best_fixed_depth
+
+    router, means = best_fixed_depth(env_id, train_tables)
+    _write_metrics(out_dir, [{"train/mean_return_of_depth": float(m)} for m in means])
+    return router
+
+
+AGENTS: dict[str, TrainFn] = {
+    "grpo": train_grpo,
+    "supervised": _supervised("oracle", depth_aware=False),
+    "supervised-rule": _supervised("rule", depth_aware=False),
+    "supervised-depth": _supervised("oracle", depth_aware=True),
+    "best-fixed": train_best_fixed,
+}
+"""Command-line name → train function. SB3 and RLlib agents add their entries here."""
+
+
+def train_agent(
+    agent: str,
+    env_id: str,
+    train_tables: Tables,
+    dev_tables: Tables | None,
+    seed: int,
+    steps: int,
+    out_dir: Path,
+    extra: dict[str, Any] | None = None,
+) -> tuple[Router, dict[str, Any]]:
+    """Train ``agent``, save its router and ``training.json`` in ``out_dir``; return both."""
+    if agent not in AGENTS:
+        raise ValueError(f"unknown agent {agent!r}; choose one of {sorted(AGENTS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    router = AGENTS[agent](env_id, train_tables, dev_tables, seed, steps, out_dir)
+    seconds = time.perf_counter() - started
+    router.save(out_dir)
+    record: dict[str, Any] = {
+        "agent": agent,
+        "env_id": env_id,
+        "seed": seed,
+        "steps": steps,
+        "train_seconds": seconds,
+        **(extra or {}),
+    }
+    if dev_tables is not None:
+        result = evaluate_router(router, env_id, dev_tables)
+        record["dev_mean_return"] = result["mean_return"]
+        record["dev_normalized_score"] = result["normalized_score"]
+    write_json(out_dir / TRAINING_FILE, record)
+    return router, record
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", required=True, help="one of: " + ", ".join(sorted(AGENTS)))
+    parser.add_argument("--env", default="MAW/DepthSelection-v0", help="a registered MAW/ env id")
+    parser.add_argument("--preset", default="smoke", help="smoke, quick or full")
+    parser.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
+    parser.add_argument("--encoder", type=Path, default=None, help="trained encoder directory")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--steps", type=int, default=None, help="env steps (default: the preset's agent_steps)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="directory for the router")
+    parser.add_argument(
+        "--train-tables",
+        type=Path,
+        default=None,
+        help="a tables .npz to train on instead of the dataset's train split",
+    )
+    parser.add_argument(
+        "--dev-tables",
+        type=Path,
+        default=None,
+        help="a tables .npz for dev evaluation (with --train-tables)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from maw_gym.presets import get_preset
+
+    preset = get_preset(args.preset)
+    steps = args.steps if args.steps is not None else preset.agent_steps
+    extra: dict[str, Any] = {"preset": preset.name}
+    if args.train_tables is not None:
+        train_tables = Tables.load(args.train_tables)
+        dev_tables = Tables.load(args.dev_tables) if args.dev_tables else None
+        extra["train_tables"] = str(args.train_tables)
+    else:
+        from maw_gym.encoder.tables import get_tables
+
+        train_tables = get_tables(args.dataset, "train", preset, args.encoder)
+        dev_tables = get_tables(args.dataset, "dev", preset, args.encoder)
+        extra["dataset"] = args.dataset
+    _, record = train_agent(
+        args.agent, args.env, train_tables, dev_tables, args.seed, steps, args.out, extra
+    )
+    print(json.dumps(record, indent=2))
+    return 0
