@@ -120,6 +120,16 @@ def test_per_head_choice_gathers_each_heads_depth(layer, inputs) -> None:
             torch.testing.assert_close(gathered[b, h, ..., 0], naive[b, h, ..., index[b, h]])
 
 
+def test_per_head_soft_weights_equal_naive_mixture(layer, inputs) -> None:
+    x, mask = inputs
+    generator = torch.Generator().manual_seed(4)
+    weights = torch.softmax(torch.randn(B, HEADS, DEPTH, generator=generator), dim=-1)
+    output, _ = layer(x, mask, depth_weights=weights)
+    torch.testing.assert_close(output, naive_output(layer, x, mask, weights), atol=1e-5, rtol=0)
+    explicit, _ = layer(x, mask, depth_weights=weights, return_attention=True)
+    torch.testing.assert_close(explicit, output, atol=1e-5, rtol=0)
+
+
 def test_depth_slices_differ_after_init(layer, inputs) -> None:
     x, mask = inputs
     attention = layer.depth_attention(x, mask)[0]  # (H, D, L, L), item 0 has 5 valid keys
@@ -221,7 +231,7 @@ class FixedAttention(NonMAWAttention):
         self.logits = logits  # (B, Lq, Lk)
 
     def _scores_from(self, query, key, bias, depths=None):
-        return (self.logits + bias[:, None, :])[:, None, None]
+        return (self.logits + bias[:, None, :])[:, None, :, None, :]  # (B, 1, Lq, 1, Lk)
 
 
 def test_entropy_and_focus_hand_computed() -> None:

@@ -51,7 +51,17 @@ def _check_mask(x: Tensor, key_padding_mask: Tensor) -> None:
 
 
 class _AttentionBase(nn.Module):
-    """Shared Q/K/V/output projections and mask handling of the MAW and NON-MAW layers."""
+    """Shared projections, masks, selection checks and depth-wise paths of both layers.
+
+    A subclass defines :meth:`_depth_queries`; every depth-wise quantity (scores, attention,
+    attended values of one row, compressed observations) follows from it.
+
+    Internal layout: the depth axis sits between the query and key axes, ``(B, H, Lq, D, Lk)``,
+    because the transformed queries of all depths come out of one matmul as ``(B, H, Lq, D·hd)``
+    and are then a free view ``(B, H, Lq·D, hd)``: all depths' scores are one
+    ``(Lq·D × hd) @ (hd × Lk)`` matmul per item and head, and all depths' attended values one
+    call of PyTorch's fused ``scaled_dot_product_attention`` (SDPA) over ``Lq·D`` query rows.
+    """
 
     def __init__(self, hidden: int, heads: int, depth: int, head_dim: int, dropout: float) -> None:
         super().__init__()
@@ -76,10 +86,16 @@ class _AttentionBase(nn.Module):
         self.v_proj = nn.Linear(hidden, inner)
         self.out_proj = nn.Linear(inner, hidden)
 
-    def _split_heads(self, projected: Tensor) -> Tensor:
-        batch, length, _ = projected.shape
-        # (B, H, L, head_dim)
-        return projected.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+    # -- building blocks ---------------------------------------------------------------------
+
+    def _projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-head Q, K, V, each (B, H, L, head_dim)."""
+        batch, length, _ = x.shape
+
+        def split(projected: Tensor) -> Tensor:
+            return projected.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+
+        return split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
 
     def merge_heads(self, values: Tensor) -> Tensor:
         """Project per-head attended values ``(..., H, head_dim)`` to ``(..., hidden)``.
@@ -95,44 +111,82 @@ class _AttentionBase(nn.Module):
         bias = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
         return bias.masked_fill_(~key_padding_mask, float("-inf"))
 
-    def _attention_dropout(self, attention: Tensor) -> Tensor:
-        return F.dropout(attention, p=self.dropout, training=self.training)
+    def _dropout_p(self) -> float:
+        return self.dropout if self.training else 0.0
 
-    def _projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-head Q, K, V, each (B, H, L, head_dim)."""
-        return (
-            self._split_heads(self.q_proj(x)),
-            self._split_heads(self.k_proj(x)),
-            self._split_heads(self.v_proj(x)),
-        )
+    def _depth_queries(self, query: Tensor, depths: slice | None = None) -> Tensor:
+        """(B, H, Lq, D', hd): each depth's query, transformed and scaled by 1/√hd, so that the
+        depth's logits are its dot products with the shared keys. ``depths`` selects D' depths.
+        """
+        raise NotImplementedError
 
     def _scores_from(
         self, query: Tensor, key: Tensor, bias: Tensor, depths: slice | None = None
     ) -> Tensor:
-        """(B, H, D', Lq, Lk) logits of the depths in ``depths`` from per-head Q (B, H, Lq, hd)."""
-        raise NotImplementedError
+        """(B, H, Lq, D', Lk) logits (internal layout) from per-head Q and K; padding -inf."""
+        depth_queries = self._depth_queries(query, depths)
+        batch, heads, lq, n_depth, head_dim = depth_queries.shape
+        scores = depth_queries.reshape(batch, heads, lq * n_depth, head_dim) @ key.transpose(-1, -2)
+        return scores.view(batch, heads, lq, n_depth, -1).add_(bias[:, None, None, None, :])
+
+    def _depth_values(
+        self, depth_queries: Tensor, key: Tensor, value: Tensor, mask: Tensor
+    ) -> Tensor:
+        """(B, H, Lq, D', hd): every depth's attended values ``A_d @ V`` in one SDPA call."""
+        batch, heads, lq, n_depth, head_dim = depth_queries.shape
+        attended = F.scaled_dot_product_attention(
+            depth_queries.reshape(batch, heads, lq * n_depth, head_dim),
+            key,
+            value,
+            attn_mask=mask[:, None, None, :],
+            dropout_p=self._dropout_p(),
+            scale=1.0,  # the depth queries are already scaled
+        )
+        return attended.view(batch, heads, lq, n_depth, -1)
+
+    # -- public depth-wise views -------------------------------------------------------------
 
     def depth_scores(
         self, x: Tensor, key_padding_mask: Tensor, query_rows: slice | None = None
     ) -> Tensor:
         """(B, H, D, Lq, Lk) pre-softmax logits of every depth; masked keys are ``-inf``.
 
-        ``query_rows`` restricts the query rows (e.g. ``slice(0, 1)`` for the CLS row).
+        A permuted view of the internal (B, H, Lq, D, Lk) tensor. ``query_rows`` restricts the
+        query rows (e.g. ``slice(0, 1)`` for the CLS row).
         """
         _check_mask(x, key_padding_mask)
         query, key, _ = self._projections(x)
         if query_rows is not None:
             query = query[:, :, query_rows]
-        return self._scores_from(query, key, self._mask_bias(key_padding_mask, x.dtype))
+        bias = self._mask_bias(key_padding_mask, x.dtype)
+        return self._scores_from(query, key, bias).transpose(2, 3)
 
     def depth_attention(
         self, x: Tensor, key_padding_mask: Tensor, query_rows: slice | None = None
     ) -> Tensor:
         """(B, H, D, Lq, Lk) attention of every depth: softmax over keys, masked keys exactly 0.
 
-        One batched matmul and one softmax for all depths (no Python loop over depth).
+        One batched matmul and one softmax for all depths (no Python loop over depth); a
+        permuted view like :meth:`depth_scores`.
         """
         return self.depth_scores(x, key_padding_mask, query_rows).softmax(dim=-1)
+
+    def row_outputs(self, x: Tensor, key_padding_mask: Tensor, row: int = 0) -> Tensor:
+        """(B, D, H, head_dim): every depth's attended values ``A_d[row] @ V`` for one query row.
+
+        Cheap (one query row for all depths, one SDPA call). The reranker's score head is linear
+        in these, so a candidate's score under any hard, per-head or soft choice of depths
+        follows from them.
+        """
+        _check_mask(x, key_padding_mask)
+        length = x.shape[1]
+        if not -length <= row < length:
+            raise ValueError(f"row_outputs: row must index a position of L={length}, got {row}")
+        query, key, value = self._projections(x)
+        row = row % length
+        depth_queries = self._depth_queries(query[:, :, row : row + 1])  # (B, H, 1, D, hd)
+        values = self._depth_values(depth_queries, key, value, key_padding_mask)
+        return values.squeeze(2).transpose(1, 2)  # (B, D, H, hd)
 
     # -- selection ---------------------------------------------------------------------------
 
@@ -164,10 +218,10 @@ class _AttentionBase(nn.Module):
                 )
             return
         assert depth_weights is not None
-        if depth_weights.shape != (batch, self.depth):
+        if depth_weights.shape not in ((batch, self.depth), (batch, self.heads, self.depth)):
             raise ValueError(
-                f"depth_weights: expected shape ({batch}, {self.depth}) (B, D), "
-                f"got {tuple(depth_weights.shape)}"
+                f"depth_weights: expected shape ({batch}, {self.depth}) (B, D) or "
+                f"({batch}, {self.heads}, {self.depth}) (B, H, D), got {tuple(depth_weights.shape)}"
             )
         if not depth_weights.is_floating_point():
             raise ValueError(f"depth_weights: expected floats, got dtype {depth_weights.dtype}")
@@ -175,31 +229,27 @@ class _AttentionBase(nn.Module):
             raise ValueError("depth_weights: contains NaN or infinite values")
         if bool((depth_weights < 0).any()):
             raise ValueError("depth_weights: weights must be non-negative")
-        sums = depth_weights.sum(dim=1)
+        sums = depth_weights.sum(dim=-1)
         bad = (sums - 1).abs() > WEIGHT_SUM_TOLERANCE
         if bool(bad.any()):
-            rows = bad.nonzero().flatten().tolist()
+            rows = bad.nonzero().tolist()
             raise ValueError(
                 f"depth_weights: each row must sum to 1 (±{WEIGHT_SUM_TOLERANCE}); rows {rows} "
                 f"sum to {sums[bad].tolist()}"
             )
 
-    def row_outputs(self, x: Tensor, key_padding_mask: Tensor, row: int = 0) -> Tensor:
-        """(B, D, H, head_dim): every depth's attended values ``A_d[row] @ V`` for one query row.
-
-        Cheap (one query row for all depths). The reranker's score head is linear in these, so a
-        candidate's score for any hard, per-head or soft choice of depths follows from them.
-        """
-        _check_mask(x, key_padding_mask)
-        if not -x.shape[1] <= row < x.shape[1]:
-            raise ValueError(f"row_outputs: row must index a position of L={x.shape[1]}, got {row}")
-        query, key, value = self._projections(x)
-        row = row % x.shape[1]
-        scores = self._scores_from(
-            query[:, :, row : row + 1], key, self._mask_bias(key_padding_mask, x.dtype)
-        )
-        attention = self._attention_dropout(scores.squeeze(3).softmax(dim=-1))  # (B, H, D, Lk)
-        return (attention @ value).transpose(1, 2)  # (B, D, H, hd)
+    def _weights_per_head(
+        self, batch: int, depth_index: Tensor | None, depth_weights: Tensor | None
+    ) -> Tensor:
+        """(B, H, D) weights over depth from a validated hard or soft choice (hard -> one-hot)."""
+        if depth_index is not None:
+            index = depth_index.long()
+            if index.dim() == 1:
+                index = index[:, None].expand(batch, self.heads)
+            return F.one_hot(index, self.depth).to(self.q_proj.weight.dtype)
+        assert depth_weights is not None
+        weights = depth_weights.to(self.q_proj.weight.dtype)
+        return weights if weights.dim() == 3 else weights[:, None, :].expand(-1, self.heads, -1)
 
 
 class MAWAttention(_AttentionBase):
@@ -207,27 +257,32 @@ class MAWAttention(_AttentionBase):
 
     Standard ``Q, K, V`` projections ``hidden -> heads·head_dim`` and an output projection
     back to ``hidden``. Depth ``d`` of head ``h`` transforms the shared per-head query and key
-    with its own ``head_dim × head_dim`` matrices::
+    with its own ``head_dim × head_dim`` matrices (parameters ``depth_query``, ``depth_key`` of
+    shape ``(H, D, head_dim, head_dim)``)::
 
         Q_d = Q W_q[h, d],  K_d = K W_k[h, d],  A_d = softmax(Q_d K_dᵀ / √head_dim + mask)
 
     **Why per-head transforms, not a full projection.** A full depth-wise projection
     ``hidden -> hidden·D`` for Q and for K costs ``2 · 2·B·L·hidden·hidden·D`` FLOPs, while every
     depth's attention scores cost ``2·B·H·D·L²·head_dim = 2·B·D·L²·hidden``: the projection is
-    ``2·hidden/L`` times the attention (6× at hidden=384, L=128; ≈ 2.4 GFLOP per item at D=32,
-    against 0.4 GFLOP for the scores). The per-head transforms cost ``2 · 2·B·L·H·D·head_dim²``,
-    i.e. ``2·head_dim/L`` of the attention (half at head_dim=32, L=128), and keep the number of
-    parameters at ``2·H·D·head_dim²`` (0.8 M at D=32) instead of ``2·D·hidden²`` (9.4 M).
+    ``2·hidden/L`` times the attention (6× at hidden=384, L=128: 2.4 GFLOP per item at D=32,
+    against 0.4 GFLOP for the scores), with ``2·D·hidden²`` parameters (9.4 M). The per-head
+    transforms cost ``2 · 2·B·L·H·D·head_dim²`` FLOPs, ``2·head_dim/L`` of the attention (half
+    at head_dim=32, L=128), with ``2·H·D·head_dim²`` parameters (0.8 M).
 
-    The forward pass goes further: since ``Q_d K_dᵀ = Q (W_q W_kᵀ)[h, d] Kᵀ``, it multiplies the
-    two small transforms first (``H·D·head_dim³`` FLOPs, independent of batch and length) and
-    applies the product to the query only, so ``K`` is never copied per depth and the scores of
-    all depths are one ``(D·Lq × head_dim) @ (head_dim × Lk)`` matmul per (item, head).
+    **Cheaper still in the forward pass.** Since ``Q_d K_dᵀ = Q (W_q W_kᵀ)[h, d] Kᵀ``, the two
+    small transforms are multiplied first (``H·D·head_dim³`` FLOPs, independent of batch and
+    length) and the product is applied to the query only: ``K`` is never copied per depth, and
+    the transformed queries of all depths come out of one matmul (see ``_AttentionBase``).
+    Soft mixtures use linearity, ``(Σ_d w_d A_d) V = Σ_d w_d (A_d V)``, so the attended values
+    of all depths come from one fused SDPA call without materialising the 5D tensor; a hard
+    choice gathers the chosen transforms and calls SDPA once for that depth only.
 
     **Initialisation.** Identity plus Gaussian noise of standard deviation
     ``init_noise / √head_dim`` (about ``init_noise`` in operator norm): near identity so every
-    depth starts close to the pretrained attention pattern it is placed on, but different enough
-    that depth slices differ at initialisation (seed 002's expand-then-mean made them identical).
+    depth starts close to the attention pattern of the layer it is placed on, but different
+    enough that depth slices differ at initialisation (seed 002's expand-then-mean made them
+    identical, seed 000 copied one Q/K into every depth).
 
     Args:
         hidden: model width of ``x``.
@@ -256,29 +311,15 @@ class MAWAttention(_AttentionBase):
         self.depth_query = nn.Parameter(eye + noise_std * torch.randn(eye.shape))
         self.depth_key = nn.Parameter(eye + noise_std * torch.randn(eye.shape))
 
-    # -- depth-wise scores -------------------------------------------------------------------
-
-    def _score_transform(self, depths: slice | None = None) -> Tensor:
-        """(H, D', head_dim, head_dim): ``W_q W_kᵀ / √head_dim`` for the depths in ``depths``."""
+    def _depth_queries(self, query: Tensor, depths: slice | None = None) -> Tensor:
         depths = depths if depths is not None else slice(None)
-        query_t = self.depth_query[:, depths]
-        key_t = self.depth_key[:, depths]
-        return (query_t @ key_t.transpose(-1, -2)) * (self.head_dim**-0.5)
-
-    def _scores_from(
-        self, query: Tensor, key: Tensor, bias: Tensor, depths: slice | None = None
-    ) -> Tensor:
-        """(B, H, D', Lq, Lk) logits of the depths in ``depths`` from per-head Q (B, H, Lq, hd)."""
-        batch, heads, lq, _ = query.shape
-        transform = self._score_transform(depths)  # (H, D', hd, hd)
-        n_depth = transform.shape[1]
-        # (B, H, D'·Lq, hd): every depth's transformed query, stacked along the row axis.
-        query_t = (query.unsqueeze(2) @ transform.unsqueeze(0)).reshape(
-            batch, heads, n_depth * lq, -1
-        )
-        scores = torch.matmul(query_t, key.transpose(-1, -2))  # (B, H, D'·Lq, Lk)
-        scores = scores + bias[:, None, None, :]
-        return scores.view(batch, heads, n_depth, lq, -1)
+        query_t, key_t = self.depth_query[:, depths], self.depth_key[:, depths]
+        # (H, D', hd, hd): W_q W_kᵀ / √hd per head and depth.
+        transform = (query_t @ key_t.transpose(-1, -2)) * (self.head_dim**-0.5)
+        heads, n_depth, head_dim, _ = transform.shape
+        # (H, hd, D'·hd): the depths side by side, so one matmul transforms Q for all of them.
+        side_by_side = transform.permute(0, 2, 1, 3).reshape(heads, head_dim, n_depth * head_dim)
+        return (query @ side_by_side).unflatten(-1, (n_depth, head_dim))  # (B, H, Lq, D', hd)
 
     def forward(
         self,
@@ -294,62 +335,45 @@ class MAWAttention(_AttentionBase):
             x: (B, L, hidden) hidden states.
             key_padding_mask: (B, L) bool, True for real tokens.
             depth_index: hard choice, (B,) one depth per item or (B, H) one per head.
-            depth_weights: soft choice, (B, D) non-negative weights, each row summing to 1.
-            return_attention: also return the full 5D attention, public layout (B, H, Lq, Lk, D)
-                (a permuted view of the internal (B, H, D, Lq, Lk) tensor).
+            depth_weights: soft choice, (B, D) non-negative weights, each row summing to 1, or
+                (B, H, D) for a mixture per head.
+            return_attention: also return the full 5D attention in the public layout
+                (B, H, Lq, Lk, D) (a permuted view of the internal tensor).
 
         Returns:
             (output (B, L, hidden), attention or None). Exactly one of ``depth_index`` and
-            ``depth_weights`` must be given. A hard choice without ``return_attention`` computes
-            only the chosen depth's transformed query (the transforms are gathered first).
+            ``depth_weights`` must be given (``ValueError`` otherwise).
         """
         _check_mask(x, key_padding_mask)
         batch = x.shape[0]
         self._check_selection(batch, depth_index, depth_weights)
         query, key, value = self._projections(x)
-        bias = self._mask_bias(key_padding_mask, x.dtype)
 
-        attention_5d = None
-        if return_attention or depth_weights is not None:
-            attention_5d = self._scores_from(query, key, bias).softmax(dim=-1)  # (B, H, D, L, L)
-
-        if depth_weights is not None:
-            assert attention_5d is not None
-            batch_, heads, n_depth, lq, lk = attention_5d.shape
-            # (B, 1, 1, D) @ (B, H, D, Lq·Lk) -> (B, H, 1, Lq·Lk): the mixture as one matmul.
-            mixed = depth_weights.to(x.dtype)[:, None, None, :] @ attention_5d.view(
-                batch_, heads, n_depth, lq * lk
-            )
-            attended = self._attention_dropout(mixed.view(batch_, heads, lq, lk)) @ value
+        public = None
+        if return_attention:
+            bias = self._mask_bias(key_padding_mask, x.dtype)
+            attention = self._scores_from(query, key, bias).softmax(dim=-1)  # (B, H, L, D, L)
+            weights = self._weights_per_head(batch, depth_index, depth_weights)  # (B, H, D)
+            mixed = (weights[:, :, None, None, :] @ attention).squeeze(3)  # (B, H, Lq, Lk)
+            attended = F.dropout(mixed, p=self._dropout_p()) @ value
+            public = attention.transpose(-1, -2)
+        elif depth_weights is not None:
+            weights = self._weights_per_head(batch, None, depth_weights)  # (B, H, D)
+            values = self._depth_values(self._depth_queries(query), key, value, key_padding_mask)
+            attended = (weights[:, :, None, None, :] @ values).squeeze(3)  # (B, H, L, hd)
         else:
             assert depth_index is not None
-            per_head = (
-                depth_index
-                if depth_index.dim() == 2
-                else depth_index[:, None].expand(batch, self.heads)
-            )
-            per_head = per_head.long()
-            if attention_5d is not None:
-                gather_index = per_head[:, :, None, None, None].expand(
-                    -1, -1, 1, *attention_5d.shape[-2:]
-                )
-                selected = attention_5d.gather(2, gather_index).squeeze(2)  # (B, H, Lq, Lk)
-                attended = self._attention_dropout(selected) @ value
-            else:
-                head_ids = torch.arange(self.heads, device=x.device)[None, :]
-                # (B, H, hd, hd): only the chosen depth's transforms.
-                chosen_q = self.depth_query[head_ids, per_head]
-                chosen_k = self.depth_key[head_ids, per_head]
-                attended = F.scaled_dot_product_attention(
-                    query @ chosen_q,
-                    key @ chosen_k,
-                    value,
-                    attn_mask=key_padding_mask[:, None, None, :],
-                    dropout_p=self.dropout if self.training else 0.0,
-                )
-        output = self.merge_heads(attended.transpose(1, 2))
-        public = attention_5d.permute(0, 1, 3, 4, 2) if return_attention else None
-        return output, public
+            index = depth_index.long()
+            index = index[:, None].expand(batch, self.heads) if index.dim() == 1 else index
+            head_ids = torch.arange(self.heads, device=x.device)[None, :]
+            # (B, H, hd, hd): only the chosen depth's transforms, gathered before any product.
+            chosen_q = self.depth_query[head_ids, index]
+            chosen_k = self.depth_key[head_ids, index]
+            transform = (chosen_q @ chosen_k.transpose(-1, -2)) * (self.head_dim**-0.5)
+            chosen_queries = (query @ transform).unsqueeze(3)  # (B, H, L, 1, hd)
+            attended = self._depth_values(chosen_queries, key, value, key_padding_mask)
+            attended = attended.squeeze(3)
+        return self.merge_heads(attended.transpose(1, 2)), public
 
 
 class NonMAWAttention(_AttentionBase):
@@ -374,11 +398,8 @@ class NonMAWAttention(_AttentionBase):
         super().__init__(hidden, heads, 1, head_dim, dropout)
         self.configured_depth = depth
 
-    def _scores_from(
-        self, query: Tensor, key: Tensor, bias: Tensor, depths: slice | None = None
-    ) -> Tensor:
-        scores = torch.matmul(query, key.transpose(-1, -2)) * (self.head_dim**-0.5)
-        return (scores + bias[:, None, None, :]).unsqueeze(2)  # (B, H, 1, Lq, Lk)
+    def _depth_queries(self, query: Tensor, depths: slice | None = None) -> Tensor:
+        return (query * self.head_dim**-0.5).unsqueeze(3)  # (B, H, Lq, 1, hd)
 
     def forward(
         self,
@@ -396,20 +417,20 @@ class NonMAWAttention(_AttentionBase):
         _check_mask(x, key_padding_mask)
         self._check_selection(x.shape[0], depth_index, depth_weights)
         query, key, value = self._projections(x)
+        public = None
         if return_attention:
             bias = self._mask_bias(key_padding_mask, x.dtype)
-            attention = self._scores_from(query, key, bias).softmax(dim=-1)  # (B, H, 1, L, L)
-            attended = self._attention_dropout(attention.squeeze(2)) @ value
-            public = attention.permute(0, 1, 3, 4, 2)
+            attention = self._scores_from(query, key, bias).softmax(dim=-1)  # (B, H, L, 1, L)
+            attended = F.dropout(attention.squeeze(3), p=self._dropout_p()) @ value
+            public = attention.transpose(-1, -2)
         else:
             attended = F.scaled_dot_product_attention(
                 query,
                 key,
                 value,
                 attn_mask=key_padding_mask[:, None, None, :],
-                dropout_p=self.dropout if self.training else 0.0,
+                dropout_p=self._dropout_p(),
             )
-            public = None
         return self.merge_heads(attended.transpose(1, 2)), public
 
 
@@ -465,7 +486,7 @@ def compress_attention(
 ) -> dict[str, Tensor]:
     """Compressed observation of every depth's attention, streamed depth-chunk by depth-chunk.
 
-    Only ``(B, H, depth_chunk, L, L)`` attention exists at a time, never the whole 5D tensor.
+    Only ``(B, H, L, depth_chunk, L)`` attention exists at a time, never the whole 5D tensor.
     Runs without gradient: the observation is a router's input, not something to train through.
     Works for :class:`MAWAttention` and :class:`NonMAWAttention` (D = 1).
 
@@ -485,29 +506,35 @@ def compress_attention(
         query, key, _ = attention_module._projections(x)
         bias = attention_module._mask_bias(key_padding_mask, x.dtype)
         n_valid = key_padding_mask.sum(dim=1)  # (B,)
-        pool_matrix = _pool_matrix(key_padding_mask, pool, x.dtype)[:, None, None]  # (B,1,1,P,L)
-        # (B, 1, 1, L): weights of the mean over valid query rows.
-        row_weight = (key_padding_mask / n_valid[:, None]).to(x.dtype)[:, None, None, :]
+        pool_matrix = _pool_matrix(key_padding_mask, pool, x.dtype)  # (B, P, L)
+        pool_rows = pool_matrix[:, None]  # (B, 1, P, Lq)
+        pool_keys = pool_matrix.transpose(1, 2)[:, None, None]  # (B, 1, 1, Lk, P)
+        # (B, 1, Lq, 1): weights of the mean over valid query rows.
+        row_weight = (key_padding_mask / n_valid[:, None]).to(x.dtype)[:, None, :, None]
         log_n = torch.log(n_valid.to(x.dtype)).clamp(min=1e-12)[:, None, None]  # (B, 1, 1)
         top_k = _focus_keys(n_valid, focus_fraction)
         k_max = int(top_k.max())
-        # (B, 1, 1, L, 1): where in each row's descending cumulative mass to read the focus.
-        top_pick = (top_k - 1)[:, None, None, None, None].expand(-1, 1, 1, x.shape[1], 1)
+        # Where in each row's descending cumulative mass the focus is read, per item.
+        top_pick = (top_k - 1)[:, None, None, None, None]  # (B, 1, 1, 1, 1)
 
         observations, entropies, focuses = [], [], []
         for first in range(0, attention_module.depth, depth_chunk):
             depths = slice(first, min(first + depth_chunk, attention_module.depth))
+            # (B, H, Lq, c, Lk) for this chunk's c depths only.
             attention = attention_module._scores_from(query, key, bias, depths).softmax(dim=-1)
-            observations.append(pool_matrix @ attention @ pool_matrix.transpose(-1, -2))
-            row_entropy = -torch.special.xlogy(attention, attention).sum(dim=-1)  # (B,H,c,L)
-            entropies.append((row_entropy * row_weight).sum(dim=-1) / log_n)
+            batch, heads, lq, chunk, _ = attention.shape
+            pooled_keys = (attention @ pool_keys).view(batch, heads, lq, chunk * pool)
+            pooled = (pool_rows @ pooled_keys).view(batch, heads, pool, chunk, pool)
+            observations.append(pooled.permute(0, 3, 1, 2, 4))  # (B, c, H, P, P)
+            row_entropy = -torch.special.xlogy(attention, attention).sum(dim=-1)  # (B,H,Lq,c)
+            entropies.append((row_entropy * row_weight).sum(dim=2) / log_n)  # (B, H, c)
             top_mass = attention.topk(k_max, dim=-1, sorted=True).values.cumsum(dim=-1)
-            row_focus = top_mass.gather(-1, top_pick.expand(-1, *top_mass.shape[1:-1], 1))
-            focuses.append((row_focus.squeeze(-1) * row_weight).sum(dim=-1))
+            row_focus = top_mass.gather(-1, top_pick.expand(-1, heads, lq, chunk, 1)).squeeze(-1)
+            focuses.append((row_focus * row_weight).sum(dim=2))  # (B, H, c)
         entropy = torch.cat(entropies, dim=2).transpose(1, 2)  # (B, D, H)
         entropy = torch.where((n_valid > 1)[:, None, None], entropy, torch.zeros_like(entropy))
         return {
-            "observation": torch.cat(observations, dim=2).transpose(1, 2).contiguous(),
+            "observation": torch.cat(observations, dim=1),
             "entropy": entropy.clamp(0.0, 1.0).contiguous(),
             "focus": torch.cat(focuses, dim=2).transpose(1, 2).clamp(0.0, 1.0).contiguous(),
         }
