@@ -10,6 +10,7 @@ or BEIR's public datasets by name when online.
 from maw_gym.data.beir_adapter import Split, available_splits, load_split
 from maw_gym.data.sources import BEIR_PUBLIC_DATASETS, EMBEDDED_DATASETS, resolve_dataset
 from maw_gym.data.validate import DatasetError
+from maw_gym.data.writer import write_beir_folder
 
 __all__ = [
     "BEIR_PUBLIC_DATASETS",
@@ -19,4 +20,5 @@ __all__ = [
     "available_splits",
     "load_split",
     "resolve_dataset",
+    "write_beir_folder",
 ]
