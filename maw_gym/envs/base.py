@@ -1,0 +1,320 @@
+"""Shared machinery of the MAW environments: tables, reward weights, variants, the single env.
+
+Each environment variant is a :class:`Variant`: pure, batched numpy functions of
+``(query, previous action, action)`` read from :class:`~maw_gym.tables.Tables`. The single env
+(:class:`MAWEnv`) runs its variant on a batch of one and the native vector env
+(:class:`maw_gym.envs.vector.MAWVectorEnv`) on a batch of ``num_envs``, so the two agree step
+for step by construction (and ``tests/test_envs.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+from maw_gym.tables import Tables
+
+#: Reward component names, in the order of a weight triple.
+COMPONENTS = ("entropy", "focus", "alignment")
+#: Named reward weightings: the seeds' default and an alignment-only "retrieval" objective.
+REWARD_PRESETS: dict[str, tuple[float, float, float]] = {
+    "default": (0.3, 0.3, 0.4),
+    "retrieval": (0.0, 0.0, 1.0),
+}
+OBS_MODES = ("flat", "structured")
+
+RewardWeights = str | Sequence[float] | Mapping[str, float]
+
+
+def resolve_reward_weights(reward_weights: RewardWeights) -> np.ndarray:
+    """The (entropy, focus, alignment) weights as float64, normalised to sum to 1.
+
+    Normalising keeps every reward in [0, 1] (each component is) whatever scale the caller
+    writes the weights in, so returns and regrets compare across weightings.
+    """
+    if isinstance(reward_weights, str):
+        if reward_weights not in REWARD_PRESETS:
+            raise ValueError(
+                f"reward_weights={reward_weights!r}: unknown preset; choose one of "
+                f"{sorted(REWARD_PRESETS)} or give (entropy, focus, alignment) weights"
+            )
+        values = REWARD_PRESETS[reward_weights]
+    elif isinstance(reward_weights, Mapping):
+        unknown = set(reward_weights) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(
+                f"reward_weights has unknown keys {sorted(unknown)}; expected {COMPONENTS}"
+            )
+        values = tuple(float(reward_weights.get(name, 0.0)) for name in COMPONENTS)
+    else:
+        values = tuple(float(value) for value in reward_weights)
+        if len(values) != len(COMPONENTS):
+            raise ValueError(f"reward_weights={reward_weights!r}: expected 3 weights {COMPONENTS}")
+    weights = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(
+            f"reward_weights={reward_weights!r}: weights must be finite, non-negative and "
+            "not all zero"
+        )
+    return weights / weights.sum()
+
+
+def resolve_tables(
+    tables: Tables | None,
+    dataset: str | Path,
+    split: str,
+    preset: str,
+    encoder: str | Path | None,
+    max_queries: int | None,
+) -> Tables:
+    """``tables`` if given, else the cached tables of (dataset, split, preset, encoder).
+
+    ``max_queries`` keeps the first that many queries (all of them if there are fewer).
+    """
+    if tables is None:
+        # Imported here: building tables pulls torch, and ``import maw_gym`` must stay light.
+        from maw_gym.encoder.tables import get_tables
+
+        tables = get_tables(dataset, split=split, preset=preset, encoder=encoder)
+    if max_queries is not None:
+        if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
+            raise ValueError(f"max_queries={max_queries!r}: expected a positive integer or None")
+        if max_queries < tables.num_queries:
+            tables = tables.subset(np.arange(max_queries))
+    return tables
+
+
+def attention_space(
+    table: np.ndarray, obs_mode: str, name: str, extra: int = 0
+) -> tuple[spaces.Box, np.ndarray]:
+    """A [0, 1] float32 Box for the attention maps in ``table`` and the table to gather from.
+
+    ``table`` is ``(N, ..., D, H, P, P)``; in "flat" mode its last four axes are flattened
+    (plus ``extra`` zero columns a variant fills in, e.g. a step one-hot). Pooled attention
+    maps are averages of probabilities, so a value outside [0, 1] means broken tables.
+    """
+    if obs_mode not in OBS_MODES:
+        raise ValueError(f"obs_mode={obs_mode!r}: expected one of {OBS_MODES}")
+    if table.min() < 0 or table.max() > 1:
+        raise ValueError(
+            f"Tables.{name} lies in [{table.min()}, {table.max()}], expected [0, 1] "
+            "(pooled attention probabilities)"
+        )
+    table = np.ascontiguousarray(table, dtype=np.float32)
+    if obs_mode == "flat":
+        table = table.reshape(*table.shape[:-4], -1)
+        if extra:
+            table = np.concatenate([table, np.zeros((*table.shape[:-1], extra), np.float32)], -1)
+    shape = table.shape[-1:] if obs_mode == "flat" else table.shape[-4:]
+    return spaces.Box(0.0, 1.0, shape, np.float32), table
+
+
+def discrete_problem(actions: np.ndarray, shape: tuple[int, ...], high: int) -> str | None:
+    """Why integer ``actions`` of ``shape`` with values in [0, high) are invalid, or None."""
+    if actions.shape != shape:
+        return f"has shape {actions.shape}, expected {shape}"
+    if actions.dtype.kind not in "iu":
+        return f"has dtype {actions.dtype}, expected integers"
+    if actions.size and (actions.min() < 0 or actions.max() >= high):
+        return f"has values outside [0, {high - 1}]"
+    return None
+
+
+def hard_depth_components(tables: Tables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Head-averaged entropy and focus, and alignment, of every hard depth: (N, D) float64."""
+    entropy = tables.entropy.mean(axis=2, dtype=np.float64)
+    focus = tables.focus.mean(axis=2, dtype=np.float64)
+    return entropy, focus, tables.alignment.astype(np.float64)
+
+
+class Variant(ABC):
+    """One environment's dynamics as batched numpy functions of (query, previous, action).
+
+    ``horizon`` decisions make an episode; the reward is paid on the last one. Subclasses set
+    ``observation_space``, ``action_space`` and ``oracle_reward`` (N,) in ``__init__``.
+    """
+
+    horizon: ClassVar[int] = 1
+    observation_space: spaces.Space
+    action_space: spaces.Space
+    oracle_reward: np.ndarray
+
+    def __init__(self, tables: Tables, weights: np.ndarray, obs_mode: str) -> None:
+        self.tables = tables
+        self.weights = weights
+        self.obs_mode = obs_mode
+
+    def reward(self, entropy: np.ndarray, focus: np.ndarray, alignment: np.ndarray) -> np.ndarray:
+        """w_e·entropy + w_f·focus + w_a·alignment, float64 (one formula for every variant)."""
+        w = self.weights
+        return w[0] * entropy + w[1] * focus + w[2] * alignment
+
+    @abstractmethod
+    def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> Any:
+        """Observations of a batch at decision ``step`` after ``previous`` actions (B,)."""
+
+    @abstractmethod
+    def action_problem(self, actions: np.ndarray) -> str | None:
+        """Why a batch of actions ``(B, *action_shape)`` is invalid, or None."""
+
+    @abstractmethod
+    def components(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Entropy, focus and alignment (each (B,) float64) of a final decision ``actions``."""
+
+
+def choose_queries(
+    options: dict[str, Any] | None,
+    rng: np.random.Generator,
+    num_queries: int,
+    batch: int,
+    allowed: tuple[str, ...] = ("query_index",),
+) -> np.ndarray:
+    """Query indices (batch,) from ``options["query_index"]`` (int or (batch,)) or ``rng``."""
+    options = options or {}
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise ValueError(f"reset options {sorted(unknown)} unknown; expected keys among {allowed}")
+    pinned = options.get("query_index")
+    if pinned is None:
+        return rng.integers(num_queries, size=batch)
+    query = np.broadcast_to(np.asarray(pinned), (batch,)) if np.ndim(pinned) == 0 else pinned
+    query = np.asarray(query)
+    problem = discrete_problem(query, (batch,), num_queries)
+    if problem is not None:
+        raise ValueError(
+            f"options['query_index']={pinned!r} {problem}; expected query indices in "
+            f"[0, {num_queries - 1}] (one per sub-env)"
+        )
+    return query.astype(np.int64)
+
+
+class MAWEnv(gym.Env):
+    """Base of the single MAW environments; a subclass names its :class:`Variant`.
+
+    See the subclasses' docstrings for the spaces, rewards and arguments.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    variant_class: ClassVar[type[Variant]]
+
+    def __init__(
+        self,
+        tables: Tables | None = None,
+        *,
+        dataset: str | Path = "nave-kjv",
+        split: str = "train",
+        preset: str = "smoke",
+        encoder: str | Path | None = None,
+        max_queries: int | None = None,
+        depth: int | None = None,
+        reward_weights: RewardWeights = "default",
+        obs_mode: str = "flat",
+    ) -> None:
+        self.variant = build_variant(
+            self.variant_class,
+            tables,
+            dataset,
+            split,
+            preset,
+            encoder,
+            max_queries,
+            depth,
+            reward_weights,
+            obs_mode,
+        )
+        self.tables = self.variant.tables
+        self.observation_space = self.variant.observation_space
+        self.action_space = self.variant.action_space
+        self._query: np.ndarray | None = None  # (1,) int64; None when an episode must reset
+        self._step = np.zeros(1, dtype=np.int64)
+        self._previous = np.zeros(1, dtype=np.int64)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Draw a query (or take ``options["query_index"]``); return its first observation."""
+        super().reset(seed=seed)
+        self._query = choose_queries(options, self.np_random, self.tables.num_queries, 1)
+        self._step[:] = 0
+        self._previous[:] = 0
+        return self._observation(), self._query_info()
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """Apply one decision; the last decision of an episode is paid and terminates it."""
+        if self._query is None:
+            raise ResetNeeded(f"{type(self).__name__}.step: call reset() before step()")
+        actions = np.asarray(action)[None]
+        problem = (
+            f"has shape {np.shape(action)}, expected {self.action_space.shape}"
+            if actions.shape[1:] != self.action_space.shape
+            else self.variant.action_problem(actions)
+        )
+        if problem is not None:
+            raise ValueError(
+                f"{type(self).__name__}.step: action {action!r} {problem}; "
+                f"expected an element of {self.action_space}"
+            )
+        if self._step[0] < self.variant.horizon - 1:
+            self._previous[:] = actions.reshape(1)
+            self._step += 1
+            return self._observation(), 0.0, False, False, self._query_info()
+        query = self._query
+        entropy, focus, alignment = self.variant.components(query, self._previous, actions)
+        reward = float(self.variant.reward(entropy, focus, alignment)[0])
+        oracle = float(self.variant.oracle_reward[query[0]])
+        info = {
+            **self._query_info(),
+            "entropy": float(entropy[0]),
+            "focus": float(focus[0]),
+            "alignment": float(alignment[0]),
+            "oracle_reward": oracle,
+            "regret": oracle - reward,
+            "action": actions[0].copy() if actions.ndim > 1 else int(actions[0]),
+        }
+        observation = self._observation()  # the terminal observation repeats the last one
+        self._query = None
+        return observation, reward, True, False, info
+
+    def _observation(self) -> Any:
+        assert self._query is not None
+        batch = self.variant.observe(self._query, self._step, self._previous)
+        if isinstance(batch, dict):
+            return {key: value[0] for key, value in batch.items()}
+        return batch[0]
+
+    def _query_info(self) -> dict[str, Any]:
+        assert self._query is not None
+        index = int(self._query[0])
+        return {"query_index": index, "query_id": str(self.tables.query_ids[index])}
+
+
+def build_variant(
+    variant_class: type[Variant],
+    tables: Tables | None,
+    dataset: str | Path,
+    split: str,
+    preset: str,
+    encoder: str | Path | None,
+    max_queries: int | None,
+    depth: int | None,
+    reward_weights: RewardWeights,
+    obs_mode: str,
+) -> Variant:
+    """The variant of the single and vector envs from their (shared) constructor arguments."""
+    weights = resolve_reward_weights(reward_weights)
+    tables = resolve_tables(tables, dataset, split, preset, encoder, max_queries)
+    if depth is not None and depth != tables.depth:
+        raise ValueError(
+            f"depth={depth}, but the tables have D={tables.depth} depths; depth is set by the "
+            "preset/encoder that built them (leave depth=None to take it from the tables)"
+        )
+    return variant_class(tables, weights, obs_mode)

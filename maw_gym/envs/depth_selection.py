@@ -1,0 +1,138 @@
+"""``MAW/DepthSelection-v0``: pick one MAW depth for a query (a contextual bandit)."""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from maw_gym.envs.base import (
+    MAWEnv,
+    Variant,
+    attention_space,
+    discrete_problem,
+    hard_depth_components,
+)
+from maw_gym.tables import Tables
+
+
+class DepthSelectionVariant(Variant):
+    """Hard depth choice: every quantity is a gather from an (N, D) table built once."""
+
+    def __init__(self, tables: Tables, weights: np.ndarray, obs_mode: str) -> None:
+        super().__init__(tables, weights, obs_mode)
+        self.observation_space, self.observations = attention_space(
+            tables.observation, obs_mode, "observation"
+        )
+        self.action_space = spaces.Discrete(tables.depth)
+        self.entropy, self.focus, self.alignment = hard_depth_components(tables)  # (N, D) each
+        self.reward_table = self.reward(self.entropy, self.focus, self.alignment)  # (N, D)
+        self.oracle_reward = self.reward_table.max(axis=1)
+
+    def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        return self.observations[query]
+
+    def action_problem(self, actions: np.ndarray) -> str | None:
+        return discrete_problem(actions, (len(actions),), self.tables.depth)
+
+    def components(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return (
+            self.entropy[query, actions],
+            self.focus[query, actions],
+            self.alignment[query, actions],
+        )
+
+
+class DepthSelectionEnv(MAWEnv):
+    """Choose which MAW depth reranks a query's BM25 candidates.
+
+    ## Description
+
+    A MAW attention layer computes D genuinely different attention patterns ("depths") for every
+    (query, candidate) pair; a router picks one depth per query. Each episode is one query of
+    a split and a single decision, so the env is a contextual bandit. Everything an episode
+    needs comes from :class:`~maw_gym.tables.Tables` built once with the frozen MAW encoder, so
+    a step is a table lookup.
+
+    ## Action Space
+
+    | Space         | Meaning                                   |
+    |---------------|-------------------------------------------|
+    | `Discrete(D)` | the depth `d` used to rerank the query    |
+
+    ## Observation Space
+
+    The compressed 5D attention the encoder's joint router reads: for each depth and head, the
+    query's attention maps averaged over its candidates and average-pooled to `P x P`.
+
+    | obs_mode       | Space                                      |
+    |----------------|--------------------------------------------|
+    | `"flat"`       | `Box(0, 1, (D·H·P·P,), float32)` (default) |
+    | `"structured"` | `Box(0, 1, (D, H, P, P), float32)`         |
+
+    ## Rewards
+
+    With weights `(w_e, w_f, w_a)` normalised to sum to 1, for query `q` and depth `d`:
+
+    - `entropy = mean_h Tables.entropy[q, d, h]`: mean normalised row entropy of the attention
+      over valid keys, in [0, 1];
+    - `focus = mean_h Tables.focus[q, d, h]`: mean attention mass on the top keys, in [0, 1];
+    - `alignment = NDCG@10` of the candidates ranked by depth `d`'s scores
+      (`Tables.alignment[q, d]`), in [0, 1];
+    - `reward = w_e·entropy + w_f·focus + w_a·alignment`, in [0, 1].
+
+    `info` carries `query_index`, `query_id`, `entropy`, `focus`, `alignment`, `action`,
+    `oracle_reward = max_d reward(q, d)` and `regret = oracle_reward - reward` (>= 0).
+
+    ## Starting State
+
+    A query drawn uniformly from the tables with `self.np_random`;
+    `reset(options={"query_index": i})` pins query `i` (so a group of actions can be compared
+    on one state).
+
+    ## Episode End
+
+    - Termination: after the single step (the returned observation repeats the last one).
+    - Truncation: never.
+
+    ## Arguments
+
+    | Argument         | Default      | Meaning                                                 |
+    |------------------|--------------|---------------------------------------------------------|
+    | `tables`         | `None`       | a `Tables`; if None, built/loaded from the next four     |
+    | `dataset`        | `"nave-kjv"` | BEIR dataset name or folder                             |
+    | `split`          | `"train"`    | `"train"`, `"dev"` or `"test"`                          |
+    | `preset`         | `"smoke"`    | pipeline preset (`maw_gym.presets`)                     |
+    | `encoder`        | `None`       | MAW encoder checkpoint dir; None trains the preset's    |
+    | `max_queries`    | `None`       | keep only the first `max_queries` queries               |
+    | `depth`          | `None`       | checked against the tables' D if given                  |
+    | `reward_weights` | `"default"`  | `"default"` (0.3, 0.3, 0.4), `"retrieval"` (0, 0, 1), a |
+    |                  |              | (w_e, w_f, w_a) triple or a dict; normalised to sum 1   |
+    | `obs_mode`       | `"flat"`     | `"flat"` or `"structured"`                              |
+
+    >>> import gymnasium as gym
+    >>> import maw_gym
+    >>> from maw_gym.tables import Tables
+    >>> env = gym.make("MAW/DepthSelection-v0", tables=Tables.synthetic(depth=4, heads=2, pool=2))
+    >>> env.observation_space.shape, env.action_space
+    ((16,), Discrete(4))
+    >>> obs, info = env.reset(seed=0, options={"query_index": 3})
+    >>> obs, reward, terminated, truncated, info = env.step(2)
+    >>> terminated, info["query_index"], 0.0 <= reward <= info["oracle_reward"] <= 1.0
+    (True, 3, True)
+
+    ## Registered Configurations
+
+    - `MAW/DepthSelection-v0`: `reward_weights="default"`.
+    - `MAW/DepthSelectionRetrieval-v0`: `reward_weights="retrieval"` (alignment only).
+
+    Native vector env: :class:`maw_gym.envs.vector.DepthSelectionVectorEnv`
+    (`gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point")`).
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    variant_class = DepthSelectionVariant

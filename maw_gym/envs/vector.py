@@ -1,0 +1,181 @@
+"""Native vector envs: ``num_envs`` sub-envs of one variant stepped as batched numpy gathers.
+
+Reached through ``gym.make_vec(id, num_envs=n, vectorization_mode="vector_entry_point", ...)``
+(same keyword arguments as the single env). A sub-env runs exactly the single env's
+:class:`~maw_gym.envs.base.Variant`, so with the same queries and actions it returns the same
+observations, rewards and infos (tested).
+
+Autoreset: ``AutoresetMode.SAME_STEP``. A one-step env terminates on every step, so under
+Gymnasium's default NEXT_STEP mode every other ``step`` would be a wasted reset; here the
+observation returned with ``terminated[i]=True`` is already the *next* episode's first
+observation, and the finished episode's are in ``info``:
+
+- ``info["final_obs"]``: the batch of final observations (rows where ``info["_final_obs"]``),
+  stacked like ``observations`` rather than an object array, so no per-row Python work;
+- ``info["final_info"]``: dict of (num_envs,) arrays (``query_index``, ``query_id``, ``entropy``,
+  ``focus``, ``alignment``, ``oracle_reward``, ``regret``, ``action``), each with its ``_key``
+  mask (= ``terminated``), as ``SyncVectorEnv(..., autoreset_mode=SAME_STEP)`` lays it out;
+- ``info["query_index"]``, ``info["query_id"]``: each sub-env's current (new) query.
+
+Query pinning: ``reset(options={"query_index": i})`` with ``i`` an int or a ``(num_envs,)``
+array sets each sub-env's query; ``"pin": True`` keeps those queries on every autoreset until the
+next reset without it (GRPO: a group of sub-envs repeatedly evaluates actions on one query).
+Unpinned autoresets draw from the vector env's ``np_random``, seeded by ``reset(seed=...)``;
+with ``num_envs=1`` the draws equal the single env's ``reset()`` draws.
+
+RLlib's ``SingleAgentEnvRunner`` assumes NEXT_STEP semantics: use its default ``"sync"``
+vectorization there, not this entry point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from gymnasium.error import ResetNeeded
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from maw_gym.envs.base import MAWEnv, RewardWeights, build_variant, choose_queries
+from maw_gym.envs.depth_selection import DepthSelectionEnv
+from maw_gym.tables import Tables
+
+
+class MAWVectorEnv(VectorEnv):
+    """``num_envs`` copies of ``single_env_class``'s variant, stepped in one batch.
+
+    Arguments are the single env's plus ``num_envs``; see the module docstring for the
+    autoreset layout and query pinning.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {
+        "autoreset_mode": AutoresetMode.SAME_STEP,
+        "render_modes": [],
+    }
+    single_env_class: ClassVar[type[MAWEnv]]
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        tables: Tables | None = None,
+        *,
+        dataset: str | Path = "nave-kjv",
+        split: str = "train",
+        preset: str = "smoke",
+        encoder: str | Path | None = None,
+        max_queries: int | None = None,
+        depth: int | None = None,
+        reward_weights: RewardWeights = "default",
+        obs_mode: str = "flat",
+    ) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs={num_envs!r}: expected a positive integer")
+        self.num_envs = num_envs
+        self.variant = build_variant(
+            self.single_env_class.variant_class,
+            tables,
+            dataset,
+            split,
+            preset,
+            encoder,
+            max_queries,
+            depth,
+            reward_weights,
+            obs_mode,
+        )
+        self.tables = self.variant.tables
+        self.single_observation_space = self.variant.observation_space
+        self.single_action_space = self.variant.action_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._query: np.ndarray | None = None  # (num_envs,) int64; None before the first reset
+        self._step = np.zeros(num_envs, dtype=np.int64)
+        self._previous = np.zeros(num_envs, dtype=np.int64)
+        self._pinned = False
+        self._observations: Any = None
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        """Reset every sub-env; ``options``: ``query_index`` (int or (num_envs,)), ``pin``."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        self._pinned = bool(options.pop("pin", False))
+        self._query = choose_queries(
+            options, self.np_random, self.tables.num_queries, self.num_envs
+        )
+        self._step[:] = 0
+        self._previous[:] = 0
+        self._observations = self.variant.observe(self._query, self._step, self._previous)
+        return self._observations, self._query_info()
+
+    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Step every sub-env; finished ones autoreset in the same step (see module doc)."""
+        if self._query is None:
+            raise ResetNeeded(f"{type(self).__name__}.step: call reset() before step()")
+        actions = np.asarray(actions)
+        problem = self.variant.action_problem(actions)
+        if problem is not None:
+            raise ValueError(
+                f"{type(self).__name__}.step: actions {problem}; expected an element of "
+                f"{self.action_space}"
+            )
+        variant, query = self.variant, self._query
+        final = self._step >= variant.horizon - 1  # (num_envs,) episodes that end now
+        entropy, focus, alignment = variant.components(query, self._previous, actions)
+        rewards = variant.reward(entropy, focus, alignment)
+        oracle = variant.oracle_reward[query]
+        final_info = {
+            "query_index": query.copy(),
+            "query_id": self.tables.query_ids[query],
+            "entropy": entropy,
+            "focus": focus,
+            "alignment": alignment,
+            "oracle_reward": oracle,
+            "regret": oracle - rewards,
+            "action": actions.copy(),
+        }
+        all_final = variant.horizon == 1 or bool(final.all())
+        if not all_final:
+            rewards = np.where(final, rewards, 0.0)
+            for value in final_info.values():
+                value[~final] = 0 if value.dtype.kind != "U" else ""
+        for key in list(final_info):
+            final_info[f"_{key}"] = final
+        info: dict[str, Any] = {
+            "final_obs": self._observations,
+            "_final_obs": final,
+            "final_info": final_info,
+            "_final_info": final,
+        }
+        # Advance: finished sub-envs start a new episode, the others move to their next step.
+        if not self._pinned:
+            if all_final:
+                query = self.np_random.integers(self.tables.num_queries, size=self.num_envs)
+            else:
+                query = query.copy()
+                query[final] = self.np_random.integers(self.tables.num_queries, size=final.sum())
+        self._query = query
+        if variant.horizon > 1:
+            self._previous = np.where(final, 0, actions)
+            self._step = np.where(final, 0, self._step + 1)
+        self._observations = variant.observe(query, self._step, self._previous)
+        info.update(self._query_info())
+        terminated = final.copy()
+        return self._observations, rewards, terminated, np.zeros_like(terminated), info
+
+    def _query_info(self) -> dict[str, Any]:
+        assert self._query is not None
+        return {
+            "query_index": self._query.copy(),
+            "_query_index": np.ones(self.num_envs, dtype=bool),
+            "query_id": self.tables.query_ids[self._query],
+            "_query_id": np.ones(self.num_envs, dtype=bool),
+        }
+
+
+class DepthSelectionVectorEnv(MAWVectorEnv):
+    """Native vector env of ``MAW/DepthSelection-v0`` (:class:`DepthSelectionEnv`)."""
+
+    single_env_class = DepthSelectionEnv
