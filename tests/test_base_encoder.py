@@ -1,0 +1,108 @@
+"""The base encoder: states of [CLS] query [SEP] doc [SEP] pairs, their order, and their cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from maw_gym.encoder.base import DEFAULT_MODEL, BaseEncoder, ModelLoadError
+
+QUERIES = ["who was aaron", "love thy neighbour", "bread", "the ark of noah", "a"]
+DOCS = [
+    "And Aaron the priest went up into mount Hor at the commandment of the LORD, and died there.",
+    "Thou shalt love thy neighbour as thyself.",
+    "Give us this day our daily bread.",
+    "Make thee an ark of gopher wood.",
+    "b",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> BaseEncoder:
+    return BaseEncoder(max_length=16, batch_size=2)
+
+
+@pytest.fixture
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh cache, so a first call really encodes whatever earlier runs left behind."""
+    monkeypatch.setenv("MAW_GYM_CACHE", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def forward_calls(encoder: BaseEncoder) -> Iterator[list[int]]:
+    """One entry per forward pass of the encoder's model during the test."""
+    calls: list[int] = []
+    hook = encoder.model.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    yield calls
+    hook.remove()
+
+
+def test_states_match_the_model_on_padded_pairs(encoder: BaseEncoder, own_cache: Path) -> None:
+    states, mask = encoder.encode_pairs(QUERIES, DOCS)
+    assert states.shape == (5, 16, encoder.hidden_size) and states.dtype == np.float16
+    assert mask.shape == (5, 16) and mask.dtype == bool
+    assert encoder.hidden_size == 384
+
+    tokens = encoder.tokenizer(
+        QUERIES, DOCS, truncation="longest_first", max_length=16, padding="max_length",
+        return_tensors="pt",
+    )  # fmt: skip
+    with torch.inference_mode():
+        reference = encoder.model(**tokens).last_hidden_state.numpy()
+    expected_mask = tokens["attention_mask"].numpy().astype(bool)
+    np.testing.assert_array_equal(mask, expected_mask)
+    assert mask[0].all() and mask[4].sum() == 5  # truncated to 16; "[CLS] a [SEP] b [SEP]"
+    # Batched by length (order restored), padded per batch: real tokens agree, padding is 0.
+    np.testing.assert_allclose(states[mask], reference[expected_mask], atol=2e-2)
+    assert not states[~mask].any()
+    # The pair layout the MAW layer expects.
+    ids = tokens["input_ids"][2].tolist()
+    assert encoder.tokenizer.decode(ids[: int(mask[2].sum())]) == (
+        "[CLS] bread [SEP] give us this day our daily bread. [SEP]"
+    )
+
+
+def test_second_identical_call_does_no_encoder_work(
+    encoder: BaseEncoder, own_cache: Path, forward_calls: list[int]
+) -> None:
+    calls = forward_calls
+    states, mask = encoder.encode_pairs(QUERIES, DOCS)
+    assert len(calls) == 3  # 5 pairs in batches of 2
+    again_states, again_mask = encoder.encode_pairs(QUERIES, DOCS)
+    assert len(calls) == 3
+    np.testing.assert_array_equal(again_states, states)
+    np.testing.assert_array_equal(again_mask, mask)
+    assert sorted(path.name.split(".", 1)[1] for path in (own_cache / "states").iterdir()) == [
+        "mask.npy",
+        "states.npy",
+    ]
+    encoder.encode_pairs(QUERIES[:2], DOCS[:2])  # other texts: a new cache entry
+    assert len(calls) == 4
+
+
+def test_model_id_names_the_packaged_model(encoder: BaseEncoder) -> None:
+    name, content_hash = encoder.model_id.rsplit("-", 1)
+    assert name == DEFAULT_MODEL and len(content_hash) == 16
+
+
+def test_bad_arguments_fail_clearly(
+    encoder: BaseEncoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="2 queries but 1 docs"):
+        encoder.encode_pairs(["a", "b"], ["c"])
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        BaseEncoder(tmp_path / "missing-model")
+
+    import transformers
+
+    def offline(name: str, **kwargs: object) -> None:
+        raise OSError(f"We couldn't connect to the hub to load {name}")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", offline)
+    with pytest.raises(ModelLoadError, match=r"org/some-model.*pass a local model folder"):
+        BaseEncoder("org/some-model")
