@@ -153,6 +153,25 @@ def retrieval_metrics(
     return evaluate(judged, routed_results(tables, scores))
 
 
+def candidate_qrels(tables: Tables) -> dict[str, dict[str, int]]:
+    """Qrels restricted to the judged candidates of ``tables`` (relevant documents outside the
+    candidates are unknown here, so metrics against these are optimistic)."""
+    return {
+        str(qid): {
+            str(doc): int(grade)
+            for doc, grade, real in zip(docs, grades, mask, strict=True)
+            if real and grade > 0
+        }
+        for qid, docs, grades, mask in zip(
+            tables.query_ids,
+            tables.candidate_ids,
+            tables.relevance,
+            tables.candidate_mask,
+            strict=True,
+        )
+    }
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--router", type=Path, required=True, help="a saved router directory")
     parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
@@ -164,41 +183,54 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default=None, help="BEIR name or folder (default: training's)")
     parser.add_argument("--preset", default=None, help="smoke, quick or full (default: training's)")
     parser.add_argument("--encoder", type=Path, default=None, help="encoder directory")
+    parser.add_argument(
+        "--tables",
+        type=Path,
+        default=None,
+        help="a tables .npz to score instead of the dataset's split; its "
+        "retrieval metrics then use the judged candidates as qrels",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+SUMMARY_KEYS = (
+    "router",
+    "env_id",
+    "num_queries",
+    "mean_return",
+    "normalized_score",
+    "regret",
+    "random_mean",
+    "oracle_mean",
+    "depth_usage_entropy",
+    "latency_ms_per_query",
+)
 
 
 def run(args: argparse.Namespace) -> int:
     from agents.common import load_router
-    from maw_gym.encoder.tables import get_tables
-    from maw_gym.pipeline import preset_split
-    from maw_gym.presets import get_preset
 
     training_file = args.router / TRAINING_FILE
     trained = json.loads(training_file.read_text()) if training_file.exists() else {}
     env_id = args.env or trained.get("env_id", "MAW/DepthSelection-v0")
-    dataset = args.dataset or trained.get("dataset", "nave-kjv")
-    preset = args.preset or trained.get("preset", "smoke")
     router = load_router(args.router)
-    tables = get_tables(dataset, args.split, preset, args.encoder)
-    result = evaluate_router(router, env_id, tables)
-    summary = {
-        key: result[key]
-        for key in (
-            "router",
-            "env_id",
-            "num_queries",
-            "mean_return",
-            "normalized_score",
-            "regret",
-            "random_mean",
-            "oracle_mean",
-            "depth_usage_entropy",
-            "latency_ms_per_query",
-        )
-    }
-    summary.update(dataset=dataset, split=args.split, preset=preset)
-    if result["candidate_scores"] is not None:
+    if args.tables is not None:
+        tables = Tables.load(args.tables)
+        qrels = candidate_qrels(tables)
+        source: dict[str, Any] = {"tables": str(args.tables)}
+    else:
+        from maw_gym.encoder.tables import get_tables
+        from maw_gym.pipeline import preset_split
+        from maw_gym.presets import get_preset
+
+        dataset = args.dataset or trained.get("dataset", "nave-kjv")
+        preset = args.preset or trained.get("preset", "smoke")
+        tables = get_tables(dataset, args.split, preset, args.encoder)
         qrels = preset_split(dataset, args.split, get_preset(preset)).qrels
+        source = {"dataset": dataset, "split": args.split, "preset": preset}
+    result = evaluate_router(router, env_id, tables)
+    summary = {key: result[key] for key in SUMMARY_KEYS} | source
+    if result["candidate_scores"] is not None:
         metrics = retrieval_metrics(tables, result["candidate_scores"], qrels)
         summary.update({k: metrics[k] for k in ("NDCG@10", "MRR@10", "Hit@1")})
     if args.json:

@@ -32,6 +32,7 @@ from agents.common import (
     PolicyRouter,
     make_vector_env,
     run_episodes,
+    torch_threads,
 )
 from maw_gym.tables import Tables
 
@@ -189,6 +190,7 @@ def _observation_statistics(envs: Any, num_queries: int, seed: int) -> np.ndarra
     return np.concatenate(rows)
 
 
+@torch_threads(1)
 def train(
     env_id: str,
     tables: Tables,
@@ -284,7 +286,7 @@ def train(
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
                 optimizer.step()
                 epoch_stats.append(stats)
-                entropies.append(float(entropy.mean()))
+                entropies.append(float(entropy.detach().mean()))
         iteration += 1
         if iteration % config.ref_refresh_every == 0:
             reference.load_state_dict(policy.state_dict())

@@ -39,6 +39,7 @@ import numpy as np
 from agents.base import Router
 from agents.common import (
     ActionSpec,
+    attention_maps,
     enumerate_returns,
     make_vector_env,
     read_router_json,
@@ -116,8 +117,8 @@ def depth_head_scores(
     observations: np.ndarray, shape: tuple[int, int, int], strategy: str
 ) -> np.ndarray:
     """(B, H, D) per-head depth scores of a score strategy from (B, D·H·P·P) observations."""
-    depth, heads, pool = shape
-    maps = np.asarray(observations, dtype=np.float64).reshape(-1, depth, heads, pool * pool)
+    pool = shape[2]
+    maps = attention_maps(observations, shape).astype(np.float64)
     if strategy.startswith("entropy"):
         p = maps / np.maximum(maps.sum(-1, keepdims=True), 1e-12)
         entropy = -(p * np.log(np.maximum(p, 1e-12))).sum(-1) / np.log(pool * pool)

@@ -42,6 +42,7 @@ from agents.common import (
     make_vector_env,
     read_router_json,
     save_state,
+    torch_threads,
     write_router_json,
 )
 from maw_gym.tables import Tables
@@ -85,8 +86,9 @@ class PooledRouterNet(nn.Module):
         self.mlp = nn.Sequential(*layers, nn.Linear(width, depth))
 
     def features(self, observations: torch.Tensor) -> torch.Tensor:
-        x = observations.reshape(-1, *self.shape)  # (B, D, H, P, P)
         d, h, p, _ = self.shape
+        flat = observations.reshape(len(observations), -1)[:, : d * h * p * p]
+        x = flat.reshape(-1, *self.shape)  # (B, D, H, P, P); extra flat features dropped
         x = x.reshape(-1, d * h, p, p) if self.depth_aware else x.mean(dim=1)
         x = nn.functional.adaptive_avg_pool2d(x, (self.pooled, self.pooled))
         return x.flatten(1)
@@ -170,6 +172,7 @@ class SupervisedConfig:
     """Epochs between dev evaluations (0: never)."""
 
 
+@torch_threads(1)
 def train(
     env_id: str,
     tables: Tables,
