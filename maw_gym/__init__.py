@@ -25,6 +25,24 @@ _REGISTRATIONS = [
         vector_entry_point=f"{_ENVS}.vector:DepthSelectionVectorEnv",
         kwargs={"reward_weights": "retrieval"},
     ),
+    dict(
+        id="MAW/SoftDepthMixture-v0",
+        entry_point=f"{_ENVS}.soft_mixture:SoftDepthMixtureEnv",
+        vector_entry_point=f"{_ENVS}.vector:SoftDepthMixtureVectorEnv",
+        kwargs={"reward_weights": "default"},
+    ),
+    dict(
+        id="MAW/PerHeadDepth-v0",
+        entry_point=f"{_ENVS}.per_head:PerHeadDepthEnv",
+        vector_entry_point=f"{_ENVS}.vector:PerHeadDepthVectorEnv",
+        kwargs={"reward_weights": "default"},
+    ),
+    dict(
+        id="MAW/LayerwiseDepth-v0",
+        entry_point=f"{_ENVS}.layerwise:LayerwiseDepthEnv",
+        vector_entry_point=f"{_ENVS}.vector:LayerwiseDepthVectorEnv",
+        kwargs={"reward_weights": "default"},
+    ),
 ]
 
 for _spec in _REGISTRATIONS:

@@ -116,7 +116,7 @@ class DepthSelectionEnv(MAWEnv):
     >>> from maw_gym.tables import Tables
     >>> env = gym.make("MAW/DepthSelection-v0", tables=Tables.synthetic(depth=4, heads=2, pool=2))
     >>> env.observation_space.shape, env.action_space
-    ((16,), Discrete(4))
+    ((32,), Discrete(4))
     >>> obs, info = env.reset(seed=0, options={"query_index": 3})
     >>> obs, reward, terminated, truncated, info = env.step(2)
     >>> terminated, info["query_index"], 0.0 <= reward <= info["oracle_reward"] <= 1.0

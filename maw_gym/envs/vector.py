@@ -39,6 +39,9 @@ from gymnasium.vector.utils import batch_space
 
 from maw_gym.envs.base import MAWEnv, RewardWeights, build_variant, choose_queries
 from maw_gym.envs.depth_selection import DepthSelectionEnv
+from maw_gym.envs.layerwise import LayerwiseDepthEnv
+from maw_gym.envs.per_head import PerHeadDepthEnv
+from maw_gym.envs.soft_mixture import SoftDepthMixtureEnv
 from maw_gym.tables import Tables
 
 
@@ -179,3 +182,25 @@ class DepthSelectionVectorEnv(MAWVectorEnv):
     """Native vector env of ``MAW/DepthSelection-v0`` (:class:`DepthSelectionEnv`)."""
 
     single_env_class = DepthSelectionEnv
+
+
+class SoftDepthMixtureVectorEnv(MAWVectorEnv):
+    """Native vector env of ``MAW/SoftDepthMixture-v0`` (:class:`SoftDepthMixtureEnv`)."""
+
+    single_env_class = SoftDepthMixtureEnv
+
+
+class PerHeadDepthVectorEnv(MAWVectorEnv):
+    """Native vector env of ``MAW/PerHeadDepth-v0`` (:class:`PerHeadDepthEnv`)."""
+
+    single_env_class = PerHeadDepthEnv
+
+
+class LayerwiseDepthVectorEnv(MAWVectorEnv):
+    """Native vector env of ``MAW/LayerwiseDepth-v0`` (:class:`LayerwiseDepthEnv`).
+
+    Sub-envs are at different layers at a time; ``terminated[i]`` marks those that just made
+    their layer-2 decision (and were reset to a new query's layer 1 in the same step).
+    """
+
+    single_env_class = LayerwiseDepthEnv

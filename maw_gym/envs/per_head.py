@@ -1,0 +1,123 @@
+"""``MAW/PerHeadDepth-v0``: one MAW depth per attention head."""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+
+from maw_gym.envs.base import (
+    MAWEnv,
+    Variant,
+    attention_space,
+    discrete_problem,
+    hard_depth_components,
+)
+from maw_gym.tables import Tables
+
+
+class PerHeadDepthVariant(Variant):
+    """Per-head selection: scores add one ``score_parts`` slice per (head, chosen depth)."""
+
+    def __init__(self, tables: Tables, weights: np.ndarray, obs_mode: str) -> None:
+        super().__init__(tables, weights, obs_mode)
+        self.observation_space, self.observations = attention_space(
+            tables.observation, obs_mode, "observation"
+        )
+        self.action_space = spaces.MultiDiscrete([tables.depth] * tables.heads)
+        self.heads = np.arange(tables.heads)
+        self.entropy = tables.entropy.astype(np.float64)  # (N, D, H)
+        self.focus = tables.focus.astype(np.float64)
+        # The best depth shared by all heads: a reference, not a bound (D**H assignments).
+        self.oracle_reward = self.reward(*hard_depth_components(tables)).max(axis=1)
+
+    def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        return self.observations[query]
+
+    def action_problem(self, actions: np.ndarray) -> str | None:
+        return discrete_problem(actions, (len(actions), self.tables.heads), self.tables.depth)
+
+    def components(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows, heads = query[:, None], self.heads[None, :]  # broadcast with actions (B, H)
+        parts = self.tables.score_parts[rows, actions, heads]  # (B, H, C)
+        scores = self.tables.score_base[query] + parts.sum(axis=1)  # (B, C)
+        return (
+            self.entropy[rows, actions, heads].mean(axis=1),
+            self.focus[rows, actions, heads].mean(axis=1),
+            self.tables.ndcg(scores, index=query).astype(np.float64),
+        )
+
+
+class PerHeadDepthEnv(MAWEnv):
+    """Choose a MAW depth for each attention head of a query.
+
+    ## Description
+
+    Per-head routing: head `h` of the MAW layer uses depth `d_h`. The reranker's score is linear
+    in the attention output, so a candidate's score is exact from the tables:
+    `scores[c] = score_base[q, c] + Σ_h score_parts[q, d_h, h, c]`. One query per episode, one
+    decision.
+
+    ## Action Space
+
+    | Space                  | Meaning                         |
+    |------------------------|---------------------------------|
+    | `MultiDiscrete([D]*H)` | `(d_1, ..., d_H)`, one per head |
+
+    ## Observation Space
+
+    As `MAW/DepthSelection-v0`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
+    `Box(0, 1, (D, H, P, P), float32)` (`obs_mode="structured"`).
+
+    ## Rewards
+
+    With weights `(w_e, w_f, w_a)` normalised to sum to 1:
+
+    - `entropy = mean_h Tables.entropy[q, d_h, h]`, `focus = mean_h Tables.focus[q, d_h, h]`;
+    - `alignment = NDCG@10` of the candidates ranked by `scores` above;
+    - `reward = w_e·entropy + w_f·focus + w_a·alignment`, in [0, 1].
+
+    With every `d_h = d` this is `MAW/DepthSelection-v0`'s reward for depth `d`.
+    `info["oracle_reward"]` is the best depth shared by all heads (DepthSelection's oracle;
+    the D**H assignments are not searched), so `info["regret"]` can be negative.
+
+    ## Starting State
+
+    A query drawn uniformly with `self.np_random`; `reset(options={"query_index": i})` pins it.
+
+    ## Episode End
+
+    - Termination: after the single step (the returned observation repeats the last one).
+    - Truncation: never.
+
+    ## Arguments
+
+    As `MAW/DepthSelection-v0`: `tables`, `dataset`, `split`, `preset`, `encoder`,
+    `max_queries`, `depth`, `reward_weights` (`"default"`, `"retrieval"`, a triple or a dict,
+    normalised to sum 1), `obs_mode`.
+
+    >>> import gymnasium as gym
+    >>> import numpy as np
+    >>> import maw_gym
+    >>> from maw_gym.tables import Tables
+    >>> env = gym.make("MAW/PerHeadDepth-v0", tables=Tables.synthetic(depth=4, heads=2))
+    >>> env.action_space
+    MultiDiscrete([4 4])
+    >>> _ = env.reset(seed=0)
+    >>> _, reward, terminated, _, info = env.step(np.array([0, 3]))
+    >>> terminated, info["action"].tolist()
+    (True, [0, 3])
+
+    ## Registered Configurations
+
+    - `MAW/PerHeadDepth-v0`: `reward_weights="default"`.
+
+    Native vector env: :class:`maw_gym.envs.vector.PerHeadDepthVectorEnv`.
+
+    ## Version History
+
+    - v0: initial version.
+    """
+
+    variant_class = PerHeadDepthVariant
