@@ -111,3 +111,65 @@ def test_loss_is_float_stats() -> None:
     _, stats = grpo_loss(*tensors)
     assert all(isinstance(v, float) for v in stats.values())
     assert {"clip_fraction", "kl", "zero_std_fraction"} <= set(stats)
+
+
+ENV = "MAW/DepthSelection-v0"
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    from maw_gym.tables import Tables
+
+    return (
+        Tables.synthetic(num_queries=64, best_depth=1, seed=0),
+        Tables.synthetic(num_queries=32, best_depth=1, seed=1),
+    )
+
+
+def _train(tables, **overrides):
+    from agents.grpo import GRPOConfig, train
+
+    config = GRPOConfig(**{"total_env_steps": 1024, "eval_every": 0, **overrides})
+    return train(ENV, tables, config, progress=False)
+
+
+def test_grpo_learns_the_clearly_best_depth(synthetic) -> None:
+    from agents.evaluate import evaluate_router
+
+    train_tables, dev_tables = synthetic
+    router, metrics = _train(train_tables)
+    result = evaluate_router(router, ENV, dev_tables)
+    assert result["normalized_score"] > 0.4  # random is 0
+    assert np.mean(result["actions"] == 1) > 0.6  # depth 1 ranks the relevant documents first
+    assert metrics[-1]["charts/entropy"] < metrics[0]["charts/entropy"]
+    assert {"losses/kl", "losses/clip_fraction", "charts/zero_std_fraction"} <= set(metrics[-1])
+
+
+def test_grpo_enumerates_every_depth_when_asked(synthetic) -> None:
+    router, metrics = _train(
+        synthetic[0], group_size=4, enumerate_actions=True, total_env_steps=128
+    )
+    assert metrics[0]["env_steps"] == 16 * 4  # B groups of exactly D members
+    assert router.policy.spec.choices == 4
+
+
+def test_grpo_same_seed_same_result_and_save_load(synthetic, tmp_path) -> None:
+    from agents.common import load_router
+
+    train_tables, dev_tables = synthetic
+    first, metrics_a = _train(train_tables, total_env_steps=256, seed=3)
+    second, metrics_b = _train(train_tables, total_env_steps=256, seed=3)
+    other, _ = _train(train_tables, total_env_steps=256, seed=4)
+
+    def without_timing(metrics):
+        return [{k: v for k, v in m.items() if k != "charts/steps_per_second"} for m in metrics]
+
+    assert without_timing(metrics_a) == without_timing(metrics_b)
+    weights = [r.policy.state_dict().values() for r in (first, second, other)]
+    assert all(torch.equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
+    assert not all(torch.equal(a, c) for a, c in zip(weights[0], weights[2], strict=True))
+    first.save(tmp_path)
+    loaded = load_router(tmp_path)
+    observations = dev_tables.observation.reshape(dev_tables.num_queries, -1)
+    assert loaded.name == "grpo"
+    np.testing.assert_array_equal(loaded.act(observations), first.act(observations))

@@ -1,0 +1,115 @@
+"""Heuristics and bounds: hand-computed rewards and scores, the oracle is the maximum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.common import ActionSpec, load_router
+from agents.evaluate import evaluate_router
+from agents.heuristics import (
+    FixedDepthRouter,
+    LookupRouter,
+    RandomRouter,
+    ScoreRouter,
+    best_fixed_depth,
+    depth_head_scores,
+    heuristic_routers,
+    oracle_router,
+)
+from maw_gym.tables import Tables
+
+ENV = "MAW/DepthSelection-v0"
+
+
+@pytest.fixture(scope="module")
+def tables() -> tuple[Tables, Tables]:
+    return (
+        Tables.synthetic(num_queries=24, best_depth=1, seed=0),
+        Tables.synthetic(num_queries=16, best_depth=1, seed=1),
+    )
+
+
+def _reward_table(t: Tables) -> np.ndarray:
+    """The seeds' default reward of every (query, depth), straight from the tables."""
+    return 0.3 * t.entropy.mean(axis=2) + 0.3 * t.focus.mean(axis=2) + 0.4 * t.alignment
+
+
+def test_oracle_is_the_max_and_random_is_the_exact_mean(tables) -> None:
+    _, test = tables
+    rewards = _reward_table(test)
+    result = evaluate_router(oracle_router(ENV, test), ENV, test)
+    assert result["mean_return"] == pytest.approx(rewards.max(axis=1).mean(), rel=1e-5)
+    assert result["oracle_mean"] == pytest.approx(rewards.max(axis=1).mean(), rel=1e-5)
+    assert result["normalized_score"] == pytest.approx(1.0)
+    assert result["regret"] == pytest.approx(0.0, abs=1e-6)
+    assert result["random_exact"]
+    assert result["random_mean"] == pytest.approx(rewards.mean(), rel=1e-5)
+
+
+def test_fixed_and_best_fixed(tables) -> None:
+    train, test = tables
+    router, means = best_fixed_depth(ENV, train)
+    np.testing.assert_allclose(means, _reward_table(train).mean(axis=0), rtol=1e-5)
+    assert router.depth == int(np.argmax(means)) == 1
+    result = evaluate_router(FixedDepthRouter(ActionSpec("discrete", 4), 2), ENV, test)
+    assert result["mean_return"] == pytest.approx(_reward_table(test)[:, 2].mean(), rel=1e-5)
+    assert result["depth_usage"].tolist() == [0, 0, 1, 0]
+    assert result["depth_usage_entropy"] == 0.0
+    np.testing.assert_allclose(result["candidate_scores"], test.depth_scores()[:, 2])
+
+
+def test_score_strategies_hand_computed() -> None:
+    # D=2, H=1, P=2: depth 0 uniform (entropy 1, norm 0.5), depth 1 one-hot (entropy 0, norm 1)
+    observation = np.array([[0.25, 0.25, 0.25, 0.25, 1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
+    entropy = depth_head_scores(observation, (2, 1, 2), "entropy-max")
+    np.testing.assert_allclose(entropy, [[[1.0, 0.0]]], atol=1e-9)
+    np.testing.assert_allclose(
+        depth_head_scores(observation, (2, 1, 2), "attention-norm"), [[[0.5, 1.0]]]
+    )
+    spec = ActionSpec("discrete", 2)
+    assert ScoreRouter(spec, "entropy-max", (2, 1, 2)).act(observation).tolist() == [0]
+    assert ScoreRouter(spec, "entropy-min", (2, 1, 2)).act(observation).tolist() == [1]
+    assert ScoreRouter(spec, "attention-norm", (2, 1, 2)).act(observation).tolist() == [1]
+    mixture = ScoreRouter(ActionSpec("simplex", 2), "topk-norm", (2, 1, 2), top_k=1)
+    np.testing.assert_allclose(mixture.act(observation), [[0.0, 1.0]])
+    soft = ScoreRouter(ActionSpec("simplex", 2), "attention-norm", (2, 1, 2)).act(observation)
+    np.testing.assert_allclose(
+        soft, [[1 / (1 + np.e**0.5), np.e**0.5 / (1 + np.e**0.5)]], rtol=1e-6
+    )
+
+
+def test_every_heuristic_saves_loads_and_acts_alike(tables, tmp_path) -> None:
+    train, test = tables
+    routers = heuristic_routers(ENV, train, test)
+    assert {
+        "random",
+        "best-fixed",
+        "entropy-max",
+        "attention-norm",
+        "topk-norm",
+        "joint-router",
+        "oracle",
+    } <= set(routers)
+    observations = test.observation.reshape(test.num_queries, -1)
+    for name, router in routers.items():
+        router.save(tmp_path / name)
+        loaded = load_router(tmp_path / name)
+        assert type(loaded) is type(router) and loaded.name == router.name
+        if isinstance(router, RandomRouter):
+            continue  # a fresh generator: same seed, same draws, checked below
+        np.testing.assert_array_equal(loaded.act(observations), router.act(observations))
+    fresh = load_router(tmp_path / "random")
+    np.testing.assert_array_equal(
+        fresh.act(observations), RandomRouter(ActionSpec("discrete", 4)).act(observations)
+    )
+    joint = evaluate_router(routers["joint-router"], ENV, test)
+    np.testing.assert_array_equal(joint["actions"][:, 0], test.joint_router_logits.argmax(1))
+
+
+def test_lookup_router_refuses_foreign_observations(tables) -> None:
+    train, test = tables
+    router = oracle_router(ENV, test)
+    assert isinstance(router, LookupRouter)
+    with pytest.raises(KeyError, match="build it on the tables you evaluate"):
+        router.act(train.observation[:1].reshape(1, -1))
