@@ -8,6 +8,7 @@ sampling seed, so that the encoder, the tables and the leaderboard all see the s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +59,10 @@ def document_text(doc: dict[str, str]) -> str:
     return f"{doc.get('title', '')} {doc.get('text', '')}".strip()
 
 
+@functools.lru_cache(maxsize=8)
 def preset_split(dataset: str, split: str, preset: Preset):
-    """The split with the preset's query sampling applied (a ``maw_gym.data.Split``)."""
+    """The split with the preset's query sampling applied (a ``maw_gym.data.Split``; cached in
+    memory: the corpus is loaded once per process)."""
     from maw_gym.data import load_split
 
     data = load_split(dataset, split)

@@ -115,27 +115,35 @@ def resolve_encoder(
     return train_encoder(dataset, _preset(preset), seed=seed)
 
 
+def tables_path(dataset: str, split: str, preset: Preset, encoder_dir: Path) -> tuple[Path, str]:
+    """(cache file, key) of a split's tables for the encoder in ``encoder_dir``."""
+    from maw_gym.pipeline import split_fingerprint
+
+    encoder_hash = json.loads((Path(encoder_dir) / "config.json").read_text())["content_hash"]
+    name, fingerprint = split_fingerprint(dataset, split, preset)
+    key = stable_hash(fingerprint, encoder_hash, preset.to_dict(), TABLES_VERSION)
+    return cache_dir("tables") / f"{name}-{split}-{preset.name}-{key}.npz", key
+
+
 def get_tables(
     dataset: str = "nave-kjv",
     split: str = "train",
     preset: str | Preset = "smoke",
     encoder: Path | str | None = None,
 ) -> Tables:
-    """Load the cached tables of ``split``, building them (and the encoder) if needed."""
-    from maw_gym.pipeline import split_fingerprint
+    """Load the cached tables of ``split``, building them (and the encoder) if needed.
 
+    A cached file that does not load, or whose stored key differs, is rebuilt (with a warning).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     preset = _preset(preset)
     encoder_dir = resolve_encoder(dataset, preset, encoder)
-    encoder_hash = json.loads((encoder_dir / "config.json").read_text())["content_hash"]
-    name, fingerprint = split_fingerprint(dataset, split, preset)
-    key = stable_hash(fingerprint, encoder_hash, preset.to_dict(), TABLES_VERSION)
-    path = cache_dir("tables") / f"{name}-{split}-{preset.name}-{key}.npz"
+    path, key = tables_path(dataset, split, preset, encoder_dir)
     if path.exists():
         try:
             tables = Tables.load(path)
-        except ValueError as error:
+        except (ValueError, KeyError, TypeError) as error:  # unreadable, foreign or partial
             logger.warning("rebuilding %s: %s", path, error)
         else:
             if tables.meta.get("key") == key:

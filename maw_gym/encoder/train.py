@@ -19,6 +19,7 @@ Models (all on the same frozen base-encoder states):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -67,10 +68,16 @@ def model_specs(preset: Preset, hidden: int, seed: int) -> dict[str, tuple[dict,
     return specs
 
 
-def encoder_config(dataset: str, preset: Preset, seed: int = 0) -> dict[str, Any]:
-    """What an encoder is a function of (its directory name hashes this)."""
+@functools.lru_cache(maxsize=4)
+def base_model_id(max_length: int) -> str:
+    """The default base encoder's id (loading it once per process)."""
     from maw_gym.encoder.base import BaseEncoder
 
+    return BaseEncoder(max_length=max_length).model_id
+
+
+def encoder_config(dataset: str, preset: Preset, seed: int = 0) -> dict[str, Any]:
+    """What an encoder is a function of (its directory name hashes this)."""
     name, train_fp = split_fingerprint(dataset, "train", preset)
     _, dev_fp = split_fingerprint(dataset, "dev", preset)
     return {
@@ -79,7 +86,7 @@ def encoder_config(dataset: str, preset: Preset, seed: int = 0) -> dict[str, Any
         "train_fingerprint": train_fp,
         "dev_fingerprint": dev_fp,
         "preset": preset.to_dict(),
-        "base_model": BaseEncoder(max_length=preset.max_length).model_id,
+        "base_model": base_model_id(preset.max_length),
         "seed": seed,
     }
 

@@ -1,0 +1,98 @@
+"""Tables built from the real smoke pipeline (nave-kjv): caching, rebuilds, exactness.
+
+The first test to run builds the smoke encoder and tables into the tests' shared cache
+(``.maw_cache``, see conftest.py); the rest reuse them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from maw_gym.encoder import tables as tables_module
+from maw_gym.encoder.reranker import QueryBatch, score_split
+from maw_gym.encoder.tables import get_tables, resolve_encoder, routed_results, tables_path
+from maw_gym.encoder.train import TrainedEncoder
+from maw_gym.pipeline import preset_split, split_inputs
+from maw_gym.presets import get_preset
+from maw_gym.retrieval import evaluate
+
+PRESET = get_preset("smoke")
+
+
+@pytest.fixture(scope="module")
+def encoder_dir():
+    return resolve_encoder("nave-kjv", PRESET)
+
+
+@pytest.fixture(scope="module")
+def dev_tables(encoder_dir):
+    return get_tables("nave-kjv", "dev", PRESET, encoder_dir)
+
+
+def test_shapes_and_layer2_fields(dev_tables) -> None:
+    n, c, d, h, p = 24, PRESET.candidates, PRESET.depth, PRESET.heads, PRESET.pool
+    assert dev_tables.num_queries == n
+    assert dev_tables.observation.shape == (n, d, h, p, p)
+    assert dev_tables.score_parts.shape == (n, d, h, c)
+    assert dev_tables.joint_router_logits.shape == (n, d)
+    assert dev_tables.layer2_observation.shape == (n, d, d, h, p, p)
+    assert dev_tables.layer2_scores.shape == (n, d, d, c)
+    assert dev_tables.meta["encoder_hash"] and dev_tables.meta["key"]
+
+
+def test_second_call_loads_without_building(encoder_dir, dev_tables, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("tables or encoder rebuilt although cached")
+
+    monkeypatch.setattr(tables_module, "build_tables", refuse)
+    monkeypatch.setattr("maw_gym.encoder.train.train_reranker", refuse)
+    again = get_tables("nave-kjv", "dev", "smoke")
+    np.testing.assert_array_equal(again.score_parts, dev_tables.score_parts)
+    assert again.meta["key"] == dev_tables.meta["key"]
+
+
+def test_corrupt_or_stale_file_is_rebuilt(encoder_dir, dev_tables) -> None:
+    path, key = tables_path("nave-kjv", "dev", PRESET, encoder_dir)
+    path.write_bytes(path.read_bytes()[:200])  # truncated
+    rebuilt = get_tables("nave-kjv", "dev", PRESET, encoder_dir)
+    np.testing.assert_allclose(rebuilt.score_parts, dev_tables.score_parts, atol=1e-6)
+    stale = rebuilt.subset(np.arange(rebuilt.num_queries))
+    stale.meta["key"] = "not-" + key
+    stale.save(path)
+    assert get_tables("nave-kjv", "dev", PRESET, encoder_dir).meta["key"] == key
+
+
+def test_checkpoint_reload_gives_table_scores(encoder_dir, dev_tables) -> None:
+    encoder = TrainedEncoder.load(encoder_dir)
+    inputs = split_inputs("nave-kjv", "dev", PRESET)
+    scored = score_split(encoder.models["maw"], inputs)
+    np.testing.assert_allclose(scored.score_parts, dev_tables.score_parts, atol=1e-5)
+    # The model's own forward pass for a hard depth equals the tables' decomposition.
+    model = encoder.models["maw"]
+    batch = QueryBatch.from_inputs(inputs, np.arange(3))
+    with torch.no_grad():
+        for depth in range(PRESET.depth):
+            direct = model(
+                batch.x,
+                batch.mask,
+                batch.bm25_z.flatten(),
+                depth_index=torch.full((batch.x.shape[0],), depth),
+            )
+            expected = dev_tables.depth_scores()[:3, depth].reshape(-1)
+            np.testing.assert_allclose(direct.numpy(), expected, atol=1e-4)
+
+
+def test_ndcg_matches_beir_and_routed_results(dev_tables) -> None:
+    # trec_eval breaks score ties by doc id, ndcg_at_10 by position: break BM25's ties first.
+    scores = dev_tables.bm25_scores - 1e-3 * np.arange(PRESET.candidates)
+    per_query = dev_tables.ndcg(scores)
+    data = split_inputs("nave-kjv", "dev", PRESET)
+    qrels = preset_split("nave-kjv", "dev", PRESET).qrels
+    results = routed_results(dev_tables, scores)
+    assert set(results) == set(data.query_ids)
+    assert all(len(docs) == PRESET.candidates for docs in results.values())
+    assert evaluate(qrels, results)["NDCG@10"] == pytest.approx(per_query.mean(), abs=1e-4)
+    with pytest.raises(ValueError, match="expected shape"):
+        routed_results(dev_tables, scores[:, :2])
