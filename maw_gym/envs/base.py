@@ -161,8 +161,8 @@ class Variant(ABC):
         """Observations of a batch at decision ``step`` after ``previous`` actions (B,)."""
 
     @abstractmethod
-    def action_problem(self, actions: np.ndarray) -> str | None:
-        """Why a batch of actions ``(B, *action_shape)`` is invalid, or None."""
+    def action_problem(self, actions: np.ndarray, batch: int) -> str | None:
+        """Why ``actions`` are not a valid batch ``(batch, *action_shape)``, or None."""
 
     @abstractmethod
     def components(
@@ -256,7 +256,7 @@ class MAWEnv(gym.Env):
         problem = (
             f"has shape {np.shape(action)}, expected {self.action_space.shape}"
             if actions.shape[1:] != self.action_space.shape
-            else self.variant.action_problem(actions)
+            else self.variant.action_problem(actions, 1)
         )
         if problem is not None:
             raise ValueError(

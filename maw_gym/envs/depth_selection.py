@@ -31,8 +31,8 @@ class DepthSelectionVariant(Variant):
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
         return self.observations[query]
 
-    def action_problem(self, actions: np.ndarray) -> str | None:
-        return discrete_problem(actions, (len(actions),), self.tables.depth)
+    def action_problem(self, actions: np.ndarray, batch: int) -> str | None:
+        return discrete_problem(actions, (batch,), self.tables.depth)
 
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray

@@ -74,8 +74,8 @@ class LayerwiseDepthVariant(Variant):
             return attention
         return {"attention": attention, "layer": step.copy()}
 
-    def action_problem(self, actions: np.ndarray) -> str | None:
-        return discrete_problem(actions, (len(actions),), self.tables.depth)
+    def action_problem(self, actions: np.ndarray, batch: int) -> str | None:
+        return discrete_problem(actions, (batch,), self.tables.depth)
 
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray

@@ -34,8 +34,8 @@ class SoftDepthMixtureVariant(Variant):
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
         return self.observations[query]
 
-    def action_problem(self, actions: np.ndarray) -> str | None:
-        shape = (len(actions), self.tables.depth)
+    def action_problem(self, actions: np.ndarray, batch: int) -> str | None:
+        shape = (batch, self.tables.depth)
         if actions.shape != shape:
             return f"has shape {actions.shape}, expected {shape}"
         if actions.dtype.kind not in "iuf":

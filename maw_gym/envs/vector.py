@@ -118,7 +118,7 @@ class MAWVectorEnv(VectorEnv):
         if self._query is None:
             raise ResetNeeded(f"{type(self).__name__}.step: call reset() before step()")
         actions = np.asarray(actions)
-        problem = self.variant.action_problem(actions)
+        problem = self.variant.action_problem(actions, self.num_envs)
         if problem is not None:
             raise ValueError(
                 f"{type(self).__name__}.step: actions {problem}; expected an element of "
