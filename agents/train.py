@@ -89,12 +89,47 @@ def train_best_fixed(
     return router
 
 
+def _sb3(algo: str) -> TrainFn:
+    def train_sb3(
+        env_id: str,
+        train_tables: Tables,
+        dev_tables: Tables | None,
+        seed: int,
+        steps: int,
+        out_dir: Path,
+    ) -> Router:
+        """Stable-Baselines3 ``algo`` with its YAML hyperparameters (``agents.sb3``)."""
+        from agents.sb3 import train
+
+        return train(algo, env_id, train_tables, dev_tables, seed, steps, out_dir)
+
+    return train_sb3
+
+
+def train_rllib_ppo(
+    env_id: str,
+    train_tables: Tables,
+    dev_tables: Tables | None,
+    seed: int,
+    steps: int,
+    out_dir: Path,
+) -> Router:
+    """RLlib PPO in local mode (``agents.rllib``; ``maw-gym rllib`` joins a cluster)."""
+    from agents.rllib import train
+
+    return train(env_id, train_tables, dev_tables, seed, steps, out_dir)
+
+
 AGENTS: dict[str, TrainFn] = {
     "grpo": train_grpo,
     "supervised": _supervised("oracle", depth_aware=False),
     "supervised-rule": _supervised("rule", depth_aware=False),
     "supervised-depth": _supervised("oracle", depth_aware=True),
     "best-fixed": train_best_fixed,
+    "ppo": _sb3("ppo"),
+    "a2c": _sb3("a2c"),
+    "dqn": _sb3("dqn"),
+    "rllib-ppo": train_rllib_ppo,
 }
 """Command-line name → train function. SB3 and RLlib agents add their entries here."""
 

@@ -113,3 +113,28 @@ def test_lookup_router_refuses_foreign_observations(tables) -> None:
     assert isinstance(router, LookupRouter)
     with pytest.raises(KeyError, match="build it on the tables you evaluate"):
         router.act(train.observation[:1].reshape(1, -1))
+
+
+@pytest.mark.parametrize(
+    "env_id", ["MAW/PerHeadDepth-v0", "MAW/SoftDepthMixture-v0", "MAW/LayerwiseDepth-v0"]
+)
+def test_bounds_on_every_variant(env_id) -> None:
+    train = Tables.synthetic(num_queries=12, best_depth=1, seed=0, layers=True)
+    test = Tables.synthetic(num_queries=8, best_depth=1, seed=1, layers=True)
+    routers = heuristic_routers(env_id, train, test)
+    results = {name: evaluate_router(router, env_id, test) for name, router in routers.items()}
+    assert results["oracle"]["normalized_score"] == pytest.approx(1.0)
+    assert max(r["normalized_score"] for r in results.values()) == pytest.approx(1.0)
+    assert ("uniform-mixture" in routers) == (env_id == "MAW/SoftDepthMixture-v0")
+    oracle = results["oracle"]
+    if env_id == "MAW/LayerwiseDepth-v0":
+        d1, d2 = oracle["actions"][:, 0], oracle["actions"][:, 1]
+        expected = test.layer2_scores[np.arange(8), d1, d2]
+    elif env_id == "MAW/PerHeadDepth-v0":
+        heads = oracle["actions"][:, 0]  # (N, H) one depth per head
+        expected = test.score_base + sum(
+            test.score_parts[np.arange(8), heads[:, h], h] for h in range(test.heads)
+        )
+    else:
+        expected = test.depth_scores()[np.arange(8), oracle["actions"][:, 0].argmax(-1)]
+    np.testing.assert_allclose(oracle["candidate_scores"], expected, rtol=1e-5, atol=1e-5)
