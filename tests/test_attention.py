@@ -167,6 +167,20 @@ def test_gradients_reach_depth_transforms(layer, inputs) -> None:
     assert layer.depth_query.grad[:, 0].abs().sum() == 0  # only the used depth learns
 
 
+def test_dropout_only_in_training(inputs) -> None:
+    x, mask = inputs
+    torch.manual_seed(5)
+    layer = MAWAttention(HIDDEN, HEADS, DEPTH, HEAD_DIM, dropout=0.5)
+    weights = torch.full((B, DEPTH), 1.0 / DEPTH)
+    layer.train()
+    noisy, _ = layer(x, mask, depth_weights=weights)
+    layer.eval()
+    clean, _ = layer(x, mask, depth_weights=weights)
+    again, _ = layer(x, mask, depth_weights=weights)
+    assert not torch.allclose(noisy, clean)
+    torch.testing.assert_close(clean, again, atol=0, rtol=0)
+
+
 def test_nonmaw_equals_sdpa_and_identity_maw(inputs) -> None:
     x, mask = inputs
     torch.manual_seed(3)

@@ -5,8 +5,11 @@ axis: each depth ``d`` has its own per-head query and key transforms, so each de
 genuinely different attention pattern (see DESIGN.md, "The 5D attention, precisely"). A router
 picks one depth per input (or per head), or a mixture of depths.
 
-Internally the depth axis sits next to the heads, ``(B, H, D, Lq, Lk)``, so that one batched
-matmul computes every depth; the public layout, as in the seeds, is ``(B, H, Lq, Lk, D)``.
+No Python loop over depth: one batched matmul computes every depth. DESIGN.md puts the depth
+axis next to the heads; internally it sits between the query and key axes, ``(B, H, Lq, D, Lk)``,
+because that is the layout in which the transformed queries of all depths come out of one
+matmul with no copy (see ``_AttentionBase``). ``depth_scores``/``depth_attention`` return the
+``(B, H, D, Lq, Lk)`` view and ``forward`` the seeds' public layout ``(B, H, Lq, Lk, D)``.
 
 ``compress_attention`` computes the environment's observation (pooled attention maps, entropy,
 focus) depth-chunk by depth-chunk, never holding the whole 5D tensor.
@@ -477,7 +480,7 @@ def _pool_matrix(key_padding_mask: Tensor, pool: int, dtype: torch.dtype) -> Ten
 
 
 def compress_attention(
-    attention_module: _AttentionBase,
+    attention_module: MAWAttention | NonMAWAttention,
     x: Tensor,
     key_padding_mask: Tensor,
     pool: int,
@@ -508,7 +511,7 @@ def compress_attention(
         n_valid = key_padding_mask.sum(dim=1)  # (B,)
         pool_matrix = _pool_matrix(key_padding_mask, pool, x.dtype)  # (B, P, L)
         pool_rows = pool_matrix[:, None]  # (B, 1, P, Lq)
-        pool_keys = pool_matrix.transpose(1, 2)[:, None, None]  # (B, 1, 1, Lk, P)
+        pool_keys = pool_matrix.transpose(1, 2)  # (B, Lk, P)
         # (B, 1, Lq, 1): weights of the mean over valid query rows.
         row_weight = (key_padding_mask / n_valid[:, None]).to(x.dtype)[:, None, :, None]
         log_n = torch.log(n_valid.to(x.dtype)).clamp(min=1e-12)[:, None, None]  # (B, 1, 1)
@@ -523,7 +526,9 @@ def compress_attention(
             # (B, H, Lq, c, Lk) for this chunk's c depths only.
             attention = attention_module._scores_from(query, key, bias, depths).softmax(dim=-1)
             batch, heads, lq, chunk, _ = attention.shape
-            pooled_keys = (attention @ pool_keys).view(batch, heads, lq, chunk * pool)
+            # One (H·Lq·c × Lk) @ (Lk × P) matmul per item: far faster than broadcasting.
+            pooled_keys = torch.bmm(attention.view(batch, -1, attention.shape[-1]), pool_keys)
+            pooled_keys = pooled_keys.view(batch, heads, lq, chunk * pool)
             pooled = (pool_rows @ pooled_keys).view(batch, heads, pool, chunk, pool)
             observations.append(pooled.permute(0, 3, 1, 2, 4))  # (B, c, H, P, P)
             row_entropy = -torch.special.xlogy(attention, attention).sum(dim=-1)  # (B,H,Lq,c)
@@ -541,7 +546,7 @@ def compress_attention(
 
 
 def compress_attention_reference(
-    attention_module: _AttentionBase,
+    attention_module: MAWAttention | NonMAWAttention,
     x: Tensor,
     key_padding_mask: Tensor,
     pool: int,
