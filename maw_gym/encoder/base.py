@@ -101,6 +101,17 @@ class BaseEncoder:
                     np.save(handle, mask)
         return np.load(states_path, mmap_mode="r"), np.load(mask_path)
 
+    def compute_pairs(
+        self, queries: list[str], docs: list[str], desc: str = "encoding pairs"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`encode_pairs`, in memory and without the cache (e.g. for benchmarks)."""
+        if len(queries) != len(docs):
+            raise ValueError(f"{len(queries)} queries but {len(docs)} docs: expected pairs")
+        states = np.zeros((len(queries), self.max_length, self.hidden_size), dtype=np.float16)
+        mask = np.zeros((len(queries), self.max_length), dtype=bool)
+        self._encode_into(queries, docs, states, mask, desc)
+        return states, mask
+
     def _encode_into(
         self,
         queries: list[str],
