@@ -1,0 +1,144 @@
+"""Wall-clock seconds and env steps for agents to reach a target score on the same env.
+
+Every agent comes from ``agents.train.AGENTS`` (native GRPO, SB3 PPO, RLlib PPO by default) and
+trains on the *train* split of one env; its router is scored on that same split (normalised
+score: random 0, per-query oracle 1). Budgets double from ``--min-steps`` to ``--max-steps``,
+each a fresh run with the same seed, and the first budget whose router reaches the target gives
+the agent's steps and training seconds to target. If some agent never reaches ``--target``
+(routing from noisy observations may not allow 90% of the oracle), the comparison falls back
+to the highest score *every* agent reached, so the ratios still compare equal outcomes.
+
+    python scripts/bench_train.py --json                      # smoke preset tables
+    python scripts/bench_train.py --synthetic --agents grpo,ppo --max-steps 4096
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+
+def ladder(min_steps: int, max_steps: int) -> list[int]:
+    budgets = [min_steps]
+    while budgets[-1] * 2 <= max_steps:
+        budgets.append(budgets[-1] * 2)
+    return budgets
+
+
+def run_agent(
+    agent: str, env_id: str, tables: Any, seed: int, budgets: list[int], target: float
+) -> list[dict[str, float]]:
+    """Train ``agent`` at each budget until it reaches ``target``; one row per budget."""
+    from agents.evaluate import evaluate_router
+    from agents.train import AGENTS
+
+    rows = []
+    for steps in tqdm(budgets, desc=agent, leave=False):
+        with tempfile.TemporaryDirectory(prefix=f"bench-{agent}-") as out_dir:
+            started = time.perf_counter()
+            router = AGENTS[agent](env_id, tables, None, seed, steps, Path(out_dir))
+            seconds = time.perf_counter() - started
+        score = evaluate_router(router, env_id, tables)["normalized_score"]
+        rows.append({"steps": steps, "seconds": seconds, "normalized_score": score})
+        if score >= target:
+            break
+    return rows
+
+
+def first_reaching(rows: list[dict[str, float]], score: float) -> dict[str, float] | None:
+    return next((row for row in rows if row["normalized_score"] >= score), None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--agents",
+        default="grpo,ppo,rllib-ppo",
+        help="comma-separated names from agents.train.AGENTS; the first is the "
+        "reference of the ratios",
+    )
+    parser.add_argument("--env", default="MAW/DepthSelection-v0")
+    parser.add_argument("--dataset", default="nave-kjv")
+    parser.add_argument("--preset", default="smoke")
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="synthetic tables (64 queries, depth 1 clearly best) instead",
+    )
+    parser.add_argument(
+        "--target", type=float, default=0.9, help="normalised score on the train split to reach"
+    )
+    parser.add_argument("--min-steps", type=int, default=1024)
+    parser.add_argument("--max-steps", type=int, default=16384)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    from agents.train import AGENTS
+    from maw_gym.tables import Tables
+
+    agents = [name.strip() for name in args.agents.split(",") if name.strip()]
+    unknown = sorted(set(agents) - set(AGENTS))
+    if unknown:
+        parser.error(f"--agents: unknown {unknown}; choose from {sorted(AGENTS)}")
+    if args.synthetic:
+        tables = Tables.synthetic(num_queries=64, best_depth=1, seed=args.seed)
+    else:
+        from maw_gym.encoder.tables import get_tables
+
+        tables = get_tables(args.dataset, "train", args.preset)
+    budgets = ladder(args.min_steps, args.max_steps)
+    runs = {
+        agent: run_agent(agent, args.env, tables, args.seed, budgets, args.target)
+        for agent in agents
+    }
+
+    best = {agent: max(row["normalized_score"] for row in rows) for agent, rows in runs.items()}
+    reached_target = all(score >= args.target for score in best.values())
+    common = args.target if reached_target else min(best.values())
+    reach = {agent: first_reaching(rows, common) for agent, rows in runs.items()}
+    reference = reach[agents[0]]
+    report: dict[str, Any] = {
+        "env_id": args.env,
+        "tables": "synthetic" if args.synthetic else f"{args.dataset}/{args.preset}/train",
+        "target": args.target,
+        "all_reached_target": reached_target,
+        "compared_at_score": common,
+        "agents": {},
+    }
+    for agent in agents:
+        row = reach[agent]
+        entry = {"best_normalized_score": best[agent], "runs": runs[agent]}
+        if row is not None:
+            entry.update(steps_to_score=row["steps"], seconds_to_score=row["seconds"])
+            if reference is not None and agent != agents[0]:
+                entry["seconds_ratio_vs_" + agents[0]] = row["seconds"] / reference["seconds"]
+                entry["steps_ratio_vs_" + agents[0]] = row["steps"] / reference["steps"]
+        report["agents"][agent] = entry
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"{args.env} on {report['tables']}: compared at normalised score {common:.3f}"
+            + ("" if reached_target else f" (target {args.target} not reached by all)")
+        )
+        for agent, entry in report["agents"].items():
+            ratio = entry.get("seconds_ratio_vs_" + agents[0])
+            print(
+                f"  {agent:>10}: best {entry['best_normalized_score']:.3f}, "
+                f"{entry.get('steps_to_score', '-')} steps, "
+                f"{entry.get('seconds_to_score', float('nan')):.1f} s"
+                + (f", {ratio:.1f}x the wall-clock of {agents[0]}" if ratio else "")
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
