@@ -227,6 +227,17 @@ def test_streaming_compress_equals_materialised_reference(layer, inputs, depth_c
         torch.testing.assert_close(streamed[name], reference[name], atol=1e-5, rtol=0)
 
 
+def test_compress_works_for_nonmaw(inputs) -> None:
+    x, mask = inputs
+    torch.manual_seed(6)
+    baseline = NonMAWAttention(HIDDEN, HEADS, 1, HEAD_DIM).eval()
+    streamed = compress_attention(baseline, x, mask, pool=3)
+    reference = compress_attention_reference(baseline, x, mask, pool=3)
+    assert streamed["observation"].shape == (B, 1, HEADS, 3, 3)
+    for name in ("observation", "entropy", "focus"):
+        torch.testing.assert_close(streamed[name], reference[name], atol=1e-5, rtol=0)
+
+
 def test_observation_does_not_depend_on_padding_length(layer, inputs) -> None:
     x, mask = inputs
     padded_x = torch.cat([x, torch.randn(B, 5, HIDDEN)], dim=1)

@@ -282,10 +282,10 @@ class MAWAttention(_AttentionBase):
     choice gathers the chosen transforms and calls SDPA once for that depth only.
 
     **Initialisation.** Identity plus Gaussian noise of standard deviation
-    ``init_noise / √head_dim`` (about ``init_noise`` in operator norm): near identity so every
-    depth starts close to the attention pattern of the layer it is placed on, but different
-    enough that depth slices differ at initialisation (seed 002's expand-then-mean made them
-    identical, seed 000 copied one Q/K into every depth).
+    ``init_noise / √head_dim``, so the noise moves a query or key by about ``init_noise`` times
+    its length: near identity so every depth starts close to the attention pattern of the layer
+    it is placed on, but different enough that depth slices differ at initialisation (seed
+    002's expand-then-mean made them identical, seed 000 copied one Q/K into every depth).
 
     Args:
         hidden: model width of ``x``.
