@@ -37,10 +37,11 @@ class DepthSelectionVariant(Variant):
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cells = query * self.tables.depth + actions  # flat (query, depth) indices
         return (
-            self.entropy[query, actions],
-            self.focus[query, actions],
-            self.alignment[query, actions],
+            self.entropy.take(cells),
+            self.focus.take(cells),
+            self.alignment.take(cells),
         )
 
 

@@ -46,18 +46,22 @@ class LayerwiseDepthVariant(Variant):
         super().__init__(tables, weights, obs_mode)
         check_layer_tables(tables)
         extra = 2 if obs_mode == "flat" else 0  # flat: a one-hot of the layer is appended
-        attention, self.first = attention_space(tables.observation, obs_mode, "observation", extra)
-        _, self.second = attention_space(
+        attention, first = attention_space(tables.observation, obs_mode, "observation", extra)
+        _, second = attention_space(
             tables.layer2_observation, obs_mode, "layer2_observation", extra
         )
         if obs_mode == "flat":
-            self.first[..., -2] = 1.0  # (N, F + 2)
-            self.second[..., -1] = 1.0  # (N, D, F + 2)
+            first[..., -2] = 1.0  # (N, F + 2)
+            second[..., -1] = 1.0  # (N, D, F + 2)
             self.observation_space: spaces.Space = attention
         else:
             self.observation_space = spaces.Dict(
                 {"attention": attention, "layer": spaces.Discrete(2)}
             )
+        # Every state a query can be in, (N·(1 + D), ...): row q·(1 + D) is layer 1, row
+        # q·(1 + D) + 1 + d1 is layer 2 after d1; an observation is then one row gather.
+        states = np.concatenate([first[:, None], second], axis=1)
+        self.states = states.reshape(-1, *states.shape[2:])
         self.action_space = spaces.Discrete(tables.depth)
         self.entropy = tables.layer2_entropy.mean(axis=-1, dtype=np.float64)  # (N, D, D)
         self.focus = tables.layer2_focus.mean(axis=-1, dtype=np.float64)
@@ -66,10 +70,8 @@ class LayerwiseDepthVariant(Variant):
         self.oracle_reward = reward_table.reshape(tables.num_queries, -1).max(axis=1)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> Any:
-        attention = self.first[query]
-        second = step == 1
-        if second.any():
-            attention[second] = self.second[query[second], previous[second]]
+        rows = query * (1 + self.tables.depth) + np.where(step == 0, 0, 1 + previous)
+        attention = self.states.take(rows, axis=0)
         if self.obs_mode == "flat":
             return attention
         return {"attention": attention, "layer": step.copy()}

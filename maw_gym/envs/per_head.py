@@ -25,8 +25,10 @@ class PerHeadDepthVariant(Variant):
         )
         self.action_space = spaces.MultiDiscrete([tables.depth] * tables.heads)
         self.heads = np.arange(tables.heads)
-        self.entropy = tables.entropy.astype(np.float64)  # (N, D, H)
-        self.focus = tables.focus.astype(np.float64)
+        # Rows indexed by (query, depth, head) flattened, so a step is one row gather each.
+        self.score_rows = tables.score_parts.reshape(-1, tables.score_parts.shape[-1])
+        self.entropy = tables.entropy.astype(np.float64).ravel()  # (N·D·H,)
+        self.focus = tables.focus.astype(np.float64).ravel()
         # The best depth shared by all heads: a reference, not a bound (D**H assignments).
         self.oracle_reward = self.reward(*hard_depth_components(tables)).max(axis=1)
 
@@ -39,12 +41,13 @@ class PerHeadDepthVariant(Variant):
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rows, heads = query[:, None], self.heads[None, :]  # broadcast with actions (B, H)
-        parts = self.tables.score_parts[rows, actions, heads]  # (B, H, C)
+        depth, heads = self.tables.depth, len(self.heads)
+        rows = (query[:, None] * depth + actions) * heads + self.heads  # (B, H) flat indices
+        parts = self.score_rows.take(rows, axis=0)  # (B, H, C)
         scores = self.tables.score_base[query] + parts.sum(axis=1)  # (B, C)
         return (
-            self.entropy[rows, actions, heads].mean(axis=1),
-            self.focus[rows, actions, heads].mean(axis=1),
+            self.entropy.take(rows).mean(axis=1),
+            self.focus.take(rows).mean(axis=1),
             self.tables.ndcg(scores, index=query).astype(np.float64),
         )
 

@@ -1,0 +1,150 @@
+"""Steps per second of the MAW environments: one env, SyncVectorEnv of 64, the native vector env.
+
+    python scripts/bench_env.py [--json] [--preset synthetic|smoke|quick] [--env-id ID]
+
+``--preset synthetic`` (default) uses random tables of the quick preset's shapes (N=800, D=8,
+H=12, P=4, C=20), so it runs without an encoder; a pipeline preset loads (or builds) its real
+train tables. Each figure is the median of a few timed repeats after a warm-up; actions are
+pre-sampled so only the env is timed. Table build time is measured by the tables' own build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import gymnasium as gym
+
+import maw_gym  # noqa: F401  (registers the ids)
+from maw_gym.tables import Tables
+
+QUICK_SHAPES = {"num_queries": 800, "depth": 8, "heads": 12, "pool": 4, "candidates": 20}
+
+
+def load_tables(preset: str, env_id: str) -> Tables:
+    if preset == "synthetic":
+        return Tables.synthetic(**QUICK_SHAPES, layers="Layerwise" in env_id)
+    from maw_gym.encoder.tables import get_tables
+
+    return get_tables(split="train", preset=preset)
+
+
+def median_rate(run: Callable[[], int], repeats: int) -> float:
+    """Median steps/s over ``repeats`` timed calls of ``run`` (which returns steps taken)."""
+    run()  # warm-up
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        steps = run()
+        rates.append(steps / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def single_env_rate(env_id: str, tables: Tables, steps: int, repeats: int) -> float:
+    env = gym.make(env_id, tables=tables)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(steps)]
+
+    def run() -> int:
+        for action in actions:
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+        return steps
+
+    return median_rate(run, repeats)
+
+
+def vector_rate(envs: gym.vector.VectorEnv, steps: int, repeats: int) -> float:
+    """Sub-env steps per second of a vector env (``steps`` batched calls per repeat)."""
+    envs.reset(seed=0)
+    envs.action_space.seed(0)
+    actions = [envs.action_space.sample() for _ in range(min(steps, 16))]
+
+    def run() -> int:
+        for i in range(steps):
+            envs.step(actions[i % len(actions)])
+        return steps * envs.num_envs
+
+    return median_rate(run, repeats)
+
+
+def benchmark(env_id: str, tables: Tables, repeats: int) -> dict[str, float]:
+    def sync(num_envs: int) -> gym.vector.VectorEnv:
+        return gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="sync",
+            tables=tables,
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+        )
+
+    def native(num_envs: int) -> gym.vector.VectorEnv:
+        return gym.make_vec(
+            env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", tables=tables
+        )
+
+    results = {
+        "single_env": single_env_rate(env_id, tables, steps=2000, repeats=repeats),
+        "sync_vector_64": vector_rate(sync(64), steps=40, repeats=repeats),
+        "native_vector_64": vector_rate(native(64), steps=400, repeats=repeats),
+        "native_vector_4096": vector_rate(native(4096), steps=60, repeats=repeats),
+    }
+    results["native_4096_over_sync_64"] = results["native_vector_4096"] / results["sync_vector_64"]
+    results["native_64_over_sync_64"] = results["native_vector_64"] / results["sync_vector_64"]
+    results["sync_64_over_single"] = results["sync_vector_64"] / results["single_env"]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--preset",
+        default="synthetic",
+        help="synthetic (random tables, quick shapes) or a pipeline preset",
+    )
+    parser.add_argument(
+        "--env-id",
+        action="append",
+        dest="env_ids",
+        help="env id to time (repeatable; default: every MAW id but presets)",
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    env_ids = args.env_ids or [
+        "MAW/DepthSelection-v0",
+        "MAW/SoftDepthMixture-v0",
+        "MAW/PerHeadDepth-v0",
+        "MAW/LayerwiseDepth-v0",
+    ]
+    report: dict[str, object] = {"preset": args.preset, "envs": {}}
+    for env_id in env_ids:
+        tables = load_tables(args.preset, env_id)
+        report["shapes"] = {
+            "N": tables.num_queries,
+            "D": tables.depth,
+            "H": tables.heads,
+            "P": tables.observation.shape[-1],
+            "C": tables.candidate_mask.shape[1],
+        }
+        figures = benchmark(env_id, tables, args.repeats)
+        report["envs"][env_id] = figures
+        if not args.json:
+            print(f"{env_id} ({args.preset} tables {report['shapes']}), steps/s:")
+            for name, value in figures.items():
+                unit = "x" if "_over_" in name else " steps/s"
+                print(f"  {name:<26} {value:>14,.1f}{unit}")
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
