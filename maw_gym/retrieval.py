@@ -24,6 +24,7 @@ from pathlib import Path
 
 from maw_gym.cache import cache_dir, stable_hash, write_json
 from maw_gym.data import Split, load_split
+from maw_gym.data.sources import rename_into_place
 
 HEADLINE_METRICS = ("NDCG@10", "MRR@10", "Hit@1", "Recall@100")
 STOPWORDS = "en"
@@ -37,8 +38,12 @@ def bm25_candidates(
     Every query gets ``min(k, len(corpus))`` candidates (zero-score ones included, in bm25s's
     order). ``stemmer`` is a PyStemmer language (e.g. ``"english"``) or None.
     """
+    import Stemmer
+
     if k < 1:
         raise ValueError(f"k={k}: expected a positive number of candidates")
+    if stemmer is not None and stemmer not in Stemmer.algorithms():
+        raise ValueError(f"stemmer {stemmer!r}: expected one of {', '.join(Stemmer.algorithms())}")
     index_key = stable_hash("bm25s", split.corpus_key(), STOPWORDS, stemmer)
     results_path = (
         cache_dir("bm25") / f"candidates-{stable_hash(index_key, split.fingerprint, k)}.json"
@@ -90,7 +95,7 @@ def _load_or_build_index(corpus: dict[str, dict[str, str]], index_key: str, stem
     import bm25s
 
     index_dir = cache_dir("bm25") / f"index-{index_key}"
-    if not (index_dir / "doc_ids.json").is_file():
+    if not index_dir.is_dir():
         doc_ids = list(corpus)
         texts = [f"{corpus[d].get('title') or ''} {corpus[d]['text']}" for d in doc_ids]
         retriever = bm25s.BM25()
@@ -98,9 +103,8 @@ def _load_or_build_index(corpus: dict[str, dict[str, str]], index_key: str, stem
         tmp = Path(tempfile.mkdtemp(dir=index_dir.parent, prefix=f".{index_dir.name}."))
         try:
             retriever.save(str(tmp))
-            write_json(tmp / "doc_ids.json", doc_ids)  # written last: marks a complete index
-            shutil.rmtree(index_dir, ignore_errors=True)
-            tmp.rename(index_dir)
+            write_json(tmp / "doc_ids.json", doc_ids)
+            rename_into_place(tmp, index_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return retriever, doc_ids

@@ -12,7 +12,7 @@ import pytest
 
 from maw_gym.cli import main
 from maw_gym.data import load_split, write_beir_folder
-from maw_gym.retrieval import bm25_candidates, evaluate, per_query_ndcg10
+from maw_gym.retrieval import bm25_candidates, candidates_to_results, evaluate, per_query_ndcg10
 
 ANIMALS = {
     "camel": {"title": "Camel", "text": "The camel walks through the desert sand."},
@@ -117,3 +117,19 @@ def test_retrieve_command_prints_json_metrics(animals: Path, capsys: pytest.Capt
     assert main(["retrieve", "--dataset", str(animals), "--k", "2"]) == 0
     table = capsys.readouterr().out
     assert "3 queries, 4 documents, top 2" in table and "Recall@2" in table
+
+
+def test_nave_kjv_bm25_reproduces_the_readme_figures() -> None:
+    split = load_split("nave-kjv", "test")
+    metrics = evaluate(split.qrels, candidates_to_results(bm25_candidates(split, k=100)))
+    reference = {"NDCG@10": 0.228, "MRR@10": 0.355, "Hit@1": 0.268, "Recall@100": 0.372}
+    for name, value in reference.items():
+        assert metrics[name] == pytest.approx(value, abs=0.005), name
+
+
+def test_bad_k_and_stemmer_are_rejected(animals: Path) -> None:
+    split = load_split(animals, "test")
+    with pytest.raises(ValueError, match="k=0"):
+        bm25_candidates(split, k=0)
+    with pytest.raises(ValueError, match=r"stemmer 'klingon': expected one of .*english"):
+        bm25_candidates(split, k=1, stemmer="klingon")

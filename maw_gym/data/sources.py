@@ -81,7 +81,7 @@ def _extract_embedded(name: str) -> Path:
     try:
         with tarfile.open(archive, "r:xz") as tar:
             tar.extractall(tmp, filter="data")
-        _move_into_place(tmp, target)
+        rename_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -105,14 +105,15 @@ def _download_beir(name: str) -> Path:
                 f"download that zip on another machine, unzip it here and pass the folder's "
                 f"path instead of the name (e.g. --dataset /path/to/{name})."
             ) from None
-        _move_into_place(unzipped, target)
+        rename_into_place(unzipped, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
-def _move_into_place(source: Path, target: Path) -> None:
-    """Rename ``source`` to ``target``; if another process got there first, keep theirs."""
+def rename_into_place(source: Path, target: Path) -> None:
+    """Rename the finished directory ``source`` to ``target``; if another process got there
+    first (directories are only ever renamed into place complete), keep theirs."""
     try:
         os.rename(source, target)
     except OSError:
