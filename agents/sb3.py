@@ -19,12 +19,12 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 import yaml
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from agents.common import read_router_json, write_router_json
 from maw_gym.cache import atomic_path
@@ -51,21 +51,79 @@ def load_hyperparams(algo: str, env_id: str, path: Path | None = None) -> dict[s
     raise KeyError(f"{path}: no entry for env id {env_id!r} and no 'default' entry")
 
 
+class NativeVecEnv(VecEnv):
+    """SB3's ``VecEnv`` interface over the env's native Gymnasium vector env.
+
+    The native env autoresets in the same step (``AutoresetMode.SAME_STEP``), which is SB3's
+    own contract: the returned observation of a finished sub-env is already the next
+    episode's, and the finished one goes in ``infos[i]["terminal_observation"]``. Measured with
+    PPO on the smoke env (8 envs, 1 torch thread): 1.4–1.6× the steps/s of a ``DummyVecEnv``
+    of single envs, the env alone 2.7× faster.
+    """
+
+    def __init__(self, venv: gym.vector.VectorEnv):
+        mode = venv.metadata.get("autoreset_mode")
+        if mode != gym.vector.AutoresetMode.SAME_STEP:
+            raise ValueError(f"{venv}: autoreset_mode {mode}, expected SAME_STEP for SB3")
+        self.venv = venv  # before super().__init__, which reads render_mode through get_attr
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+        self._actions: np.ndarray | None = None
+
+    def reset(self) -> np.ndarray:
+        # One generator for all sub-envs: SB3's per-env seeds (seed + i) reduce to the first.
+        observations, _ = self.venv.reset(seed=self._seeds[0], options=self._options[0] or None)
+        self._reset_seeds()
+        self._reset_options()
+        return observations
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, Any]]]:
+        observations, rewards, terminated, truncated, info = self.venv.step(self._actions)
+        dones = terminated | truncated
+        infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for i in np.flatnonzero(dones):
+            infos[i]["terminal_observation"] = info["final_obs"][i]
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        return observations, rewards.astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
+        value = getattr(self.venv, attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
+        setattr(self.venv, attr_name, value)  # one vector env: every sub-env shares it
+
+    def env_method(
+        self, method_name: str, *args: Any, indices: Any = None, **kwargs: Any
+    ) -> list[Any]:
+        raise NotImplementedError(
+            f"env_method({method_name!r}): the native vector env has no per-sub-env methods"
+        )
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: Any = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+
 def make_vec_env(
     env_id: str, tables: Tables, n_envs: int, env_kwargs: dict[str, Any] | None = None
 ) -> VecEnv:
-    """``n_envs`` copies of the env over ``tables`` in a ``DummyVecEnv``, each in a Monitor.
-
-    A ``DummyVecEnv`` of single envs, not the env's native vector env: measured on the smoke
-    env, SB3's own per-step cost (policy forward, rollout buffer) dominates either way, and the
-    single envs keep SB3's episode statistics and ``terminal_observation`` contract untouched.
-    """
+    """The env's native vector env with ``n_envs`` sub-envs over ``tables``, for SB3."""
     import maw_gym  # noqa: F401  (registers the MAW/ ids)
 
-    def make() -> gym.Env:
-        return Monitor(gym.make(env_id, tables=tables, **(env_kwargs or {})))
-
-    return DummyVecEnv([make] * n_envs)
+    venv = gym.make_vec(
+        env_id,
+        num_envs=n_envs,
+        vectorization_mode="vector_entry_point",
+        tables=tables,
+        **(env_kwargs or {}),
+    )
+    # VecMonitor: SB3's episode statistics (rollout/ep_rew_mean) and EvalCallback's returns.
+    return VecMonitor(NativeVecEnv(venv))
 
 
 def check_action_space(algo: str, env_id: str, space: gym.Space) -> None:
@@ -165,13 +223,18 @@ def train(
     env_kwargs: dict[str, Any] | None = None,
     hyperparams: dict[str, Any] | None = None,
     progress: bool = True,
+    num_threads: int | None = 1,
 ) -> SB3Router:
     """Train ``algo`` ("ppo", "a2c" or "dqn") for ``steps`` env steps; same seed, same result.
 
     ``hyperparams`` replaces the YAML entry for ``env_id`` (tests pass tiny budgets this way).
     TensorBoard logs go to ``out_dir/tb``; with ``dev_tables`` the deterministic policy is
-    evaluated on dev every ``eval_every_steps`` env steps (``out_dir/eval``).
+    evaluated on dev every ``eval_every_steps`` env steps (``out_dir/eval``). ``num_threads``
+    sets torch's (process-wide) intra-op threads: these MLPs are tiny, and on a busy 2-core
+    machine 2 threads made PPO 4× and DQN 20× slower than 1 (None: leave torch's setting).
     """
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown SB3 algorithm {algo!r}; expected one of {list(ALGORITHMS)}")
     params = dict(hyperparams if hyperparams is not None else load_hyperparams(algo, env_id))
