@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from maw_gym.cache import cache_dir, stable_hash, write_json
-from maw_gym.data import Split, load_split
+from maw_gym.data import DatasetError, Split, load_split
 from maw_gym.data.sources import rename_into_place
 
 HEADLINE_METRICS = ("NDCG@10", "MRR@10", "Hit@1", "Recall@100")
@@ -208,7 +209,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate BM25 on one split; print the headline metrics (plus Recall@k)."""
-    split = load_split(args.dataset, args.split)
+    try:
+        split = load_split(args.dataset, args.split)
+    except DatasetError as error:  # bad input, not a bug: the message without a traceback
+        print(f"maw-gym retrieve: error: {error}", file=sys.stderr)
+        return 2
     candidates = bm25_candidates(split, args.k, stemmer=args.stemmer)
     metrics = evaluate(
         split.qrels, candidates_to_results(candidates), k_values=(1, 10, 100, args.k)

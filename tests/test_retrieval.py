@@ -118,6 +118,9 @@ def test_retrieve_command_prints_json_metrics(animals: Path, capsys: pytest.Capt
     table = capsys.readouterr().out
     assert "3 queries, 4 documents, top 2" in table and "Recall@2" in table
 
+    assert main(["retrieve", "--dataset", str(animals), "--split", "train"]) == 2
+    assert "no split 'train'" in capsys.readouterr().err
+
 
 def test_nave_kjv_bm25_reproduces_the_readme_figures() -> None:
     split = load_split("nave-kjv", "test")

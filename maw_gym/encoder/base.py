@@ -82,8 +82,7 @@ class BaseEncoder:
         the cache file, so a split's states need not fit in memory) and ``mask`` bool
         ``(N, max_length)``, True on real tokens. Padding positions hold zeros.
         """
-        if len(queries) != len(docs):
-            raise ValueError(f"{len(queries)} queries but {len(docs)} docs: expected pairs")
+        _check_pairs(queries, docs)
         key = stable_hash(self.model_id, self.max_length, list(queries), list(docs))
         states_path = cache_dir("states") / f"{key}.states.npy"
         mask_path = states_path.with_name(f"{key}.mask.npy")
@@ -105,8 +104,7 @@ class BaseEncoder:
         self, queries: list[str], docs: list[str], desc: str = "encoding pairs"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`encode_pairs`, in memory and without the cache (e.g. for benchmarks)."""
-        if len(queries) != len(docs):
-            raise ValueError(f"{len(queries)} queries but {len(docs)} docs: expected pairs")
+        _check_pairs(queries, docs)
         states = np.zeros((len(queries), self.max_length, self.hidden_size), dtype=np.float16)
         mask = np.zeros((len(queries), self.max_length), dtype=bool)
         self._encode_into(queries, docs, states, mask, desc)
@@ -148,6 +146,11 @@ class BaseEncoder:
                     states[out_rows, :width] = hidden.to(torch.float16).numpy()
                     mask[out_rows, :width] = batch_mask.numpy()
                     bar.update(len(rows))
+
+
+def _check_pairs(queries: list[str], docs: list[str]) -> None:
+    if len(queries) != len(docs):
+        raise ValueError(f"{len(queries)} queries but {len(docs)} docs: expected pairs")
 
 
 def _resolve_model(model: str | Path | None) -> tuple[str, bool, str]:
