@@ -31,11 +31,27 @@ from maw_gym.cache import write_json
 from maw_gym.presets import PRESETS, get_preset
 
 #: Learned policies (trained per seed through ``agents.train.AGENTS``), in table order.
-LEARNED = ("supervised-rule", "supervised", "supervised-depth", "grpo", "ppo", "a2c", "dqn",
-           "rllib-ppo")
+LEARNED = (
+    "supervised-rule",
+    "supervised",
+    "supervised-depth",
+    "grpo",
+    "ppo",
+    "a2c",
+    "dqn",
+    "rllib-ppo",
+)
 #: Training-free policies and bounds (``agents.heuristics.heuristic_routers``), in table order.
-HEURISTICS = ("random", "best-fixed", "entropy-max", "entropy-min", "attention-norm",
-              "topk-norm", "joint-router", "oracle")
+HEURISTICS = (
+    "random",
+    "best-fixed",
+    "entropy-max",
+    "entropy-min",
+    "attention-norm",
+    "topk-norm",
+    "joint-router",
+    "oracle",
+)
 #: Rerankers that need no router: their candidate scores come straight from the tables.
 RERANKERS = {"BM25": "bm25_scores", "NON-MAW reranker": "nonmaw_scores"}
 EXTRA = ("uniform-mixture",)
@@ -59,24 +75,48 @@ class Context:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="nave-kjv",
-                        help="BEIR dataset: embedded name, public BEIR name, or folder path")
-    parser.add_argument("--preset", default="quick", choices=sorted(PRESETS),
-                        help="pipeline size (default: quick)")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help="seeds per learned policy (default: the preset's)")
-    parser.add_argument("--out", type=Path, default=Path("runs/leaderboard"),
-                        help="output directory (default: runs/leaderboard)")
-    parser.add_argument("--env", default="MAW/DepthSelection-v0",
-                        help="env the policies are trained and scored on")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="env steps per RL agent (default: the preset's agent_steps)")
-    parser.add_argument("--policies", nargs="+", default=None, metavar="NAME",
-                        help=f"a subset of: {' '.join(ALL_POLICIES)}")
-    parser.add_argument("--encoder", type=Path, default=None,
-                        help="a trained encoder directory (default: built or reused for preset)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="discard finished results in --out instead of resuming")
+    parser.add_argument(
+        "--dataset",
+        default="nave-kjv",
+        help="BEIR dataset: embedded name, public BEIR name, or folder path",
+    )
+    parser.add_argument(
+        "--preset", default="quick", choices=sorted(PRESETS), help="pipeline size (default: quick)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="seeds per learned policy (default: the preset's)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/leaderboard"),
+        help="output directory (default: runs/leaderboard)",
+    )
+    parser.add_argument(
+        "--env", default="MAW/DepthSelection-v0", help="env the policies are trained and scored on"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="env steps per RL agent (default: the preset's agent_steps)",
+    )
+    parser.add_argument(
+        "--policies",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"a subset of: {' '.join(ALL_POLICIES)}",
+    )
+    parser.add_argument(
+        "--encoder",
+        type=Path,
+        default=None,
+        help="a trained encoder directory (default: built or reused for preset)",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="discard finished results in --out instead of resuming"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,19 +135,38 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    tables = {s: get_tables(args.dataset, s, preset, args.encoder) for s in ("train", "dev", "test")}
+    tables = {
+        split: get_tables(args.dataset, split, preset, args.encoder)
+        for split in ("train", "dev", "test")
+    }
     steps = args.steps if args.steps is not None else preset.agent_steps
-    config = {"dataset": str(args.dataset), "preset": preset.to_dict(), "env": args.env,
-              "steps": steps, "seeds": seeds, "test_tables": tables["test"].meta}
+    config = {
+        "dataset": str(args.dataset),
+        "preset": preset.to_dict(),
+        "env": args.env,
+        "steps": steps,
+        "seeds": seeds,
+        "test_tables": tables["test"].meta,
+    }
     write_json(args.out / "config.json", config)
-    ctx = Context(args.env, tables["train"], tables["dev"], tables["test"],
-                  preset_split(args.dataset, "test", preset).qrels, steps, args.out, config)
+    ctx = Context(
+        args.env,
+        tables["train"],
+        tables["dev"],
+        tables["test"],
+        preset_split(args.dataset, "test", preset).qrels,
+        steps,
+        args.out,
+        config,
+    )
     results = collect(ctx, policies, seeds)
     rows = summarise(ctx, results)
     write_outputs(ctx, rows, results)
     print(render_markdown(rows, ctx))
-    print(f"\nwrote {args.out}/leaderboard.{{md,csv,json}}, raw_scores.json and plots "
-          f"({time.perf_counter() - started:.0f} s)")
+    print(
+        f"\nwrote {args.out}/leaderboard.{{md,csv,json}}, raw_scores.json and plots "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     return 0
 
 
@@ -136,8 +195,9 @@ def collect(ctx: Context, policies: tuple[str, ...], seeds: int) -> dict[str, li
             router = heuristics[policy]
             if policy == "random":  # one random stream per leaderboard seed
                 router = type(router)(router.spec, seed)
-            result = score_router(ctx, router, policy, seed,
-                                  env_id=MIXTURE_ENV if policy in EXTRA else ctx.env_id)
+            result = score_router(
+                ctx, router, policy, seed, env_id=MIXTURE_ENV if policy in EXTRA else ctx.env_id
+            )
         else:
             result = train_and_score(ctx, policy, seed, run_dir)
         result["config"] = ctx.config
@@ -158,8 +218,13 @@ def build_heuristics(ctx: Context, seed: int = 0) -> dict[str, Any]:
 
 def score_reranker(ctx: Context, policy: str) -> dict[str, Any]:
     scores = getattr(ctx.test, RERANKERS[policy])
-    return {"policy": policy, "seed": 0, **retrieval(ctx, scores), "train_seconds": 0.0,
-            "env_steps": 0}
+    return {
+        "policy": policy,
+        "seed": 0,
+        **retrieval(ctx, scores),
+        "train_seconds": 0.0,
+        "env_steps": 0,
+    }
 
 
 def train_and_score(ctx: Context, policy: str, seed: int, run_dir: Path) -> dict[str, Any]:
@@ -174,8 +239,7 @@ def train_and_score(ctx: Context, policy: str, seed: int, run_dir: Path) -> dict
     return result
 
 
-def score_router(ctx: Context, router: Any, policy: str, seed: int, env_id: str
-                 ) -> dict[str, Any]:
+def score_router(ctx: Context, router: Any, policy: str, seed: int, env_id: str) -> dict[str, Any]:
     """Play the test split with ``router``; returns are normalised by the leaderboard's env."""
     from agents.evaluate import bounds, evaluate_router
 
@@ -187,7 +251,8 @@ def score_router(ctx: Context, router: Any, policy: str, seed: int, env_id: str
         "seed": seed,
         "returns": returns.tolist(),
         "random_mean": limits.random_mean,
-        "oracle_mean": float(limits.oracle.mean()) if limits.oracle is not None
+        "oracle_mean": float(limits.oracle.mean())
+        if limits.oracle is not None
         else result["oracle_mean"],
         "depth_usage": np.asarray(result["depth_usage"]).tolist(),
         "depth_usage_entropy": result["depth_usage_entropy"],
@@ -210,7 +275,9 @@ def retrieval(ctx: Context, scores: np.ndarray) -> dict[str, Any]:
     per_query = per_query_ndcg10(ctx.qrels, results)
     return {
         "ndcg_per_query": [float(per_query.get(str(q), 0.0)) for q in ctx.test.query_ids],
-        "ndcg@10": metrics["NDCG@10"], "mrr@10": metrics["MRR@10"], "hit@1": metrics["Hit@1"],
+        "ndcg@10": metrics["NDCG@10"],
+        "mrr@10": metrics["MRR@10"],
+        "hit@1": metrics["Hit@1"],
     }
 
 
@@ -230,27 +297,44 @@ def summarise(ctx: Context, results: dict[str, list[dict[str, Any]]]) -> list[di
             mean, mean_low, mean_high = seed_interval(returns, "mean")
             iqm, low, high = seed_interval(returns, "iqm")
             span = oracle_mean - random_mean
-            row.update({
-                "return_mean": mean, "return_iqm": iqm, "return_ci_low": low,
-                "return_ci_high": high,
-                "normalized_score": (mean - random_mean) / span if span > 0 else 0.0,
-                "normalized_ci_low": (mean_low - random_mean) / span if span > 0 else 0.0,
-                "normalized_ci_high": (mean_high - random_mean) / span if span > 0 else 0.0,
-                "regret": oracle_mean - mean,
-                "depth_usage_entropy": float(np.mean([r["depth_usage_entropy"] for r in runs])),
-                "latency_ms_per_query": float(np.mean([r["latency_ms_per_query"] for r in runs])),
-            })
+            row.update(
+                {
+                    "return_mean": mean,
+                    "return_iqm": iqm,
+                    "return_ci_low": low,
+                    "return_ci_high": high,
+                    "normalized_score": (mean - random_mean) / span if span > 0 else 0.0,
+                    "normalized_ci_low": (mean_low - random_mean) / span if span > 0 else 0.0,
+                    "normalized_ci_high": (mean_high - random_mean) / span if span > 0 else 0.0,
+                    "regret": oracle_mean - mean,
+                    "depth_usage_entropy": float(np.mean([r["depth_usage_entropy"] for r in runs])),
+                    "latency_ms_per_query": float(
+                        np.mean([r["latency_ms_per_query"] for r in runs])
+                    ),
+                }
+            )
         if "ndcg_per_query" in runs[0]:
             per_query = np.array([r["ndcg_per_query"] for r in runs])
             ndcg, low, high = query_interval(per_query)
-            row.update({"ndcg@10": ndcg, "ndcg_ci_low": low, "ndcg_ci_high": high,
-                        "mrr@10": float(np.mean([r["mrr@10"] for r in runs])),
-                        "hit@1": float(np.mean([r["hit@1"] for r in runs]))})
+            row.update(
+                {
+                    "ndcg@10": ndcg,
+                    "ndcg_ci_low": low,
+                    "ndcg_ci_high": high,
+                    "mrr@10": float(np.mean([r["mrr@10"] for r in runs])),
+                    "hit@1": float(np.mean([r["hit@1"] for r in runs])),
+                }
+            )
             if reference and "ndcg_per_query" in reference[0] and policy != "best-fixed":
                 base = np.array([r["ndcg_per_query"] for r in reference])
                 gain, low, high = paired_difference(per_query, base)
-                row.update({"ndcg_vs_best_fixed": gain, "ndcg_vs_best_fixed_ci_low": low,
-                            "ndcg_vs_best_fixed_ci_high": high})
+                row.update(
+                    {
+                        "ndcg_vs_best_fixed": gain,
+                        "ndcg_vs_best_fixed_ci_low": low,
+                        "ndcg_vs_best_fixed_ci_high": high,
+                    }
+                )
         row["train_seconds"] = float(np.mean([r["train_seconds"] for r in runs]))
         row["env_steps"] = int(np.mean([r["env_steps"] for r in runs]))
         rows.append(row)
@@ -273,9 +357,11 @@ def _interval(row: dict[str, Any], key: str, low: str, high: str, signed: bool =
 
 
 def render_markdown(rows: list[dict[str, Any]], ctx: Context) -> str:
-    header = ("| policy | seeds | norm. score | return IQM [95% CI] | regret | NDCG@10 [95% CI] "
-              "| vs best-fixed [95% CI] | MRR@10 | Hit@1 | depth-use H | train s | env steps "
-              "| ms/query |")
+    header = (
+        "| policy | seeds | norm. score | return IQM [95% CI] | regret | NDCG@10 [95% CI] "
+        "| vs best-fixed [95% CI] | MRR@10 | Hit@1 | depth-use H | train s | env steps "
+        "| ms/query |"
+    )
     lines = [
         f"Test split, {ctx.test.num_queries} queries, env {ctx.env_id}, "
         f"preset {ctx.config['preset']['name']}, D={ctx.test.depth}.",
@@ -284,21 +370,34 @@ def render_markdown(rows: list[dict[str, Any]], ctx: Context) -> str:
         "|" + "---|" * (header.count("|") - 1),
     ]
     for r in rows:
-        lines.append(
-            f"| {r['policy']} | {r['seeds']} | {_fmt(r.get('normalized_score'))} "
-            f"| {_interval(r, 'return_iqm', 'return_ci_low', 'return_ci_high')} "
-            f"| {_fmt(r.get('regret'))} "
-            f"| {_interval(r, 'ndcg@10', 'ndcg_ci_low', 'ndcg_ci_high')} "
-            f"| {_interval(r, 'ndcg_vs_best_fixed', 'ndcg_vs_best_fixed_ci_low', "
-            f"'ndcg_vs_best_fixed_ci_high', signed=True)} "
-            f"| {_fmt(r.get('mrr@10'))} | {_fmt(r.get('hit@1'))} "
-            f"| {_fmt(r.get('depth_usage_entropy'), 2)} | {r['train_seconds']:.1f} "
-            f"| {r['env_steps']} | {_fmt(r.get('latency_ms_per_query'), 4)} |")
+        cells = [
+            r["policy"],
+            str(r["seeds"]),
+            _fmt(r.get("normalized_score")),
+            _interval(r, "return_iqm", "return_ci_low", "return_ci_high"),
+            _fmt(r.get("regret")),
+            _interval(r, "ndcg@10", "ndcg_ci_low", "ndcg_ci_high"),
+            _interval(
+                r,
+                "ndcg_vs_best_fixed",
+                "ndcg_vs_best_fixed_ci_low",
+                "ndcg_vs_best_fixed_ci_high",
+                signed=True,
+            ),
+            _fmt(r.get("mrr@10")),
+            _fmt(r.get("hit@1")),
+            _fmt(r.get("depth_usage_entropy"), 2),
+            f"{r['train_seconds']:.1f}",
+            str(r["env_steps"]),
+            _fmt(r.get("latency_ms_per_query"), 4),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_outputs(ctx: Context, rows: list[dict[str, Any]],
-                  results: dict[str, list[dict[str, Any]]]) -> None:
+def write_outputs(
+    ctx: Context, rows: list[dict[str, Any]], results: dict[str, list[dict[str, Any]]]
+) -> None:
     """leaderboard.{md,csv,json}, raw per-seed scores and the plots, each written atomically."""
     from maw_gym.cache import atomic_path
     from maw_gym.leaderboard_plots import plot_all
@@ -311,7 +410,9 @@ def write_outputs(ctx: Context, rows: list[dict[str, Any]],
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    raw = {p: [{k: v for k, v in r.items() if k != "config"} for r in runs]
-           for p, runs in results.items()}
+    raw = {
+        p: [{k: v for k, v in r.items() if k != "config"} for r in runs]
+        for p, runs in results.items()
+    }
     write_json(ctx.out / "raw_scores.json", raw)
     plot_all(ctx.out, rows, results)

@@ -8,10 +8,10 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from maw_gym.cache import atomic_path  # noqa: E402
+from maw_gym.cache import atomic_path
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -26,20 +26,40 @@ def plot_scores(out: Path, rows: list[dict[str, Any]]) -> None:
     names = [r["policy"] for r in rows]
     y = np.arange(len(rows))
     for ax, key, low, high, title in (
-        (axes[0], "normalized_score", "normalized_ci_low", "normalized_ci_high",
-         "normalised env score (random = 0, oracle = 1)"),
+        (
+            axes[0],
+            "normalized_score",
+            "normalized_ci_low",
+            "normalized_ci_high",
+            "normalised env score (random = 0, oracle = 1)",
+        ),
         (axes[1], "ndcg@10", "ndcg_ci_low", "ndcg_ci_high", "NDCG@10 of the routed rerank"),
     ):
         values = np.array([r.get(key, np.nan) for r in rows], dtype=float)
-        err = np.array([[r.get(key, np.nan) - r.get(low, np.nan), r.get(high, np.nan)
-                         - r.get(key, np.nan)] for r in rows], dtype=float).T
-        ax.barh(y, np.nan_to_num(values), xerr=np.nan_to_num(err), color="tab:blue", alpha=0.7,
-                capsize=3)
+        err = np.array(
+            [
+                [r.get(key, np.nan) - r.get(low, np.nan), r.get(high, np.nan) - r.get(key, np.nan)]
+                for r in rows
+            ],
+            dtype=float,
+        ).T
+        ax.barh(
+            y,
+            np.nan_to_num(values),
+            xerr=np.nan_to_num(err),
+            color="tab:blue",
+            alpha=0.7,
+            capsize=3,
+        )
         for name in ("best-fixed", "BM25"):
             match = [r.get(key) for r in rows if r["policy"] == name and key in r]
             if match:
-                ax.axvline(match[0], color="tab:red" if name == "BM25" else "tab:green",
-                           linestyle="--", label=name)
+                ax.axvline(
+                    match[0],
+                    color="tab:red" if name == "BM25" else "tab:green",
+                    linestyle="--",
+                    label=name,
+                )
         ax.set_title(title)
         ax.legend(loc="lower right", fontsize=8)
     axes[0].set_yticks(y, names)
@@ -54,14 +74,25 @@ def plot_learning_curves(out: Path, results: dict[str, list[dict[str, Any]]]) ->
     for color, (policy, runs) in zip(plt.cm.tab10.colors, results.items(), strict=False):
         for run in runs:
             curve = [p for p in run.get("learning_curve", []) if isinstance(p, dict)]
-            key = next((k for k in ("dev/normalized_score", "dev/mean_return", "train/mean_return")
-                        if any(k in p for p in curve)), None)
+            key = next(
+                (
+                    k
+                    for k in ("dev/normalized_score", "dev/mean_return", "train/mean_return")
+                    if any(k in p for p in curve)
+                ),
+                None,
+            )
             if key is None:
                 continue
             points = [p for p in curve if key in p]
             x = [p.get("env_steps", p.get("global_step", i)) for i, p in enumerate(points)]
-            ax.plot(x, [p[key] for p in points], color=color, alpha=0.8,
-                    label=f"{policy} ({key})" if run is runs[0] else None)
+            ax.plot(
+                x,
+                [p[key] for p in points],
+                color=color,
+                alpha=0.8,
+                label=f"{policy} ({key})" if run is runs[0] else None,
+            )
             drawn += 1
     ax.set_xlabel("env steps (or epochs)")
     ax.set_ylabel("score")
@@ -73,34 +104,40 @@ def plot_learning_curves(out: Path, results: dict[str, list[dict[str, Any]]]) ->
 
 def plot_depth_usage(out: Path, results: dict[str, list[dict[str, Any]]]) -> None:
     """How often each policy picks each depth on the test split (mean over seeds)."""
-    usage = {p: np.mean([r["depth_usage"] for r in runs], axis=0)
-             for p, runs in results.items() if runs and "depth_usage" in runs[0]}
+    usage = {
+        p: np.mean([r["depth_usage"] for r in runs], axis=0)
+        for p, runs in results.items()
+        if runs and "depth_usage" in runs[0]
+    }
     if not usage:
         return
     cols = 4
     rows = int(np.ceil(len(usage) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), squeeze=False,
-                             sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), squeeze=False, sharey=True)
     for ax, (policy, share) in zip(axes.ravel(), usage.items(), strict=False):
         ax.bar(np.arange(len(share)), share, color="tab:purple")
         ax.set_title(policy, fontsize=9)
         ax.set_xticks(np.arange(len(share)))
-    for ax in axes.ravel()[len(usage):]:
+    for ax in axes.ravel()[len(usage) :]:
         ax.axis("off")
     fig.suptitle("depth usage on test")
     _save(fig, out / "depth_usage.png")
 
 
-def plot_improvement(out: Path, results: dict[str, list[dict[str, Any]]],
-                     policy: str = "grpo") -> None:
+def plot_improvement(
+    out: Path, results: dict[str, list[dict[str, Any]]], policy: str = "grpo"
+) -> None:
     """rliable's probability of improvement of ``policy`` over every other policy (returns)."""
     from maw_gym.stats import probability_of_improvement
 
     if not results.get(policy) or "returns" not in results[policy][0]:
         return
     x = np.array([r["returns"] for r in results[policy]])
-    others = [(p, np.array([r["returns"] for r in runs])) for p, runs in results.items()
-              if p != policy and runs and "returns" in runs[0]]
+    others = [
+        (p, np.array([r["returns"] for r in runs]))
+        for p, runs in results.items()
+        if p != policy and runs and "returns" in runs[0]
+    ]
     estimates = [(p, *probability_of_improvement(x, y)) for p, y in others]
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(estimates) + 1.2))
     y = np.arange(len(estimates))
@@ -114,8 +151,9 @@ def plot_improvement(out: Path, results: dict[str, list[dict[str, Any]]],
     _save(fig, out / "probability_of_improvement.png")
 
 
-def plot_all(out: Path, rows: list[dict[str, Any]], results: dict[str, list[dict[str, Any]]]
-             ) -> None:
+def plot_all(
+    out: Path, rows: list[dict[str, Any]], results: dict[str, list[dict[str, Any]]]
+) -> None:
     plot_scores(out, rows)
     plot_learning_curves(out, results)
     plot_depth_usage(out, results)

@@ -19,8 +19,9 @@ BOOTSTRAP_REPS = 2000
 CONFIDENCE = 0.95
 
 
-def seed_interval(scores: np.ndarray, statistic: str = "iqm",
-                  seed: int = 0) -> tuple[float, float, float]:
+def seed_interval(
+    scores: np.ndarray, statistic: str = "iqm", seed: int = 0
+) -> tuple[float, float, float]:
     """(point, low, high) of the IQM or mean of ``scores`` (runs, queries), stratified over runs."""
     func = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean}[statistic]
     point, interval = rly.get_interval_estimates(
@@ -44,19 +45,24 @@ def query_interval(per_query: np.ndarray, seed: int = 0) -> tuple[float, float, 
     picks = rng.integers(0, query_means.size, size=(BOOTSTRAP_REPS, query_means.size))
     boot = query_means[picks].mean(axis=1)
     alpha = (1 - CONFIDENCE) / 2
-    return float(query_means.mean()), float(np.quantile(boot, alpha)), float(
-        np.quantile(boot, 1 - alpha))
+    return (
+        float(query_means.mean()),
+        float(np.quantile(boot, alpha)),
+        float(np.quantile(boot, 1 - alpha)),
+    )
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high) of ``a - b`` per query (each ``(runs, queries)``, averaged over runs)."""
     diff = np.asarray(a, dtype=np.float64).reshape(-1, np.shape(a)[-1]).mean(axis=0) - np.asarray(
-        b, dtype=np.float64).reshape(-1, np.shape(b)[-1]).mean(axis=0)
+        b, dtype=np.float64
+    ).reshape(-1, np.shape(b)[-1]).mean(axis=0)
     return query_interval(diff[None, :], seed=seed)
 
 
-def probability_of_improvement(x: np.ndarray, y: np.ndarray, seed: int = 0
-                               ) -> tuple[float, float, float]:
+def probability_of_improvement(
+    x: np.ndarray, y: np.ndarray, seed: int = 0
+) -> tuple[float, float, float]:
     """P(X > Y) with a stratified-bootstrap CI; ``x``, ``y``: (runs, queries), queries = tasks.
 
     The estimator of ``rliable.metrics.probability_of_improvement`` (per task, the Mann-Whitney
@@ -79,8 +85,11 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, seed: int = 0
     by = y[rng.integers(0, y.shape[0], size=(reps, *y.shape)), queries]
     boot = estimate(bx, by)
     alpha = (1 - CONFIDENCE) / 2
-    return (float(estimate(x, y)), float(np.quantile(boot, alpha)),
-            float(np.quantile(boot, 1 - alpha)))
+    return (
+        float(estimate(x, y)),
+        float(np.quantile(boot, alpha)),
+        float(np.quantile(boot, 1 - alpha)),
+    )
 
 
 def usage_entropy(actions: np.ndarray, choices: int) -> float:
