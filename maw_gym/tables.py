@@ -50,8 +50,9 @@ from maw_gym.cache import atomic_path
 NDCG_CUTOFF = 10
 
 
-def ndcg_at_10(scores: np.ndarray, relevance: np.ndarray, ideal_gains: np.ndarray,
-               mask: np.ndarray) -> np.ndarray:
+def ndcg_at_10(
+    scores: np.ndarray, relevance: np.ndarray, ideal_gains: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
     """NDCG@10 of each row's candidates ranked by ``scores``; leading axes broadcast.
 
     ``scores``/``relevance``/``mask``: (..., C); ``ideal_gains``: (..., 10). Ties are broken by
@@ -63,8 +64,8 @@ def ndcg_at_10(scores: np.ndarray, relevance: np.ndarray, ideal_gains: np.ndarra
     ranked_rel = np.take_along_axis(np.where(mask, relevance, 0.0), order, axis=-1)
     k = ranked_rel.shape[-1]
     discounts = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))
-    dcg = ((2.0 ** ranked_rel - 1.0) * discounts[:k]).sum(-1)
-    idcg = ((2.0 ** ideal_gains - 1.0) * discounts).sum(-1)
+    dcg = ((2.0**ranked_rel - 1.0) * discounts[:k]).sum(-1)
+    idcg = ((2.0**ideal_gains - 1.0) * discounts).sum(-1)
     return np.where(idcg > 0, dcg / np.maximum(idcg, 1e-12), 0.0).astype(np.float32)
 
 
@@ -96,10 +97,17 @@ class Tables:
         n, d, h, p, _ = self.observation.shape
         c = self.candidate_ids.shape[1]
         expected = {
-            "candidate_mask": (n, c), "relevance": (n, c), "ideal_gains": (n, NDCG_CUTOFF),
-            "entropy": (n, d, h), "focus": (n, d, h), "score_parts": (n, d, h, c),
-            "score_base": (n, c), "bm25_scores": (n, c), "nonmaw_scores": (n, c),
-            "joint_router_logits": (n, d), "query_ids": (n,),
+            "candidate_mask": (n, c),
+            "relevance": (n, c),
+            "ideal_gains": (n, NDCG_CUTOFF),
+            "entropy": (n, d, h),
+            "focus": (n, d, h),
+            "score_parts": (n, d, h, c),
+            "score_base": (n, c),
+            "bm25_scores": (n, c),
+            "nonmaw_scores": (n, c),
+            "joint_router_logits": (n, d),
+            "query_ids": (n,),
         }
         for name, shape in expected.items():
             actual = getattr(self, name).shape
@@ -144,8 +152,11 @@ class Tables:
 
     def save(self, path: Path) -> None:
         """Write one ``.npz`` atomically; ``meta`` is stored as JSON inside it."""
-        arrays = {f.name: getattr(self, f.name) for f in fields(self)
-                  if f.init and f.name != "meta" and getattr(self, f.name) is not None}
+        arrays = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.init and f.name != "meta" and getattr(self, f.name) is not None
+        }
         with atomic_path(Path(path)) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, meta=np.array(json.dumps(self.meta)), **arrays)
 
@@ -163,14 +174,24 @@ class Tables:
 
     def subset(self, index: np.ndarray) -> Tables:
         """The tables restricted to queries ``index`` (a new object; arrays are copies)."""
-        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "meta"}
+        arrays = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "meta"
+        }
         picked = {k: (None if v is None else v[index]) for k, v in arrays.items()}
         return Tables(**picked, meta=dict(self.meta))
 
     @classmethod
-    def synthetic(cls, num_queries: int = 32, depth: int = 4, heads: int = 2, pool: int = 2,
-                  candidates: int = 8, best_depth: int | None = None, layers: bool = False,
-                  seed: int = 0) -> Tables:
+    def synthetic(
+        cls,
+        num_queries: int = 32,
+        depth: int = 4,
+        heads: int = 2,
+        pool: int = 2,
+        candidates: int = 8,
+        best_depth: int | None = None,
+        layers: bool = False,
+        seed: int = 0,
+    ) -> Tables:
         """Random but well-formed tables for unit tests.
 
         With ``best_depth`` set, that depth's scores rank the relevant candidates first on every
