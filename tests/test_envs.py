@@ -120,7 +120,7 @@ def test_rllib_env_runner_samples_every_variant(tables: Tables) -> None:
     for env_id in IDS:
         config = (
             PPOConfig()
-            .environment(env_id, env_config={"tables": tables})
+            .environment(f"maw_gym:{env_id}", env_config={"tables": tables})
             .env_runners(num_envs_per_env_runner=2)
         )
         runner = SingleAgentEnvRunner(config=config)
@@ -218,6 +218,31 @@ def test_bad_reset_options_and_arguments_are_clear_errors(tables: Tables) -> Non
         gym.make("MAW/DepthSelection-v0", tables=tables, obs_mode="image")
     small = gym.make("MAW/DepthSelection-v0", tables=tables, max_queries=5)
     assert small.unwrapped.tables.num_queries == 5
+
+
+def test_tables_default_to_get_tables_and_observations_are_checked(monkeypatch) -> None:
+    import maw_gym.encoder.tables as builder
+
+    calls = []
+
+    def fake_get_tables(dataset, split, preset, encoder):
+        calls.append((dataset, split, preset, encoder))
+        return Tables.synthetic(num_queries=9)
+
+    monkeypatch.setattr(builder, "get_tables", fake_get_tables)
+    env = gym.make("MAW/DepthSelection-v0", split="dev", max_queries=4, encoder="enc")
+    assert calls == [("nave-kjv", "dev", "smoke", "enc")]
+    assert env.unwrapped.tables.num_queries == 4
+
+    rounding = Tables.synthetic()
+    rounding.observation[0, 0, 0, 0, 0] = 1 + 1e-7  # float rounding of an average: clipped
+    observation, _ = gym.make("MAW/DepthSelection-v0", tables=rounding).reset(
+        options={"query_index": 0}
+    )
+    assert observation.max() <= 1.0
+    rounding.observation[0, 0, 0, 0, 0] = 1.5
+    with pytest.raises(ValueError, match=r"Tables.observation lies in .*expected \[0, 1\]"):
+        gym.make("MAW/DepthSelection-v0", tables=rounding)
 
 
 def test_reward_weights_presets_normalisation_and_validation() -> None:
