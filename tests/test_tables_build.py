@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from maw_gym.encoder import tables as tables_module
+from maw_gym.encoder.report import depth_js_divergence, depth_spearman, encoder_report
 from maw_gym.encoder.reranker import QueryBatch, score_split
 from maw_gym.encoder.tables import get_tables, resolve_encoder, routed_results, tables_path
 from maw_gym.encoder.train import TrainedEncoder
@@ -96,3 +97,26 @@ def test_ndcg_matches_beir_and_routed_results(dev_tables) -> None:
     assert evaluate(qrels, results)["NDCG@10"] == pytest.approx(per_query.mean(), abs=1e-4)
     with pytest.raises(ValueError, match="expected shape"):
         routed_results(dev_tables, scores[:, :2])
+
+
+def test_diversity_measures_by_hand() -> None:
+    scores = np.array([[[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]])  # (1, D=3, C=3)
+    # Pairs: (0,1) -> -1, (0,2) -> 1, (1,2) -> -1.
+    assert depth_spearman(scores, np.ones((1, 3), dtype=bool)) == pytest.approx(-1 / 3)
+    same = np.full((2, 3, 1, 2, 2), 0.25)
+    assert depth_js_divergence(same) == pytest.approx(0.0)
+    apart = np.zeros((1, 2, 1, 1, 2))
+    apart[0, 0, 0, 0, 0] = apart[0, 1, 0, 0, 1] = 1.0  # disjoint supports: JS = log 2
+    assert depth_js_divergence(apart) == pytest.approx(np.log(2))
+
+
+def test_encoder_report_on_smoke(encoder_dir, tmp_path) -> None:
+    report = encoder_report("nave-kjv", PRESET, encoder_dir, out=tmp_path)
+    for split in ("dev", "test"):
+        r = report[split]
+        assert len(r["depths"]) == PRESET.depth
+        assert r["oracle"] >= max(r["depths"]) - 1e-6
+        assert len(r["nonmaw_seeds"]) == PRESET.seed_controls
+        assert r["probe_minus_best_fixed"]["low"] <= r["probe_minus_best_fixed"]["high"]
+    assert (tmp_path / "depth_ndcg_test.png").stat().st_size > 0
+    assert (tmp_path / "depth_slices_test.png").stat().st_size > 0

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
+from scipy.stats import rankdata
 
 from maw_gym.encoder.reranker import score_split
 from maw_gym.encoder.tables import get_tables
@@ -86,8 +86,8 @@ def depth_spearman(depth_scores: np.ndarray, mask: np.ndarray) -> float:
     for scores, real in zip(depth_scores, mask, strict=True):
         if real.sum() < 3:
             continue
-        rho = spearmanr(scores[:, real], axis=1).statistic
-        rho = np.atleast_2d(rho)
+        with np.errstate(invalid="ignore", divide="ignore"):  # constant rows -> NaN, dropped
+            rho = np.corrcoef(rankdata(scores[:, real], axis=1))
         upper = rho[np.triu_indices(rho.shape[0], k=1)]
         values.extend(upper[np.isfinite(upper)].tolist())
     return float(np.mean(values)) if values else float("nan")
