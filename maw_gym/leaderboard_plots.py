@@ -43,14 +43,8 @@ def plot_scores(out: Path, rows: list[dict[str, Any]]) -> None:
             ],
             dtype=float,
         ).T
-        ax.barh(
-            y,
-            np.nan_to_num(values),
-            xerr=np.nan_to_num(err),
-            color="tab:blue",
-            alpha=0.7,
-            capsize=3,
-        )
+        shown = np.isfinite(values)  # rerankers have no env score: no bar rather than a 0
+        ax.barh(y[shown], values[shown], xerr=err[:, shown], color="tab:blue", alpha=0.7, capsize=3)
         for name in ("best-fixed", "BM25"):
             match = [r.get(key) for r in rows if r["policy"] == name and key in r]
             if match:

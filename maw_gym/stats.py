@@ -11,6 +11,8 @@ beats the best fixed depth.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from rliable import library as rly
 from rliable import metrics
@@ -24,13 +26,16 @@ def seed_interval(
 ) -> tuple[float, float, float]:
     """(point, low, high) of the IQM or mean of ``scores`` (runs, queries), stratified over runs."""
     func = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean}[statistic]
-    point, interval = rly.get_interval_estimates(
-        {"policy": np.asarray(scores, dtype=np.float64)},
-        lambda x: np.array([func(x)]),
-        reps=BOOTSTRAP_REPS,
-        confidence_interval_size=CONFIDENCE,
-        random_state=np.random.RandomState(seed),
-    )
+    with warnings.catch_warnings():
+        # rliable passes arch a RandomState, which arch deprecates; the draws are the same.
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {"policy": np.asarray(scores, dtype=np.float64)},
+            lambda x: np.array([func(x)]),
+            reps=BOOTSTRAP_REPS,
+            confidence_interval_size=CONFIDENCE,
+            random_state=np.random.RandomState(seed),
+        )
     low, high = interval["policy"][:, 0]
     value = float(point["policy"][0])
     # A percentile interval of a trimmed mean can miss the point estimate by float noise only.
@@ -90,11 +95,3 @@ def probability_of_improvement(
         float(np.quantile(boot, alpha)),
         float(np.quantile(boot, 1 - alpha)),
     )
-
-
-def usage_entropy(actions: np.ndarray, choices: int) -> float:
-    """Normalised entropy of how often each depth is chosen: 0 = always one, 1 = uniform."""
-    counts = np.bincount(np.asarray(actions, dtype=np.int64).ravel(), minlength=choices)
-    p = counts / max(counts.sum(), 1)
-    nz = p[p > 0]
-    return float(-(nz * np.log(nz)).sum() / np.log(choices)) + 0.0 if choices > 1 else 0.0

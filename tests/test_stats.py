@@ -1,0 +1,51 @@
+"""The leaderboard's statistics against rliable and hand-computed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rliable import metrics
+
+from maw_gym.stats import (
+    paired_difference,
+    probability_of_improvement,
+    query_interval,
+    seed_interval,
+)
+
+
+def test_probability_of_improvement_matches_rliable() -> None:
+    rng = np.random.default_rng(0)
+    x = np.round(rng.random((3, 12)), 1)  # rounding makes ties, which count half
+    y = np.round(rng.random((2, 12)) * 0.8, 1)
+    point, low, high = probability_of_improvement(x, y)
+    assert point == pytest.approx(metrics.probability_of_improvement(x, y))
+    assert low <= point <= high
+
+
+def test_probability_of_improvement_hand_computed() -> None:
+    # task 0: x wins both pairs; task 1: one tie, one loss -> (1 + 0.25) / 2
+    x = np.array([[2.0, 1.0]])
+    y = np.array([[1.0, 1.0], [0.0, 3.0]])
+    assert probability_of_improvement(x, y)[0] == pytest.approx(0.625)
+
+
+def test_seed_interval_contains_point_and_is_a_point_for_one_run() -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.random((4, 50))
+    for statistic in ("iqm", "mean"):
+        point, low, high = seed_interval(scores, statistic)
+        assert low <= point <= high
+    assert seed_interval(scores[:1], "mean") == pytest.approx((scores[0].mean(),) * 3)
+    # IQM of 0..99 drops the lowest and highest quarter: mean of 25..74
+    assert seed_interval(np.arange(100.0)[None, :], "iqm")[0] == pytest.approx(49.5)
+
+
+def test_query_bootstrap_and_paired_difference() -> None:
+    per_query = np.array([[0.0, 1.0, 0.5, 0.5]])
+    mean, low, high = query_interval(per_query)
+    assert mean == pytest.approx(0.5) and 0.0 <= low <= mean <= high <= 1.0
+    same = paired_difference(per_query, per_query)
+    assert same == (0.0, 0.0, 0.0)
+    gain = paired_difference(per_query + 0.1, per_query)
+    assert gain == pytest.approx((0.1, 0.1, 0.1))
