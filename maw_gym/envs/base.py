@@ -188,8 +188,9 @@ def choose_queries(
     pinned = options.get("query_index")
     if pinned is None:
         return rng.integers(num_queries, size=batch)
-    query = np.broadcast_to(np.asarray(pinned), (batch,)) if np.ndim(pinned) == 0 else pinned
-    query = np.asarray(query)
+    query = np.asarray(pinned)
+    if query.ndim == 0:  # one query for every sub-env
+        query = np.broadcast_to(query, (batch,))
     problem = discrete_problem(query, (batch,), num_queries)
     if problem is not None:
         raise ValueError(
