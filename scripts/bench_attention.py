@@ -6,8 +6,8 @@ For each shape, side by side in one process (warm-up first, then the median of `
 
 - ``maw_soft`` / ``maw_hard``: :class:`MAWAttention` forward with soft depth weights / a hard
   depth index per item (projections included);
-- ``maw_soft_core``: the soft forward's attention part alone (depth queries, one SDPA call
-  over all depths, mixing), like-for-like with ``sdpa_bound``;
+- ``maw_soft_core``: the soft forward's attention part alone (depth queries, SDPA over all
+  depths, mixing), like-for-like with ``sdpa_bound``;
 - ``seed_loop``: the seeds' way, a Python loop over depth projecting Q and K per depth and
   writing each depth's softmax into a preallocated ``(B, H, L, L, D)`` tensor, then mixing with
   the same weights;
@@ -133,11 +133,12 @@ def bench_shape(shape: Shape, repeats: int) -> dict[str, object]:
                 for q, k in zip(queries, keys, strict=True)
             ]
 
+        weights_per_head = weights[:, None, :].expand(-1, shape.heads, -1)
+
         def maw_core() -> torch.Tensor:
-            # The MAW forward's attention part alone, like-for-like with ``sdpa_bound``: depth
-            # queries, one SDPA call over all depths, mixing (no Q/K/V/output projections).
-            values = layer._depth_values(layer._depth_queries(split[0]), split[1], split[2], mask)
-            return (weights[:, None, None, None, :] @ values).squeeze(3)
+            # The MAW soft forward's attention part alone, like-for-like with ``sdpa_bound``:
+            # depth queries, SDPA over all depths, mixing (no Q/K/V/output projections).
+            return layer._mixed_values(*split, mask, weights_per_head)
 
         cases: dict[str, Callable[[], object]] = {
             "maw_soft": lambda: layer(x, mask, depth_weights=weights),

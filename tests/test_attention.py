@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from maw_gym.encoder import attention as attention_module
 from maw_gym.encoder.attention import (
     MAWAttention,
     NonMAWAttention,
@@ -93,6 +94,17 @@ def test_output_equals_naive_per_depth_loop(layer, inputs) -> None:
     torch.testing.assert_close(attention, reference, atol=1e-5, rtol=0)
     expected = naive_output(layer, x, mask, weights[:, None, :].expand(B, HEADS, DEPTH))
     torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
+
+
+def test_soft_forward_in_item_blocks_equals_one_block(layer, inputs, monkeypatch) -> None:
+    x, mask = inputs
+    weights = torch.softmax(torch.randn(B, DEPTH, generator=torch.Generator().manual_seed(7)), 1)
+    whole, _ = layer(x, mask, depth_weights=weights)
+    monkeypatch.setattr(attention_module, "SOFT_BLOCK_BYTES", 1)  # one item per block
+    blocked, _ = layer(x, mask, depth_weights=weights)
+    torch.testing.assert_close(blocked, whole, atol=1e-6, rtol=0)
+    expected = naive_output(layer, x, mask, weights[:, None, :].expand(B, HEADS, DEPTH))
+    torch.testing.assert_close(blocked, expected, atol=1e-5, rtol=0)
 
 
 def test_hard_choice_equals_one_hot_soft_weights(layer, inputs) -> None:
