@@ -1,0 +1,97 @@
+"""The main job end to end on the smoke preset: every policy ranked, the JSON honest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from maw_gym.cli import main
+from maw_gym.leaderboard import ALL_POLICIES, RERANKERS
+
+REQUIRED = (
+    "policy",
+    "seeds",
+    "return_mean",
+    "return_iqm",
+    "return_ci_low",
+    "return_ci_high",
+    "normalized_score",
+    "ndcg@10",
+    "mrr@10",
+    "hit@1",
+    "train_seconds",
+    "env_steps",
+)
+
+
+@pytest.fixture(scope="module")
+def leaderboard(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    out = tmp_path_factory.mktemp("leaderboard")
+    argv = ["leaderboard", "--preset", "smoke", "--seeds", "2", "--steps", "256", "--out", str(out)]
+    assert main(argv) == 0
+    return out, json.loads((out / "leaderboard.json").read_text())
+
+
+def test_every_policy_is_ranked_with_its_columns(leaderboard: tuple[Path, list[dict]]) -> None:
+    out, rows = leaderboard
+    assert sorted(r["policy"] for r in rows) == sorted(ALL_POLICIES)
+    for row in rows:
+        keys = REQUIRED if row["policy"] not in RERANKERS else ("policy", "ndcg@10", "mrr@10")
+        assert set(keys) <= set(row), row["policy"]
+    for name in (
+        "leaderboard.md",
+        "leaderboard.csv",
+        "raw_scores.json",
+        "config.json",
+        "scores.png",
+        "depth_usage.png",
+        "learning_curves.png",
+        "probability_of_improvement.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_bounds_and_intervals_are_honest(leaderboard: tuple[Path, list[dict]]) -> None:
+    _, rows = leaderboard
+    by_name = {r["policy"]: r for r in rows}
+    assert by_name["oracle"]["normalized_score"] == pytest.approx(1.0)
+    assert abs(by_name["random"]["normalized_score"]) < 0.35  # 2 seeds of 24 queries
+    oracle_return = by_name["oracle"]["return_mean"]
+    for row in rows:
+        if "return_mean" in row:
+            assert row["return_mean"] <= oracle_return + 1e-9, row["policy"]
+            assert row["normalized_score"] <= 1.0 + 1e-9, row["policy"]
+            assert row["return_ci_low"] <= row["return_iqm"] <= row["return_ci_high"]
+        assert row["ndcg_ci_low"] <= row["ndcg@10"] <= row["ndcg_ci_high"], row["policy"]
+
+
+def test_a_second_run_resumes_from_finished_results(
+    leaderboard: tuple[Path, list[dict]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, rows = leaderboard
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a finished (policy, seed) was trained again")
+
+    monkeypatch.setattr("agents.train.train_agent", no_training)
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--preset",
+                "smoke",
+                "--seeds",
+                "2",
+                "--steps",
+                "256",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    again = json.loads((out / "leaderboard.json").read_text())
+    assert [r["policy"] for r in again] == [r["policy"] for r in rows]
+    assert [r.get("return_mean") for r in again] == [r.get("return_mean") for r in rows]
