@@ -159,6 +159,11 @@ def test_row_outputs_match_full_attention(layer, inputs) -> None:
     # Merged and projected, one depth's row equals that row of the forward output.
     output, _ = layer(x, mask, depth_index=torch.full((B,), 2))
     torch.testing.assert_close(layer.merge_heads(rows[:, 2]), output[:, 0], atol=1e-5, rtol=0)
+    for row in (3, -1):
+        other = layer.merge_heads(layer.row_outputs(x, mask, row=row)[:, 2])
+        torch.testing.assert_close(other, output[:, row], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="row must index a position of L=7"):
+        layer.row_outputs(x, mask, row=L)
 
 
 def test_gradients_reach_depth_transforms(layer, inputs) -> None:

@@ -94,14 +94,18 @@ class _AttentionBase(nn.Module):
 
     # -- building blocks ---------------------------------------------------------------------
 
+    def _split_heads(self, projected: Tensor) -> Tensor:
+        """(B, L, H·head_dim) -> (B, H, L, head_dim)."""
+        batch, length, _ = projected.shape
+        return projected.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+
     def _projections(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Per-head Q, K, V, each (B, H, L, head_dim)."""
-        batch, length, _ = x.shape
-
-        def split(projected: Tensor) -> Tensor:
-            return projected.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-
-        return split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        return (
+            self._split_heads(self.q_proj(x)),
+            self._split_heads(self.k_proj(x)),
+            self._split_heads(self.v_proj(x)),
+        )
 
     def merge_heads(self, values: Tensor) -> Tensor:
         """Project per-head attended values ``(..., H, head_dim)`` to ``(..., hidden)``.
@@ -188,9 +192,12 @@ class _AttentionBase(nn.Module):
         length = x.shape[1]
         if not -length <= row < length:
             raise ValueError(f"row_outputs: row must index a position of L={length}, got {row}")
-        query, key, value = self._projections(x)
         row = row % length
-        depth_queries = self._depth_queries(query[:, :, row : row + 1])  # (B, H, 1, D, hd)
+        # Only this row's query is projected: a third of the projection cost saved in training.
+        query = self._split_heads(self.q_proj(x[:, row : row + 1]))  # (B, H, 1, hd)
+        key = self._split_heads(self.k_proj(x))
+        value = self._split_heads(self.v_proj(x))
+        depth_queries = self._depth_queries(query)  # (B, H, 1, D, hd)
         values = self._depth_values(depth_queries, key, value, key_padding_mask)
         return values.squeeze(2).transpose(1, 2)  # (B, D, H, hd)
 
