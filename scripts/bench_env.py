@@ -4,8 +4,9 @@
 
 ``--preset synthetic`` (default) uses random tables of the quick preset's shapes (N=800, D=8,
 H=12, P=4, C=20), so it runs without an encoder; a pipeline preset loads (or builds) its real
-train tables. Each figure is the median of a few timed repeats after a warm-up; actions are
-pre-sampled so only the env is timed. Table build time is measured by the tables' own build.
+train tables. Each figure is the median of a few timed repeats after a warm-up, with the
+configurations timed round-robin; actions are pre-sampled so only the env is timed. Table
+build time is measured by the tables' own build.
 """
 
 from __future__ import annotations
@@ -33,18 +34,14 @@ def load_tables(preset: str, env_id: str) -> Tables:
     return get_tables(split="train", preset=preset)
 
 
-def median_rate(run: Callable[[], int], repeats: int) -> float:
-    """Median steps/s over ``repeats`` timed calls of ``run`` (which returns steps taken)."""
-    run()  # warm-up
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        steps = run()
-        rates.append(steps / (time.perf_counter() - started))
-    return statistics.median(rates)
+def timed(run: Callable[[], int]) -> float:
+    """Steps per second of one call of ``run`` (which returns the steps it took)."""
+    started = time.perf_counter()
+    steps = run()
+    return steps / (time.perf_counter() - started)
 
 
-def single_env_rate(env_id: str, tables: Tables, steps: int, repeats: int) -> float:
+def single_env_runner(env_id: str, tables: Tables, steps: int) -> Callable[[], int]:
     env = gym.make(env_id, tables=tables)
     env.reset(seed=0)
     env.action_space.seed(0)
@@ -57,11 +54,11 @@ def single_env_rate(env_id: str, tables: Tables, steps: int, repeats: int) -> fl
                 env.reset()
         return steps
 
-    return median_rate(run, repeats)
+    return run
 
 
-def vector_rate(envs: gym.vector.VectorEnv, steps: int, repeats: int) -> float:
-    """Sub-env steps per second of a vector env (``steps`` batched calls per repeat)."""
+def vector_runner(envs: gym.vector.VectorEnv, steps: int) -> Callable[[], int]:
+    """Counts sub-env steps (``steps`` batched calls of ``num_envs`` each)."""
     envs.reset(seed=0)
     envs.action_space.seed(0)
     actions = [envs.action_space.sample() for _ in range(min(steps, 16))]
@@ -71,10 +68,16 @@ def vector_rate(envs: gym.vector.VectorEnv, steps: int, repeats: int) -> float:
             envs.step(actions[i % len(actions)])
         return steps * envs.num_envs
 
-    return median_rate(run, repeats)
+    return run
 
 
 def benchmark(env_id: str, tables: Tables, repeats: int) -> dict[str, float]:
+    """Median steps/s of each configuration, and median ratios of paired measurements.
+
+    The configurations are timed round-robin within each repeat, so the load of a shared
+    machine drifts over all of them alike and each ratio compares neighbouring measurements.
+    """
+
     def sync(num_envs: int) -> gym.vector.VectorEnv:
         return gym.make_vec(
             env_id,
@@ -89,15 +92,26 @@ def benchmark(env_id: str, tables: Tables, repeats: int) -> dict[str, float]:
             env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", tables=tables
         )
 
-    results = {
-        "single_env": single_env_rate(env_id, tables, steps=2000, repeats=repeats),
-        "sync_vector_64": vector_rate(sync(64), steps=40, repeats=repeats),
-        "native_vector_64": vector_rate(native(64), steps=400, repeats=repeats),
-        "native_vector_4096": vector_rate(native(4096), steps=60, repeats=repeats),
+    runners = {
+        "single_env": single_env_runner(env_id, tables, steps=2000),
+        "sync_vector_64": vector_runner(sync(64), steps=40),
+        "native_vector_64": vector_runner(native(64), steps=400),
+        "native_vector_4096": vector_runner(native(4096), steps=60),
     }
-    results["native_4096_over_sync_64"] = results["native_vector_4096"] / results["sync_vector_64"]
-    results["native_64_over_sync_64"] = results["native_vector_64"] / results["sync_vector_64"]
-    results["sync_64_over_single"] = results["sync_vector_64"] / results["single_env"]
+    for run in runners.values():
+        run()  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, run in runners.items():
+            rates[name].append(timed(run))
+    results = {name: statistics.median(values) for name, values in rates.items()}
+    for top, bottom in [
+        ("native_vector_4096", "sync_vector_64"),
+        ("native_vector_64", "sync_vector_64"),
+        ("sync_vector_64", "single_env"),
+    ]:
+        ratios = [a / b for a, b in zip(rates[top], rates[bottom], strict=True)]
+        results[f"{top}_over_{bottom}"] = statistics.median(ratios)
     return results
 
 
@@ -139,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{env_id} ({args.preset} tables {report['shapes']}), steps/s:")
             for name, value in figures.items():
                 unit = "x" if "_over_" in name else " steps/s"
-                print(f"  {name:<26} {value:>14,.1f}{unit}")
+                print(f"  {name:<40} {value:>14,.1f}{unit}")
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
