@@ -7,44 +7,45 @@ when tables have to be built.
 
 from __future__ import annotations
 
+from typing import Any
+
 from gymnasium.envs.registration import register, registry
 
-_ENVS = "maw_gym.envs"
 
-# One flat list, safe to run twice (re-imports, Ray workers): ids already registered are kept.
-_REGISTRATIONS = [
-    dict(
-        id="MAW/DepthSelection-v0",
-        entry_point=f"{_ENVS}.depth_selection:DepthSelectionEnv",
-        vector_entry_point=f"{_ENVS}.vector:DepthSelectionVectorEnv",
-        kwargs={"reward_weights": "default"},
-    ),
-    dict(
-        id="MAW/DepthSelectionRetrieval-v0",
-        entry_point=f"{_ENVS}.depth_selection:DepthSelectionEnv",
-        vector_entry_point=f"{_ENVS}.vector:DepthSelectionVectorEnv",
-        kwargs={"reward_weights": "retrieval"},
-    ),
-    dict(
-        id="MAW/SoftDepthMixture-v0",
-        entry_point=f"{_ENVS}.soft_mixture:SoftDepthMixtureEnv",
-        vector_entry_point=f"{_ENVS}.vector:SoftDepthMixtureVectorEnv",
-        kwargs={"reward_weights": "default"},
-    ),
-    dict(
-        id="MAW/PerHeadDepth-v0",
-        entry_point=f"{_ENVS}.per_head:PerHeadDepthEnv",
-        vector_entry_point=f"{_ENVS}.vector:PerHeadDepthVectorEnv",
-        kwargs={"reward_weights": "default"},
-    ),
-    dict(
-        id="MAW/LayerwiseDepth-v0",
-        entry_point=f"{_ENVS}.layerwise:LayerwiseDepthEnv",
-        vector_entry_point=f"{_ENVS}.vector:LayerwiseDepthVectorEnv",
-        kwargs={"reward_weights": "default"},
-    ),
-]
+def _register(id: str, **spec: Any) -> None:
+    """``gymnasium.register`` unless ``id`` is already there: importing twice (reloads, Ray
+    workers) must neither raise nor warn."""
+    if id not in registry:
+        register(id=id, **spec)
 
-for _spec in _REGISTRATIONS:
-    if _spec["id"] not in registry:
-        register(**_spec)
+
+_register(
+    id="MAW/DepthSelection-v0",
+    entry_point="maw_gym.envs.depth_selection:DepthSelectionEnv",
+    vector_entry_point="maw_gym.envs.vector:DepthSelectionVectorEnv",
+    kwargs={"reward_weights": "default"},
+)
+_register(
+    id="MAW/DepthSelectionRetrieval-v0",
+    entry_point="maw_gym.envs.depth_selection:DepthSelectionEnv",
+    vector_entry_point="maw_gym.envs.vector:DepthSelectionVectorEnv",
+    kwargs={"reward_weights": "retrieval"},
+)
+_register(
+    id="MAW/SoftDepthMixture-v0",
+    entry_point="maw_gym.envs.soft_mixture:SoftDepthMixtureEnv",
+    vector_entry_point="maw_gym.envs.vector:SoftDepthMixtureVectorEnv",
+    kwargs={"reward_weights": "default"},
+)
+_register(
+    id="MAW/PerHeadDepth-v0",
+    entry_point="maw_gym.envs.per_head:PerHeadDepthEnv",
+    vector_entry_point="maw_gym.envs.vector:PerHeadDepthVectorEnv",
+    kwargs={"reward_weights": "default"},
+)
+_register(
+    id="MAW/LayerwiseDepth-v0",
+    entry_point="maw_gym.envs.layerwise:LayerwiseDepthEnv",
+    vector_entry_point="maw_gym.envs.vector:LayerwiseDepthVectorEnv",
+    kwargs={"reward_weights": "default"},
+)
