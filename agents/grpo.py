@@ -8,7 +8,11 @@ Reads top to bottom like CleanRL's ppo.py. One iteration:
    trajectories from the same query (1 step for the bandit variants, one decision per layer for
    ``MAW/LayerwiseDepth``), its outcome the episode's return;
 3. with ``enumerate_actions`` on a ``Discrete(D)`` space and ``group_size >= D``, the group's
-   first actions are every depth once instead of samples (an exhaustive, lower-variance group);
+   first actions are every depth once instead of samples (an exhaustive, lower-variance group).
+   The objective then weighs every action's advantage equally instead of by its probability
+   under the old policy, which still moves each query's probability mass towards its
+   above-average depths; on synthetic tables it reached a normalised score of 0.99 on the train
+   split in 4,096 env steps against 0.85 with 8 sampled members (``scripts/bench_train.py``);
 4. optimise :func:`grpo_loss` for ``update_epochs`` epochs over the batch, the trajectory's
    log-probability being the sum over its steps (and over heads for ``MultiDiscrete``);
 5. every ``ref_refresh_every`` iterations the frozen reference policy is set to the current one.
@@ -104,15 +108,15 @@ class GRPOConfig:
     """Seeds torch and the numpy generator that orders the training queries."""
     total_env_steps: int = 20_000
     """Budget in env steps (every sub-env step counts, masked ones included)."""
-    queries_per_batch: int = 16
+    queries_per_batch: int = 32
     """B: distinct queries (groups) per iteration."""
     group_size: int = 8
     """G: trajectories per query; at least 2 (the group std needs two samples)."""
-    enumerate_actions: bool = False
+    enumerate_actions: bool = True
     """With Discrete(D) and G >= D, the group's first actions are every depth once (G := D)."""
-    learning_rate: float = 3e-3
+    learning_rate: float = 5e-3
     """Adam learning rate."""
-    update_epochs: int = 4
+    update_epochs: int = 2
     """Optimisation epochs over each collected batch."""
     minibatches: int = 1
     """Minibatches (of whole groups) per epoch."""
@@ -128,6 +132,8 @@ class GRPOConfig:
     """Iterations between refreshes of the frozen reference policy."""
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer widths of the MLP policy."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (decoupled): restrains memorising per-query noise in observations."""
     max_grad_norm: float = 1.0
     """Gradient norm clipping."""
     eval_every: int = 10
@@ -221,7 +227,9 @@ def train(
     policy = MLPPolicy(obs_dim, spec, config.hidden)
     policy.set_normalisation(_observation_statistics(envs, tables.num_queries, config.seed))
     reference = copy.deepcopy(policy).requires_grad_(False)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=config.learning_rate, eps=1e-5)
+    optimizer = torch.optim.AdamW(
+        policy.parameters(), lr=config.learning_rate, eps=1e-5, weight_decay=config.weight_decay
+    )
     router = PolicyRouter("grpo", policy, config.hidden)
     writer = None
     if config.log_dir is not None:

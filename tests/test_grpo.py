@@ -114,6 +114,9 @@ def test_loss_is_float_stats() -> None:
 
 
 ENV = "MAW/DepthSelection-v0"
+# Alignment-only reward: on synthetic tables depth 1 then wins on (nearly) every query, while
+# the default weights add per-query noise (random entropy/focus) that no observation predicts.
+CLEAR_ENV = "MAW/DepthSelectionRetrieval-v0"
 
 
 @pytest.fixture(scope="module")
@@ -126,21 +129,22 @@ def synthetic():
     )
 
 
-def _train(tables, **overrides):
+def _train(tables, env_id=ENV, **overrides):
     from agents.grpo import GRPOConfig, train
 
     config = GRPOConfig(**{"total_env_steps": 1024, "eval_every": 0, **overrides})
-    return train(ENV, tables, config, progress=False)
+    return train(env_id, tables, config, progress=False)
 
 
-def test_grpo_learns_the_clearly_best_depth(synthetic) -> None:
+@pytest.mark.parametrize("enumerate_actions", [True, False])
+def test_grpo_learns_the_clearly_best_depth(synthetic, enumerate_actions) -> None:
     from agents.evaluate import evaluate_router
 
     train_tables, dev_tables = synthetic
-    router, metrics = _train(train_tables)
-    result = evaluate_router(router, ENV, dev_tables)
-    assert result["normalized_score"] > 0.4  # random is 0
-    assert np.mean(result["actions"] == 1) > 0.6  # depth 1 ranks the relevant documents first
+    router, metrics = _train(train_tables, CLEAR_ENV, enumerate_actions=enumerate_actions)
+    result = evaluate_router(router, CLEAR_ENV, dev_tables)
+    assert result["normalized_score"] > 0.6  # random is 0; measured 0.94 and 0.84
+    assert np.mean(result["actions"] == 1) > 0.8  # depth 1 ranks the relevant documents first
     assert metrics[-1]["charts/entropy"] < metrics[0]["charts/entropy"]
     assert {"losses/kl", "losses/clip_fraction", "charts/zero_std_fraction"} <= set(metrics[-1])
 
@@ -149,7 +153,7 @@ def test_grpo_enumerates_every_depth_when_asked(synthetic) -> None:
     router, metrics = _train(
         synthetic[0], group_size=4, enumerate_actions=True, total_env_steps=128
     )
-    assert metrics[0]["env_steps"] == 16 * 4  # B groups of exactly D members
+    assert metrics[0]["env_steps"] == 32 * 4  # B groups of exactly D members
     assert router.policy.spec.choices == 4
 
 
@@ -186,9 +190,14 @@ def test_grpo_learns_on_every_variant(env_id) -> None:
     train_tables = Tables.synthetic(num_queries=64, best_depth=1, seed=0, layers=True)
     dev_tables = Tables.synthetic(num_queries=32, best_depth=1, seed=1, layers=True)
 
-    router, metrics = train(
-        env_id, train_tables, GRPOConfig(total_env_steps=2048, eval_every=0), progress=False
-    )
+    config = GRPOConfig(
+        total_env_steps=2048,
+        eval_every=0,
+        queries_per_batch=16,
+        learning_rate=3e-3,
+        enumerate_actions=False,
+    )  # sampled groups of 8, the DeepSeekMath form
+    router, metrics = train(env_id, train_tables, config, progress=False)
     result = evaluate_router(router, env_id, dev_tables)
     # measured 0.34 (per head: the oracle enumerates all D**H head assignments), 0.51, 0.48
     assert result["normalized_score"] > 0.25, result["normalized_score"]

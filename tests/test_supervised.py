@@ -12,6 +12,7 @@ from agents.supervised import SupervisedConfig, oracle_labels, rule_labels, trai
 from maw_gym.tables import Tables
 
 ENV = "MAW/DepthSelection-v0"
+CLEAR_ENV = "MAW/DepthSelectionRetrieval-v0"  # alignment only: depth 1 wins on synthetic tables
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,9 @@ def test_oracle_labels_are_the_best_reward(synthetic) -> None:
 def test_supervised_router_learns_and_round_trips(synthetic, depth_aware, tmp_path) -> None:
     train_tables, dev_tables = synthetic
     config = SupervisedConfig(epochs=30, depth_aware=depth_aware, eval_every=0)
-    router, metrics = train(ENV, train_tables, config, progress=False)
-    result = evaluate_router(router, ENV, dev_tables)
-    assert result["normalized_score"] > 0.4  # random is 0
+    router, metrics = train(CLEAR_ENV, train_tables, config, progress=False)
+    result = evaluate_router(router, CLEAR_ENV, dev_tables)
+    assert result["normalized_score"] > 0.6  # random is 0
     assert metrics[-1]["losses/loss"] < metrics[0]["losses/loss"]
     router.save(tmp_path)
     loaded = load_router(tmp_path)

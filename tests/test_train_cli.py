@@ -10,6 +10,8 @@ from agents.train import AGENTS
 from maw_gym.cli import main
 from maw_gym.tables import Tables
 
+ENV = "MAW/DepthSelectionRetrieval-v0"  # alignment only: depth 1 is best on synthetic tables
+
 
 @pytest.fixture(scope="module")
 def tables_files(tmp_path_factory):
@@ -32,11 +34,11 @@ def test_train_then_evaluate(agent, tables_files, tmp_path, capsys) -> None:
             "--agent",
             agent,
             "--env",
-            "MAW/DepthSelection-v0",
+            ENV,
             "--seed",
             "0",
             "--steps",
-            "512",
+            "1024",
             "--out",
             str(out),
             "--train-tables",
@@ -47,13 +49,13 @@ def test_train_then_evaluate(agent, tables_files, tmp_path, capsys) -> None:
     )
     assert code == 0
     record = json.loads((out / "training.json").read_text())
-    assert record["agent"] == agent and record["env_id"] == "MAW/DepthSelection-v0"
+    assert record["agent"] == agent and record["env_id"] == ENV
     assert (out / "router.json").exists() and (out / "metrics.json").exists()
     capsys.readouterr()
     assert main(["evaluate", "--router", str(out), "--tables", str(dev_path), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["normalized_score"] == pytest.approx(record["dev_normalized_score"])
-    assert summary["normalized_score"] > 0.2
+    assert summary["normalized_score"] > 0.5
     assert 0.0 <= summary["NDCG@10"] <= 1.0 and 0.0 <= summary["Hit@1"] <= 1.0
 
 
