@@ -81,7 +81,9 @@ def test_every_id_is_registered_and_makes_native_vector_envs(tables: Tables) -> 
 
 
 def test_registration_is_idempotent_and_maw_gym_import_is_light() -> None:
-    importlib.reload(maw_gym)  # registering twice must not raise or warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        importlib.reload(maw_gym)  # registering twice must not raise or warn
     code = (
         "import sys, gymnasium as gym\n"
         "from maw_gym.tables import Tables\n"
