@@ -3,10 +3,11 @@
 Every agent comes from ``agents.train.AGENTS`` (native GRPO, SB3 PPO, RLlib PPO by default) and
 trains on the *train* split of one env; its router is scored on that same split (normalised
 score: random 0, per-query oracle 1). Budgets double from ``--min-steps`` to ``--max-steps``,
-each a fresh run with the same seed, and the first budget whose router reaches the target gives
-the agent's steps and training seconds to target. If some agent never reaches ``--target``
-(routing from noisy observations may not allow 90% of the oracle), the comparison falls back
-to the highest score *every* agent reached, so the ratios still compare equal outcomes.
+each a fresh run with the same seed (after one untimed warm-up run), and the first budget
+whose router reaches the target gives the agent's steps and training seconds to target. If
+some agent never reaches ``--target`` (routing from noisy observations may not allow 90% of
+the oracle), the comparison falls back to the highest score *every* agent reached, so the
+ratios still compare equal outcomes.
 
     python scripts/bench_train.py --json                      # smoke preset tables
     python scripts/bench_train.py --synthetic --agents grpo,ppo --max-steps 4096
@@ -39,6 +40,9 @@ def run_agent(
     from agents.evaluate import evaluate_router
     from agents.train import AGENTS
 
+    with tempfile.TemporaryDirectory(prefix=f"bench-{agent}-warmup-") as out_dir:
+        # untimed: one-off imports (torch, SB3, Ray start-up) are not training speed
+        AGENTS[agent](env_id, tables, None, seed, budgets[0], Path(out_dir))
     rows = []
     for steps in tqdm(budgets, desc=agent, leave=False):
         with tempfile.TemporaryDirectory(prefix=f"bench-{agent}-") as out_dir:
