@@ -31,6 +31,8 @@ from agents.base import Router
 from maw_gym.cache import atomic_path, write_json
 
 ROUTER_FILE = "router.json"
+MAX_JOINT_ACTIONS = 4096
+"""Joint actions per query up to which :func:`enumerate_returns` plays them all."""
 WEIGHTS_FILE = "policy.pt"
 
 
@@ -325,7 +327,7 @@ def enumerate_returns(
     env_id: str,
     tables: Any,
     env_kwargs: dict[str, Any] | None = None,
-    max_joint_actions: int = 4096,
+    max_joint_actions: int = MAX_JOINT_ACTIONS,
     chunk: int = 8192,
 ) -> JointReturns:
     """Return of every (query, joint action) pair, played through the native vector env.

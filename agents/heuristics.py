@@ -38,6 +38,7 @@ import numpy as np
 
 from agents.base import Router
 from agents.common import (
+    MAX_JOINT_ACTIONS,
     ActionSpec,
     attention_maps,
     enumerate_returns,
@@ -269,13 +270,18 @@ def oracle_router(
     """The per-query best joint action, found exhaustively (:func:`enumerate_returns`).
 
     On ``SoftDepthMixture`` it is the best one-hot mixture (the best hard depth), a lower bound
-    of the true mixture oracle; the env's ``oracle_reward`` stays the normalisation's top.
+    of the true mixture oracle, as is the env's ``oracle_reward``; on ``PerHeadDepth`` with more
+    than ``MAX_JOINT_ACTIONS`` head assignments, the best depth shared by every head.
     """
     spec = _spec(env_id, tables, env_kwargs)
-    if spec.kind == "simplex":
+    too_large = spec.kind == "multi_discrete" and spec.choices**spec.slots > MAX_JOINT_ACTIONS
+    if spec.kind == "simplex" or too_large:
         joint = enumerate_returns("MAW/DepthSelection-v0", tables, env_kwargs)
         best = joint.actions[joint.returns.argmax(axis=1), 0]
-        plans = np.eye(spec.choices, dtype=np.float32)[best][:, None, :]
+        if too_large:  # D**H head assignments: the best shared depth, the env's own oracle
+            plans = np.repeat(best[:, None, None], spec.slots, axis=2)
+        else:
+            plans = np.eye(spec.choices, dtype=np.float32)[best][:, None, :]
     else:
         joint = enumerate_returns(env_id, tables, env_kwargs)
         plans = joint.actions[joint.returns.argmax(axis=1)]  # (N, T, ...)

@@ -138,3 +138,16 @@ def test_bounds_on_every_variant(env_id) -> None:
     else:
         expected = test.depth_scores()[np.arange(8), oracle["actions"][:, 0].argmax(-1)]
     np.testing.assert_allclose(oracle["candidate_scores"], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_oracle_falls_back_to_the_best_shared_depth_when_heads_are_too_many() -> None:
+    # 4 depths ** 8 heads = 65,536 head assignments: more than enumeration allows
+    test = Tables.synthetic(num_queries=6, heads=8, best_depth=1, seed=2)
+    result = evaluate_router(
+        oracle_router("MAW/PerHeadDepth-v0", test), "MAW/PerHeadDepth-v0", test
+    )
+    actions = result["actions"][:, 0]  # (N, H)
+    assert (actions == actions[:, :1]).all()
+    np.testing.assert_array_equal(actions[:, 0], _reward_table(test).argmax(axis=1))
+    assert not result["oracle_enumerated"] and not result["random_exact"]
+    assert result["normalized_score"] == pytest.approx(1.0)  # the env's shared-depth oracle
