@@ -1,0 +1,388 @@
+"""RLlib baselines (PPO, APPO) on the MAW envs, on the new API stack, locally or on a Ray cluster.
+
+The env is registered with ``tune.register_env`` under :data:`ENV_NAME`; its ``env_config``
+says how a worker builds it, never with arrays inline:
+
+| key          | meaning                                                                    |
+|--------------|----------------------------------------------------------------------------|
+| ``env_id``   | the Gymnasium id, e.g. ``MAW/DepthSelection-v0``                           |
+| ``env_kwargs``| passed to ``gym.make``: ``dataset``/``split``/``preset`` names build tables |
+| ``tables_ref``| optional ``ray.put(tables)`` ref: tables the driver already holds          |
+| ``synthetic``| optional kwargs of ``Tables.synthetic`` (tests)                            |
+
+Joining a cluster (``address``) ships ``maw_gym`` and ``agents`` to every worker through the
+runtime environment (``py_modules``), so workers need no checkout. A worker that cannot import
+them or build the env fails a preflight task before the algorithm is built: with
+``restart_failed_env_runners`` (on, for fault tolerance during training) a broken env runner
+would otherwise be restarted forever and surface as an unrelated ``IndexError`` (issue 5).
+
+CLI: ``python -m agents.rllib --env MAW/DepthSelection-v0 --synthetic --iterations 2
+--out runs/rllib`` locally, the same with ``--address auto`` on a cluster (docs/cluster.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import yaml
+
+from agents.common import read_router_json, write_router_json
+from maw_gym.tables import Tables
+
+ENV_NAME = "maw_gym_env"
+HYPERPARAMS_FILE = Path(__file__).resolve().parent / "hyperparams" / "rllib_ppo.yml"
+MODULE_DIR = "rl_module"
+ALGORITHMS = ("ppo", "appo")
+# Passed on to workers when joining a cluster. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps a
+# one-machine cluster on 127.0.0.1; Ray reads it when *imported*, so it must be set in the shell
+# (or before the first ``import ray``), for the head and the driver alike (docs/cluster.md).
+FORWARDED_ENV_VARS = ("MAW_GYM_CACHE", "RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+
+
+def make_env(env_config: dict[str, Any]) -> gym.Env:
+    """The ``tune.register_env`` creator: builds the MAW env on whichever process runs it."""
+    import maw_gym  # noqa: F401  (registers the MAW/ ids on this worker)
+
+    if "env_id" not in env_config:
+        raise KeyError(f"env_config needs 'env_id'; got keys {sorted(env_config)}")
+    kwargs = dict(env_config.get("env_kwargs") or {})
+    if env_config.get("tables_ref") is not None:
+        import ray
+
+        kwargs["tables"] = ray.get(env_config["tables_ref"])
+    elif env_config.get("synthetic") is not None:
+        kwargs["tables"] = Tables.synthetic(**env_config["synthetic"])
+    return gym.make(env_config["env_id"], **kwargs)
+
+
+def load_hyperparams(env_id: str, path: Path = HYPERPARAMS_FILE) -> dict[str, Any]:
+    """The ``env_id`` entry of ``rllib_ppo.yml`` (or its ``default``), as a fresh dict."""
+    entries = yaml.safe_load(path.read_text()) or {}
+    entry = entries.get(env_id, entries.get("default"))
+    if entry is None:
+        raise KeyError(f"{path}: no entry for env id {env_id!r} and no 'default' entry")
+    return dict(entry)
+
+
+@dataclass
+class RLlibRun:
+    """One RLlib training run; every field is a CLI flag of ``python -m agents.rllib``."""
+
+    env_config: dict[str, Any]
+    """See the module docstring; ``env_id`` is required."""
+    out_dir: Path
+    """Checkpoints (``checkpoints/``), the final router (``router/``) and metrics go here."""
+    algo: str = "ppo"
+    """``ppo`` or ``appo`` (asynchronous, for many env runners)."""
+    iterations: int = 5
+    """Training iterations (each ``train_batch_size_per_learner`` env steps)."""
+    num_env_runners: int = 0
+    """Remote env runner actors; 0 samples in the driver process."""
+    address: str | None = None
+    """Ray cluster to join (``auto``, ``host:port``); None starts a private local Ray."""
+    num_cpus: int | None = None
+    """CPUs of the private local Ray (ignored with ``address``)."""
+    seed: int = 0
+    """Seeds RLlib's env runners and learner."""
+    checkpoint_every: int = 0
+    """Also save a checkpoint every N iterations (0: only the final one)."""
+    hyperparams: dict[str, Any] | None = None
+    """Replaces the ``rllib_ppo.yml`` entry (tests pass tiny budgets this way)."""
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    """Filled by :func:`train_run`: per-iteration return, env steps and seconds."""
+    env_runner_module_files: list[str] = field(default_factory=list)
+    """Filled by :func:`train_run`: ``maw_gym.__file__`` on each remote env runner."""
+
+
+def init_ray(address: str | None, num_cpus: int | None) -> None:
+    """Join ``address`` shipping this code to workers, or start a private local Ray."""
+    import ray
+
+    import agents
+    import maw_gym
+
+    # Token authentication needs a shared secret a private or test cluster does not have.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if ray.is_initialized():
+        return
+    if address is None:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
+        )
+        return
+    env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
+    ray.init(
+        address=address,
+        log_to_driver=False,
+        runtime_env={
+            "py_modules": [maw_gym, agents],
+            "env_vars": env_vars,
+        },
+    )
+
+
+def preflight(env_config: dict[str, Any]) -> dict[str, Any]:
+    """Build the env once in a Ray task (same runtime env as the env runners) and report.
+
+    Raises the worker's own error (a missing module, bad tables) instead of letting RLlib
+    restart broken env runners; returns ``maw_gym``'s path on the worker and the spaces.
+    """
+    import ray
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def probe(config: dict[str, Any]) -> dict[str, Any]:
+        import maw_gym
+
+        env = make_env(config)
+        env.close()
+        return {
+            "maw_gym_file": maw_gym.__file__,
+            "observation_space": env.observation_space,
+            "action_space": env.action_space,
+        }
+
+    return ray.get(probe.remote(env_config), timeout=300)
+
+
+def build_config(run: RLlibRun) -> Any:
+    """The ``AlgorithmConfig`` of ``run`` (new API stack, fault-tolerant env runners)."""
+    from ray.rllib.algorithms.appo import APPOConfig
+    from ray.rllib.algorithms.ppo import PPOConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+    if run.algo not in ALGORITHMS:
+        raise ValueError(f"algo={run.algo!r}; expected one of {ALGORITHMS}")
+    params = dict(
+        run.hyperparams
+        if run.hyperparams is not None
+        else load_hyperparams(run.env_config["env_id"])
+    )
+    hidden = list(params.pop("fcnet_hiddens", [64, 64]))
+    envs_per_runner = int(params.pop("num_envs_per_env_runner", 1))
+    if run.algo == "appo":
+        params.pop("minibatch_size", None)  # APPO learns on whole sample batches
+        params.pop("lambda_", None)
+    config = APPOConfig() if run.algo == "appo" else PPOConfig()
+    return (
+        config.environment(ENV_NAME, env_config=run.env_config)
+        .framework("torch")
+        .env_runners(num_env_runners=run.num_env_runners, num_envs_per_env_runner=envs_per_runner)
+        .learners(num_learners=0)
+        .training(**params)
+        .rl_module(model_config=DefaultModelConfig(fcnet_hiddens=hidden, fcnet_activation="tanh"))
+        .fault_tolerance(restart_failed_env_runners=True)
+        .debugging(seed=run.seed, log_level="ERROR")
+    )
+
+
+def train_run(run: RLlibRun) -> RLlibRouter:
+    """Train ``run.iterations`` iterations, checkpoint, and return the final policy as a router."""
+    from ray import tune
+
+    init_ray(run.address, run.num_cpus)
+    tune.register_env(ENV_NAME, make_env)
+    if run.num_env_runners > 0:
+        preflight(run.env_config)
+    algo = build_config(run).build_algo()
+    out_dir = Path(run.out_dir)
+    try:
+        run.env_runner_module_files = algo.env_runner_group.foreach_env_runner(
+            _maw_gym_file, local_env_runner=False
+        )
+        for iteration in range(1, run.iterations + 1):
+            start = time.perf_counter()
+            result = algo.train()
+            runners = result.get("env_runners", {})
+            run.metrics.append(
+                {
+                    "iteration": iteration,
+                    "seconds": time.perf_counter() - start,
+                    "env_steps": float(runners.get("num_env_steps_sampled_lifetime", math.nan)),
+                    "episode_return_mean": float(runners.get("episode_return_mean", math.nan)),
+                }
+            )
+            if run.checkpoint_every and iteration % run.checkpoint_every == 0:
+                algo.save(out_dir / "checkpoints" / f"iteration_{iteration:05d}")
+        algo.save(out_dir / "checkpoints" / "final")
+        return RLlibRouter(f"rllib-{run.algo}", algo.get_module())
+    finally:
+        algo.stop()
+
+
+def _maw_gym_file(env_runner: Any) -> str:
+    """Where this env runner imported ``maw_gym`` from (the runtime env's copy on a cluster)."""
+    import maw_gym
+
+    return str(maw_gym.__file__)
+
+
+class RLlibRouter:
+    """An RLlib RLModule as a router: ``forward_inference``, then the deterministic action.
+
+    Discrete: argmax; MultiDiscrete: argmax per head; Box: the Gaussian mean, unsquashed from
+    RLlib's normalised action space to the env's bounds as RLlib's env runners do.
+    """
+
+    def __init__(self, name: str, module: Any):
+        self.name = name
+        self.module = module
+
+    @torch.no_grad()
+    def act(self, observations: np.ndarray) -> np.ndarray:
+        from ray.rllib.core.columns import Columns
+        from ray.rllib.utils.spaces.space_utils import unsquash_action
+
+        obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
+        logits = self.module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
+        dist = self.module.get_inference_action_dist_cls().from_logits(logits)
+        actions = dist.to_deterministic().sample().cpu().numpy()
+        space = self.module.action_space
+        if isinstance(space, gym.spaces.Box):
+            return unsquash_action(actions, space).astype(np.float32)
+        return actions.astype(np.int64)
+
+    def save(self, directory: Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.module.save_to_path(str((directory / MODULE_DIR).resolve()))
+        write_router_json(directory, type(self), {"name": self.name, "module": MODULE_DIR})
+
+    @classmethod
+    def load(cls, directory: Path) -> RLlibRouter:
+        from ray.rllib.core.rl_module.rl_module import RLModule
+
+        directory = Path(directory)
+        config = read_router_json(directory)
+        module = RLModule.from_checkpoint(str((directory / config["module"]).resolve()))
+        return cls(config["name"], module)
+
+
+def train(
+    env_id: str,
+    train_tables: Tables,
+    dev_tables: Tables | None,
+    seed: int,
+    steps: int,
+    out_dir: Path,
+    *,
+    algo: str = "ppo",
+    env_kwargs: dict[str, Any] | None = None,
+    num_env_runners: int = 0,
+    address: str | None = None,
+    hyperparams: dict[str, Any] | None = None,
+) -> RLlibRouter:
+    """The ``maw-gym train --agent rllib-ppo`` entry: ``steps`` env steps on ``train_tables``.
+
+    The tables travel to workers through Ray's object store (``ray.put``). RLlib has no dev
+    evaluation here: ``dev_tables`` is accepted for the common signature and not used.
+    ``hyperparams`` replaces the ``rllib_ppo.yml`` entry.
+    """
+    import ray
+
+    init_ray(address, None)
+    params = dict(hyperparams) if hyperparams is not None else load_hyperparams(env_id)
+    batch = int(params.get("train_batch_size_per_learner", 4000))
+    env_config = {
+        "env_id": env_id,
+        "env_kwargs": env_kwargs or {},
+        "tables_ref": ray.put(train_tables),
+    }
+    run = RLlibRun(
+        env_config,
+        Path(out_dir),
+        algo=algo,
+        iterations=max(1, math.ceil(steps / batch)),
+        num_env_runners=num_env_runners,
+        address=address,
+        seed=seed,
+        hyperparams=params,
+    )
+    return train_run(run)
+
+
+TRAINERS = {"rllib-ppo": train}
+"""Agent name -> ``(env_id, train_tables, dev_tables, seed, steps, out_dir, **opts) -> Router``."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env", required=True, help="Gymnasium id, e.g. MAW/DepthSelection-v0")
+    parser.add_argument("--algo", choices=ALGORITHMS, default="ppo")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument(
+        "--num-env-runners",
+        type=int,
+        default=0,
+        help="remote env runners (0: sample in the driver)",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: 'auto' or host:port (default: private local)",
+    )
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a private local Ray")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--checkpoint-every", type=int, default=0)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="synthetic tables with one clearly best depth (smoke runs)",
+    )
+    source.add_argument("--dataset", help="dataset name or BEIR folder for the env's tables")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--preset", default="smoke")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.synthetic:
+        env_config: dict[str, Any] = {"env_id": args.env, "synthetic": {"best_depth": 1}}
+    else:
+        env_config = {
+            "env_id": args.env,
+            "env_kwargs": {"dataset": args.dataset, "split": args.split, "preset": args.preset},
+        }
+    rl_run = RLlibRun(
+        env_config,
+        args.out,
+        algo=args.algo,
+        iterations=args.iterations,
+        num_env_runners=args.num_env_runners,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+    )
+    router = train_run(rl_run)
+    router.save(Path(args.out) / "router")
+    for row in rl_run.metrics:
+        print(
+            f"iteration {row['iteration']:>4}: return {row['episode_return_mean']:.4f}  "
+            f"env steps {row['env_steps']:.0f}  {row['seconds']:.1f} s"
+        )
+    print(f"router saved to {Path(args.out) / 'router'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m agents.rllib", description=__doc__.split("\n")[0]
+    )
+    configure(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""RLlib baselines: one local iteration in the driver, and one against a real local Ray head.
+
+Each Ray instance costs ≈1 GB and several seconds to start, so each test trains exactly one tiny
+iteration; the Ray test starts its own head with ``ray start --block`` as a child process and
+stops it with SIGTERM (``ray stop`` would stop every Ray cluster on the machine).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Loopback only; Ray reads this when imported (tests/conftest.py should set it for the session).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import maw_gym
+from agents import rllib
+from agents.common import load_router
+from maw_gym.tables import Tables
+
+ENV_ID = "MAW/DepthSelection-v0"
+TINY = {
+    "num_envs_per_env_runner": 4,
+    "train_batch_size_per_learner": 64,
+    "minibatch_size": 32,
+    "num_epochs": 1,
+    "lr": 1e-3,
+    "gamma": 1.0,
+    "fcnet_hiddens": [16],
+}
+REPO_ROOT = Path(maw_gym.__file__).resolve().parent.parent
+
+
+def observations(tables: Tables) -> np.ndarray:
+    """Every query's observation, through the env itself (pinned queries)."""
+    envs = gym.make_vec(
+        ENV_ID, num_envs=tables.num_queries, vectorization_mode="vector_entry_point", tables=tables
+    )
+    obs, _ = envs.reset(seed=0, options={"query_index": np.arange(tables.num_queries)})
+    envs.close()
+    return obs
+
+
+@pytest.fixture
+def private_ray():
+    ray = pytest.importorskip("ray")
+    yield
+    ray.shutdown()
+
+
+def test_local_iteration_checkpoint_and_router_round_trip(private_ray, tmp_path):
+    """The registry entry (tables through the object store), 0 env runners, one iteration."""
+    tables = Tables.synthetic(num_queries=16, best_depth=1)
+    router = rllib.train(ENV_ID, tables, None, seed=0, steps=64, out_dir=tmp_path, hyperparams=TINY)
+    assert (tmp_path / "checkpoints" / "final" / "rllib_checkpoint.json").is_file()
+    obs = observations(tables)
+    actions = router.act(obs)
+    assert actions.shape == (16,) and actions.dtype == np.int64
+    assert ((actions >= 0) & (actions < tables.depth)).all()
+    router.save(tmp_path / "router")
+    loaded = load_router(tmp_path / "router")
+    assert isinstance(loaded, rllib.RLlibRouter)
+    np.testing.assert_array_equal(loaded.act(obs), actions)
+
+
+def test_unknown_algorithm_is_refused_before_ray_starts(tmp_path):
+    run = rllib.RLlibRun({"env_id": ENV_ID}, tmp_path, algo="sac")
+    with pytest.raises(ValueError, match="algo='sac'"):
+        rllib.build_config(run)
+
+
+def test_env_config_without_env_id_names_the_missing_key():
+    with pytest.raises(KeyError, match="env_id"):
+        rllib.make_env({"synthetic": {"best_depth": 1}})
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head():
+    """A real local head (2 CPUs) on loopback, in a short temp dir outside the shipped code."""
+    pytest.importorskip("ray")
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # socket paths must stay < 108 bytes
+    from ray._private import ray_constants
+
+    if ray_constants.ENABLE_RAY_CLUSTER:
+        pytest.fail(
+            "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set (conftest)"
+        )
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
+    ray_cli = Path(sys.executable).with_name("ray")
+    head = subprocess.Popen(
+        [
+            str(ray_cli),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--node-ip-address=127.0.0.1",
+            f"--temp-dir={temp_dir}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        import ray
+
+        ray.shutdown()
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+@pytest.mark.ray
+def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monkeypatch):
+    """One iteration with one remote env runner that imports maw_gym from the runtime env."""
+    monkeypatch.chdir(tmp_path)  # the driver's cwd leaks onto workers' sys.path: not the repo
+    run = rllib.RLlibRun(
+        {"env_id": ENV_ID, "synthetic": {"num_queries": 16, "best_depth": 1}},
+        tmp_path / "out",
+        iterations=1,
+        num_env_runners=1,
+        address=ray_head,
+        hyperparams=TINY,
+    )
+    started = time.perf_counter()
+    router = rllib.train_run(run)
+    print(f"by address: {time.perf_counter() - started:.1f} s, metrics {run.metrics}")
+    assert run.metrics[0]["env_steps"] >= 64
+    assert len(run.env_runner_module_files) == 1
+    for path in run.env_runner_module_files:
+        assert not Path(path).resolve().is_relative_to(REPO_ROOT), path
+        assert "runtime_resources" in path, path
+    obs = observations(Tables.synthetic(num_queries=16, best_depth=1))
+    assert router.act(obs).shape == (16,)
