@@ -452,7 +452,11 @@ def train_reranker(
     while not state.done and state.epoch < config.epochs:
         model.train()
         started = time.perf_counter()
-        use_router = config.specialisation == "router" and state.epoch >= config.warmup_epochs
+        use_router = (
+            config.specialisation == "router"
+            and model.router is not None
+            and state.epoch >= config.warmup_epochs
+        )
         losses = []
         batches = list(_query_batches(len(teach), config.batch_queries, generator))
         bar = tqdm(batches, desc=f"{name} epoch {state.epoch + 1}/{config.epochs}", leave=False)
