@@ -16,6 +16,7 @@ ratios still compare equal outcomes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -40,12 +41,19 @@ def run_agent(
     from agents.evaluate import evaluate_router
     from agents.train import AGENTS
 
-    with tempfile.TemporaryDirectory(prefix=f"bench-{agent}-warmup-") as out_dir:
+    with (
+        tempfile.TemporaryDirectory(prefix=f"bench-{agent}-warmup-") as out_dir,
+        contextlib.redirect_stdout(sys.stderr),
+    ):
         # untimed: one-off imports (torch, SB3, Ray start-up) are not training speed
         AGENTS[agent](env_id, tables, None, seed, budgets[0], Path(out_dir))
     rows = []
     for steps in tqdm(budgets, desc=agent, leave=False):
-        with tempfile.TemporaryDirectory(prefix=f"bench-{agent}-") as out_dir:
+        # stdout stays clean for --json: SB3's progress bar prints there
+        with (
+            tempfile.TemporaryDirectory(prefix=f"bench-{agent}-") as out_dir,
+            contextlib.redirect_stdout(sys.stderr),
+        ):
             started = time.perf_counter()
             router = AGENTS[agent](env_id, tables, None, seed, steps, Path(out_dir))
             seconds = time.perf_counter() - started
