@@ -34,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import yaml
+from tqdm.auto import tqdm
 
 from agents.common import read_router_json, write_router_json
 from maw_gym.tables import Tables
@@ -103,8 +104,12 @@ class RLlibRun:
     """Filled by :func:`train_run`: ``maw_gym.__file__`` on each remote env runner."""
 
 
-def init_ray(address: str | None, num_cpus: int | None) -> None:
-    """Join ``address`` shipping this code to workers, or start a private local Ray."""
+def init_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Join ``address`` shipping this code to workers, or start a private local Ray.
+
+    Returns whether this call connected (the caller then shuts Ray down when done); an already
+    initialised Ray is kept as it is.
+    """
     import ray
 
     import agents
@@ -113,7 +118,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
     # Token authentication needs a shared secret a private or test cluster does not have.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
-        return
+        return False
     if address is None:
         ray.init(
             num_cpus=num_cpus,
@@ -121,7 +126,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
             log_to_driver=False,
             _node_ip_address="127.0.0.1",
         )
-        return
+        return True
     env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
     ray.init(
         address=address,
@@ -131,6 +136,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> None:
             "env_vars": env_vars,
         },
     )
+    return True
 
 
 def preflight(env_config: dict[str, Any]) -> dict[str, Any]:
@@ -189,36 +195,46 @@ def build_config(run: RLlibRun) -> Any:
 
 def train_run(run: RLlibRun) -> RLlibRouter:
     """Train ``run.iterations`` iterations, checkpoint, and return the final policy as a router."""
+    import ray
     from ray import tune
 
-    init_ray(run.address, run.num_cpus)
-    tune.register_env(ENV_NAME, make_env)
-    if run.num_env_runners > 0:
-        preflight(run.env_config)
-    algo = build_config(run).build_algo()
-    out_dir = Path(run.out_dir)
+    started = init_ray(run.address, run.num_cpus)
     try:
-        run.env_runner_module_files = algo.env_runner_group.foreach_env_runner(
-            _maw_gym_file, local_env_runner=False
-        )
-        for iteration in range(1, run.iterations + 1):
-            start = time.perf_counter()
-            result = algo.train()
-            runners = result.get("env_runners", {})
-            run.metrics.append(
-                {
-                    "iteration": iteration,
-                    "seconds": time.perf_counter() - start,
-                    "env_steps": float(runners.get("num_env_steps_sampled_lifetime", math.nan)),
-                    "episode_return_mean": float(runners.get("episode_return_mean", math.nan)),
-                }
-            )
-            if run.checkpoint_every and iteration % run.checkpoint_every == 0:
-                algo.save(out_dir / "checkpoints" / f"iteration_{iteration:05d}")
-        algo.save(out_dir / "checkpoints" / "final")
-        return RLlibRouter(f"rllib-{run.algo}", algo.get_module())
+        tune.register_env(ENV_NAME, make_env)
+        if run.num_env_runners > 0:
+            preflight(run.env_config)
+        algo = build_config(run).build_algo()
+        try:
+            return _train_algo(algo, run)
+        finally:
+            algo.stop()
     finally:
-        algo.stop()
+        if started:
+            ray.shutdown()
+
+
+def _train_algo(algo: Any, run: RLlibRun) -> RLlibRouter:
+    out_dir = Path(run.out_dir)
+    run.env_runner_module_files = algo.env_runner_group.foreach_env_runner(
+        _maw_gym_file, local_env_runner=False
+    )
+    bar = tqdm(range(1, run.iterations + 1), desc=f"rllib-{run.algo}", unit="iter")
+    for iteration in bar:
+        start = time.perf_counter()
+        result = algo.train()
+        runners = result.get("env_runners", {})
+        row = {
+            "iteration": iteration,
+            "seconds": time.perf_counter() - start,
+            "env_steps": float(runners.get("num_env_steps_sampled_lifetime", math.nan)),
+            "episode_return_mean": float(runners.get("episode_return_mean", math.nan)),
+        }
+        run.metrics.append(row)
+        bar.set_postfix(ret=f"{row['episode_return_mean']:.3f}")
+        if run.checkpoint_every and iteration % run.checkpoint_every == 0:
+            algo.save(out_dir / "checkpoints" / f"iteration_{iteration:05d}")
+    algo.save(out_dir / "checkpoints" / "final")
+    return RLlibRouter(f"rllib-{run.algo}", algo.get_module())
 
 
 def _maw_gym_file(env_runner: Any) -> str:
@@ -291,7 +307,7 @@ def train(
     """
     import ray
 
-    init_ray(address, None)
+    started = init_ray(address, None)
     params = dict(hyperparams) if hyperparams is not None else load_hyperparams(env_id)
     batch = int(params.get("train_batch_size_per_learner", 4000))
     env_config = {
@@ -309,11 +325,11 @@ def train(
         seed=seed,
         hyperparams=params,
     )
-    return train_run(run)
-
-
-TRAINERS = {"rllib-ppo": train}
-"""Agent name -> ``(env_id, train_tables, dev_tables, seed, steps, out_dir, **opts) -> Router``."""
+    try:
+        return train_run(run)
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,6 @@ periodically (``out_dir/eval/evaluations.npz``); the result is an :class:`SB3Rou
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -268,7 +267,3 @@ def train(
         )
     model.learn(total_timesteps=steps, callback=callback, tb_log_name=algo, progress_bar=progress)
     return SB3Router.from_vec_normalize(f"sb3-{algo}", algo, model, env)
-
-
-TRAINERS = {name: functools.partial(train, name) for name in ALGORITHMS}
-"""Agent name -> ``(env_id, train_tables, dev_tables, seed, steps, out_dir, **opts) -> Router``."""

@@ -63,6 +63,9 @@ def test_local_iteration_checkpoint_and_router_round_trip(private_ray, tmp_path)
     tables = Tables.synthetic(num_queries=16, best_depth=1)
     router = rllib.train(ENV_ID, tables, None, seed=0, steps=64, out_dir=tmp_path, hyperparams=TINY)
     assert (tmp_path / "checkpoints" / "final" / "rllib_checkpoint.json").is_file()
+    import ray
+
+    assert not ray.is_initialized()  # the private Ray it started is shut down (≈1 GB)
     obs = observations(tables)
     actions = router.act(obs)
     assert actions.shape == (16,) and actions.dtype == np.int64
