@@ -305,7 +305,10 @@ def train(
             "charts/mean_return": float(episodes.returns.mean()),
             "charts/steps_per_second": env_steps / (time.perf_counter() - start_time),
             "charts/entropy": float(np.mean(entropies)),
-            "charts/zero_std_fraction": epoch_stats[0]["zero_std_fraction"],
+            # groups whose members all scored the same teach nothing (DeepSeekMath §4.1)
+            "charts/zero_std_fraction": float(
+                (b_rewards.max(dim=1).values == b_rewards.min(dim=1).values).float().mean()
+            ),
         }
         for key in ("loss", "policy_loss", "kl", "clip_fraction", "approx_kl_old"):
             record[f"losses/{key}"] = float(np.mean([s[key] for s in epoch_stats]))
