@@ -25,12 +25,13 @@ from maw_gym.data.validate import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Split:
     """One split of a BEIR dataset: every split of a folder shares one ``corpus`` dict.
 
     Treat the dicts as read-only: splits are memoised per process, so a change would be seen
-    by every later :func:`load_split` of the same folder.
+    by every later :func:`load_split` of the same folder. Splits compare and hash by identity
+    (comparing corpora would be slow); ``fingerprint`` says whether two hold the same data.
     """
 
     dataset: str
