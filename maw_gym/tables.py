@@ -57,15 +57,16 @@ def ndcg_at_10(
 
     ``scores``/``relevance``/``mask``: (..., C); ``ideal_gains``: (..., 10). Ties are broken by
     candidate position (BM25 order), as a stable sort does. Queries with no relevant document
-    score 0. Uses ``2**rel - 1`` gains and ``log2(rank + 1)`` discounts, as trec_eval does.
+    score 0. Uses linear gains ``rel`` and ``log2(rank + 1)`` discounts, as trec_eval (and so
+    beir) does.
     """
     scores = np.where(mask, scores, -np.inf)
     order = np.argsort(-scores, axis=-1, kind="stable")[..., :NDCG_CUTOFF]
     ranked_rel = np.take_along_axis(np.where(mask, relevance, 0.0), order, axis=-1)
     k = ranked_rel.shape[-1]
     discounts = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))
-    dcg = ((2.0**ranked_rel - 1.0) * discounts[:k]).sum(-1)
-    idcg = ((2.0**ideal_gains - 1.0) * discounts).sum(-1)
+    dcg = (ranked_rel * discounts[:k]).sum(-1)
+    idcg = (ideal_gains * discounts).sum(-1)
     return np.where(idcg > 0, dcg / np.maximum(idcg, 1e-12), 0.0).astype(np.float32)
 
 
