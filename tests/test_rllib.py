@@ -152,6 +152,10 @@ def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monk
         hyperparams=TINY,
     )
     started = time.perf_counter()
+    assert rllib.init_ray(ray_head, None)
+    # Fail fast: a worker that cannot build the env raises its own error, not a later IndexError.
+    with pytest.raises(Exception, match="Nope"):
+        rllib.preflight({"env_id": "MAW/Nope-v0"})
     router = rllib.train_run(run)
     print(f"by address: {time.perf_counter() - started:.1f} s, metrics {run.metrics}")
     assert run.metrics[0]["env_steps"] >= 64
