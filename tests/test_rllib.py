@@ -165,3 +165,32 @@ def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monk
         assert "runtime_resources" in path, path
     obs = observations(Tables.synthetic(num_queries=16, best_depth=1))
     assert router.act(obs).shape == (16,)
+
+
+def test_command_line_trains_and_saves_a_loadable_router(tmp_path):
+    """``python -m agents.rllib``: the router it saves names ``agents.rllib``'s class."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agents.rllib",
+            "--env",
+            ENV_ID,
+            "--synthetic",
+            "--iterations",
+            "1",
+            "--num-cpus",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "iteration    1" in done.stdout
+    router = load_router(out / "router")
+    assert isinstance(router, rllib.RLlibRouter) and router.name == "rllib-ppo"
