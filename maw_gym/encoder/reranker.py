@@ -120,6 +120,10 @@ class MAWReranker(nn.Module):
         attention: ``"maw"`` (``depth`` patterns) or ``"nonmaw"`` (standard attention, D = 1).
         layers: MAW layers in the stack (the score reads the last one).
         router: build the joint depth router (MAW, one layer).
+        observe_candidates: the observation averages the last layer's compressed attention
+            over each query's top ``observe_candidates`` BM25 candidates (materialising every
+            depth's full attention is the pipeline's most expensive step, and the top of the
+            list is what NDCG@10 depends on).
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class MAWReranker(nn.Module):
         attention: AttentionKind = "maw",
         layers: int = 1,
         router: bool = True,
+        observe_candidates: int = 8,
     ) -> None:
         super().__init__()
         if attention not in ("maw", "nonmaw"):
@@ -141,6 +146,9 @@ class MAWReranker(nn.Module):
         self.attention_kind = attention
         self.depth = depth if attention == "maw" else 1
         self.heads, self.head_dim, self.pool = heads, head_dim, pool
+        if observe_candidates < 1:
+            raise ValueError(f"observe_candidates must be >= 1, got {observe_candidates}")
+        self.observe_candidates = observe_candidates
         layer_cls = MAWAttention if attention == "maw" else NonMAWAttention
         self.layers = nn.ModuleList(
             layer_cls(hidden, heads, self.depth, head_dim) for _ in range(layers)
@@ -245,6 +253,16 @@ class QueryBatch:
             relevance=torch.from_numpy(inputs.relevance[index]),
         )
 
+    def leading(self, count: int) -> QueryBatch:
+        """The batch restricted to each query's first ``count`` (top BM25) candidates."""
+        bq, c = self.shape
+        k = min(count, c)
+        x = self.x.view(bq, c, *self.x.shape[1:])[:, :k].reshape(bq * k, *self.x.shape[1:])
+        mask = self.mask.view(bq, c, -1)[:, :k].reshape(bq * k, -1)
+        return QueryBatch(
+            x, mask, self.bm25_z[:, :k], self.candidate_mask[:, :k], self.relevance[:, :k]
+        )
+
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.candidate_mask.shape)  # type: ignore[return-value]
@@ -309,7 +327,10 @@ def training_step(
     all_scores = depth_candidate_scores(model, batch, lower)  # (Bq, D, C)
     logs: dict[str, float] = {}
     if use_router and model.router is not None:
-        observation = batch.candidate_mean(model.observe(batch.x, batch.mask)["observation"])
+        observed = batch.leading(model.observe_candidates)
+        observation = observed.candidate_mean(
+            model.observe(observed.x, observed.mask)["observation"]
+        )
         logits = model.router(observation)
         gumbel = -torch.log(
             -torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-10))
@@ -373,9 +394,14 @@ def score_split(
         out.setdefault("score_base", []).append(batch.per_query(base).numpy())
         out.setdefault("score_parts", []).append(batch.per_query(parts).permute(0, 2, 3, 1).numpy())
         if observe:
-            compressed = model.observe(batch.x, batch.mask, lower)
+            observed = batch.leading(model.observe_candidates)
+            observed_lower = None
+            if lower_depths is not None:
+                observed_lower = torch.from_numpy(lower_depths[index]).long()
+                observed_lower = observed_lower.repeat_interleave(observed.shape[1], dim=0)
+            compressed = model.observe(observed.x, observed.mask, observed_lower)
             for key, value in compressed.items():
-                out.setdefault(key, []).append(batch.candidate_mean(value).numpy())
+                out.setdefault(key, []).append(observed.candidate_mean(value).numpy())
             if model.router is not None:
                 logits = model.router(torch.from_numpy(out["observation"][-1]))
                 out.setdefault("router_logits", []).append(logits.numpy())

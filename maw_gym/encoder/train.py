@@ -34,7 +34,10 @@ from maw_gym.pipeline import SplitInputs, split_fingerprint, split_inputs
 from maw_gym.presets import Preset
 
 #: Bump when training changes in a way that makes old encoders stale.
-ENCODER_VERSION = 1
+ENCODER_VERSION = 2
+#: The layer-2 observation is computed once per layer-1 depth (D times the layer-1 cost), so it
+#: averages over fewer top candidates than layer 1's (``MAWReranker.observe_candidates``).
+LAYER2_OBSERVE_CANDIDATES = 2
 
 
 def model_specs(preset: Preset, hidden: int, seed: int) -> dict[str, tuple[dict, TrainConfig]]:
@@ -62,7 +65,13 @@ def model_specs(preset: Preset, hidden: int, seed: int) -> dict[str, tuple[dict,
         )
     if preset.layers > 1:
         specs["stack"] = (
-            {**shape, "attention": "maw", "layers": preset.layers, "router": False},
+            {
+                **shape,
+                "attention": "maw",
+                "layers": preset.layers,
+                "router": False,
+                "observe_candidates": LAYER2_OBSERVE_CANDIDATES,
+            },
             dataclasses.replace(base, specialisation="random"),
         )
     return specs
