@@ -120,3 +120,23 @@ def test_encoder_report_on_smoke(encoder_dir, tmp_path) -> None:
         assert r["probe_minus_best_fixed"]["low"] <= r["probe_minus_best_fixed"]["high"]
     assert (tmp_path / "depth_ndcg_test.png").stat().st_size > 0
     assert (tmp_path / "depth_slices_test.png").stat().st_size > 0
+
+
+def test_layer2_scores_and_router_logits_match_the_models(encoder_dir, dev_tables) -> None:
+    encoder = TrainedEncoder.load(encoder_dir)
+    inputs = split_inputs("nave-kjv", "dev", PRESET)
+    batch = QueryBatch.from_inputs(inputs, np.arange(2))
+    pairs = batch.x.shape[0]
+    with torch.no_grad():
+        for lower, depth in [(0, 0), (1, 3), (3, 2)]:
+            direct = encoder.models["stack"](
+                batch.x,
+                batch.mask,
+                batch.bm25_z.flatten(),
+                depth_index=torch.full((pairs,), depth),
+                lower_depths=torch.full((pairs, 1), lower),
+            )
+            expected = dev_tables.layer2_scores[:2, lower, depth].reshape(-1)
+            np.testing.assert_allclose(direct.numpy(), expected, atol=1e-4)
+        logits = encoder.models["maw"].router(torch.from_numpy(dev_tables.observation))
+    np.testing.assert_allclose(logits.numpy(), dev_tables.joint_router_logits, atol=1e-5)
