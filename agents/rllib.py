@@ -37,11 +37,13 @@ import yaml
 from tqdm.auto import tqdm
 
 from agents.common import read_router_json, write_router_json
+from maw_gym.cache import atomic_path
 from maw_gym.tables import Tables
 
 ENV_NAME = "maw_gym_env"
 HYPERPARAMS_FILE = Path(__file__).resolve().parent / "hyperparams" / "rllib_ppo.yml"
 MODULE_DIR = "rl_module"
+NORMALISATION_FILE = "obs_normalisation.npz"
 ALGORITHMS = ("ppo", "appo")
 # Passed on to workers when joining a cluster. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps a
 # one-machine cluster on 127.0.0.1; Ray reads it when *imported*, so it must be set in the shell
@@ -62,7 +64,67 @@ def make_env(env_config: dict[str, Any]) -> gym.Env:
         kwargs["tables"] = ray.get(env_config["tables_ref"])
     elif env_config.get("synthetic") is not None:
         kwargs["tables"] = Tables.synthetic(**env_config["synthetic"])
-    return gym.make(env_config["env_id"], **kwargs)
+    env = gym.make(env_config["env_id"], **kwargs)
+    stats = env_config.get("obs_normalisation")
+    if stats is None:
+        return env
+    normalisation = ObsNormalisation.from_dict(stats)
+    space = gym.spaces.Box(
+        -normalisation.clip, normalisation.clip, env.observation_space.shape, np.float32
+    )
+    return gym.wrappers.TransformObservation(env, normalisation, space)
+
+
+@dataclass(frozen=True)
+class ObsNormalisation:
+    """Fixed ``clip((obs − mean) / std)``, measured once on the training env.
+
+    Attention maps are tiny probabilities whose informative differences are smaller still (SB3
+    uses VecNormalize for the same reason). Fixed statistics, unlike RLlib's running
+    ``MeanStdFilter``, live in ``env_config`` and beside the router, not in connector state.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    clip: float = 10.0
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        scaled = (np.asarray(observations, dtype=np.float32) - self.mean) / self.std
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, stats: dict[str, Any]) -> ObsNormalisation:
+        mean = np.asarray(stats["mean"], dtype=np.float32)
+        return cls(mean, np.asarray(stats["std"], dtype=np.float32), float(stats["clip"]))
+
+    @classmethod
+    def measure(
+        cls, env_config: dict[str, Any], episodes: int = 1024, seed: int = 0
+    ) -> ObsNormalisation:
+        """Statistics of every observation of ``episodes`` uniformly random episodes."""
+        env = make_env({**env_config, "obs_normalisation": None})
+        if not isinstance(env.observation_space, gym.spaces.Box):
+            raise ValueError(
+                f"{env_config['env_id']}: observation normalisation needs a Box "
+                f"observation space, got {env.observation_space}"
+            )
+        env.action_space.seed(seed)
+        seen = []
+        for episode in range(episodes):
+            obs, _ = env.reset(seed=seed if episode == 0 else None)
+            done = False
+            while not done:
+                seen.append(obs)
+                obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+                done = terminated or truncated
+        env.close()
+        batch = np.asarray(seen, dtype=np.float64)
+        return cls(
+            batch.mean(0).astype(np.float32), np.maximum(batch.std(0), 1e-6).astype(np.float32)
+        )
 
 
 def load_hyperparams(env_id: str, path: Path = HYPERPARAMS_FILE) -> dict[str, Any]:
@@ -98,6 +160,8 @@ class RLlibRun:
     """Also save a checkpoint every N iterations (0: only the final one)."""
     hyperparams: dict[str, Any] | None = None
     """Replaces the ``rllib_ppo.yml`` entry (tests pass tiny budgets this way)."""
+    normalise_obs: bool = True
+    """Standardise observations with statistics measured once on the env (ObsNormalisation)."""
     num_threads: int | None = 1
     """Torch intra-op threads of the driver (learner, local sampling); None: torch's default.
     With 2 threads on a busy 2-core machine a 512-step iteration took 8 s instead of 0.5 s."""
@@ -206,6 +270,9 @@ def train_run(run: RLlibRun) -> RLlibRouter:
     started = init_ray(run.address, run.num_cpus)
     try:
         tune.register_env(ENV_NAME, make_env)
+        if run.normalise_obs and run.env_config.get("obs_normalisation") is None:
+            stats = ObsNormalisation.measure(run.env_config, seed=run.seed)
+            run.env_config = {**run.env_config, "obs_normalisation": stats.to_dict()}
         if run.num_env_runners > 0:
             preflight(run.env_config)
         algo = build_config(run).build_algo()
@@ -239,7 +306,9 @@ def _train_algo(algo: Any, run: RLlibRun) -> RLlibRouter:
         if run.checkpoint_every and iteration % run.checkpoint_every == 0:
             algo.save(out_dir / "checkpoints" / f"iteration_{iteration:05d}")
     algo.save(out_dir / "checkpoints" / "final")
-    return RLlibRouter(f"rllib-{run.algo}", algo.get_module())
+    stats = run.env_config.get("obs_normalisation")
+    normalisation = None if stats is None else ObsNormalisation.from_dict(stats)
+    return RLlibRouter(f"rllib-{run.algo}", algo.get_module(), normalisation)
 
 
 def _maw_gym_file(env_runner: Any) -> str:
@@ -253,19 +322,24 @@ class RLlibRouter:
     """An RLlib RLModule as a router: ``forward_inference``, then the deterministic action.
 
     Discrete: argmax; MultiDiscrete: argmax per head; Box: the Gaussian mean, unsquashed from
-    RLlib's normalised action space to the env's bounds as RLlib's env runners do.
+    RLlib's normalised action space to the env's bounds as RLlib's env runners do. Raw env
+    observations are first normalised as the training env did.
     """
 
-    def __init__(self, name: str, module: Any):
+    def __init__(self, name: str, module: Any, obs_normalisation: ObsNormalisation | None = None):
         self.name = name
         self.module = module
+        self.obs_normalisation = obs_normalisation
 
     @torch.no_grad()
     def act(self, observations: np.ndarray) -> np.ndarray:
         from ray.rllib.core.columns import Columns
         from ray.rllib.utils.spaces.space_utils import unsquash_action
 
-        obs = torch.as_tensor(np.asarray(observations), dtype=torch.float32)
+        obs = np.asarray(observations, dtype=np.float32)
+        if self.obs_normalisation is not None:
+            obs = self.obs_normalisation(obs)
+        obs = torch.as_tensor(obs)
         logits = self.module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
         dist = self.module.get_inference_action_dist_cls().from_logits(logits)
         actions = dist.to_deterministic().sample().cpu().numpy()
@@ -278,7 +352,20 @@ class RLlibRouter:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.module.save_to_path(str((directory / MODULE_DIR).resolve()))
-        write_router_json(directory, type(self), {"name": self.name, "module": MODULE_DIR})
+        normalisation = None
+        if self.obs_normalisation is not None:
+            normalisation = NORMALISATION_FILE
+            with atomic_path(directory / NORMALISATION_FILE) as tmp, open(tmp, "wb") as handle:
+                np.savez(handle, **self.obs_normalisation.to_dict())
+        write_router_json(
+            directory,
+            type(self),
+            {
+                "name": self.name,
+                "module": MODULE_DIR,
+                "obs_normalisation": normalisation,
+            },
+        )
 
     @classmethod
     def load(cls, directory: Path) -> RLlibRouter:
@@ -287,7 +374,11 @@ class RLlibRouter:
         directory = Path(directory)
         config = read_router_json(directory)
         module = RLModule.from_checkpoint(str((directory / config["module"]).resolve()))
-        return cls(config["name"], module)
+        normalisation = None
+        if config.get("obs_normalisation"):
+            with np.load(directory / config["obs_normalisation"]) as data:
+                normalisation = ObsNormalisation.from_dict({k: data[k] for k in data.files})
+        return cls(config["name"], module, normalisation)
 
 
 def train(

@@ -82,6 +82,19 @@ def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path
     np.testing.assert_array_equal(loaded.act(obs), actions)
 
 
+def test_observation_normalisation_standardises_the_env(tmp_path):
+    config = {"env_id": ENV_ID, "synthetic": {"num_queries": 16, "best_depth": 1}}
+    normalisation = rllib.ObsNormalisation.measure(config, episodes=512)
+    scaled = normalisation(observations(Tables.synthetic(num_queries=16, best_depth=1)))
+    assert np.abs(scaled.mean(0)).max() < 0.3 and np.abs(scaled.std(0) - 1).max() < 0.3
+    again = rllib.ObsNormalisation.from_dict(normalisation.to_dict())
+    np.testing.assert_array_equal(again(scaled), normalisation(scaled))
+    env = rllib.make_env({**config, "obs_normalisation": normalisation.to_dict()})
+    obs, _ = env.reset(seed=0, options={"query_index": 3})
+    np.testing.assert_allclose(obs, scaled[3], rtol=1e-6)
+    assert env.observation_space.contains(obs)
+
+
 def test_unknown_algorithm_is_refused_before_ray_starts(tmp_path):
     run = rllib.RLlibRun({"env_id": ENV_ID}, tmp_path, algo="sac")
     with pytest.raises(ValueError, match="algo='sac'"):
