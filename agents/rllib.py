@@ -1,14 +1,15 @@
 """RLlib baselines (PPO, APPO) on the MAW envs, on the new API stack, locally or on a Ray cluster.
 
 The env is registered with ``tune.register_env`` under :data:`ENV_NAME`; its ``env_config``
-says how a worker builds it, never with arrays inline:
+says how a worker builds it, never with table arrays inline:
 
-| key          | meaning                                                                    |
-|--------------|----------------------------------------------------------------------------|
-| ``env_id``   | the Gymnasium id, e.g. ``MAW/DepthSelection-v0``                           |
-| ``env_kwargs``| passed to ``gym.make``: ``dataset``/``split``/``preset`` names build tables |
-| ``tables_ref``| optional ``ray.put(tables)`` ref: tables the driver already holds          |
-| ``synthetic``| optional kwargs of ``Tables.synthetic`` (tests)                            |
+| key                  | meaning                                                              |
+|----------------------|----------------------------------------------------------------------|
+| ``env_id``           | the Gymnasium id, e.g. ``MAW/DepthSelection-v0``                     |
+| ``env_kwargs``       | passed to ``gym.make``: ``dataset``/``split``/``preset`` build tables |
+| ``tables_ref``       | optional ``ray.put(tables)`` ref: tables the driver already holds    |
+| ``synthetic``        | optional kwargs of ``Tables.synthetic`` (tests, smoke runs)          |
+| ``obs_normalisation``| :class:`ObsNormalisation` as a dict, measured once by the driver     |
 
 Joining a cluster (``address``) ships ``maw_gym`` and ``agents`` to every worker through the
 runtime environment (``py_modules``), so workers need no checkout. A worker that cannot import
