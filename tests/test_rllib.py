@@ -11,6 +11,7 @@ import os
 
 # Loopback only; Ray reads this when imported (tests/conftest.py should set it for the session).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+import shutil
 import signal
 import socket
 import subprocess
@@ -156,6 +157,7 @@ def ray_head():
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)  # Ray's session logs and sockets
 
 
 @pytest.mark.ray
