@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tables": ("maw_gym.encoder.tables", "build the per-query, per-depth tables envs read"),
     "train": ("agents.train", "train a routing policy (GRPO, supervised, SB3, RLlib)"),
     "evaluate": ("agents.evaluate", "score a saved router on a split"),
+    "rllib": ("agents.rllib", "train RLlib PPO/APPO locally or on a Ray cluster"),
     "leaderboard": ("maw_gym.leaderboard", "train and rank every routing policy (the main job)"),
 }
 
