@@ -199,7 +199,7 @@ def plot_depth_bars(split_report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     depths = split_report["depths"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     ax.bar(range(len(depths)), depths, color="tab:blue", label="MAW, fixed depth")
     lines = {
         "BM25": (split_report["bm25"], "black"),
@@ -207,7 +207,7 @@ def plot_depth_bars(split_report: dict[str, Any], path: Path) -> None:
         "oracle depth": (split_report["oracle"], "tab:green"),
         "joint router": (split_report["joint_router"], "tab:orange"),
         "probe router": (split_report["probe"], "tab:purple"),
-        "best NON-MAW seed + seed control": (
+        "NON-MAW seed oracle": (
             max(split_report["nonmaw_seeds"]) + split_report["seed_control"],
             "tab:red",
         ),
@@ -218,7 +218,7 @@ def plot_depth_bars(split_report: dict[str, Any], path: Path) -> None:
     ax.set_ylim(low * 0.95, None)
     ax.set_xlabel("depth")
     ax.set_ylabel("NDCG@10 (test)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

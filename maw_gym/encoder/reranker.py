@@ -124,6 +124,8 @@ class MAWReranker(nn.Module):
             over each query's top ``observe_candidates`` BM25 candidates (materialising every
             depth's full attention is the pipeline's most expensive step, and the top of the
             list is what NDCG@10 depends on).
+        init_noise: ``MAWAttention``'s depth-transform noise around identity (how different
+            the depths start).
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class MAWReranker(nn.Module):
         layers: int = 1,
         router: bool = True,
         observe_candidates: int = 8,
+        init_noise: float = 0.5,
     ) -> None:
         super().__init__()
         if attention not in ("maw", "nonmaw"):
@@ -149,10 +152,13 @@ class MAWReranker(nn.Module):
         if observe_candidates < 1:
             raise ValueError(f"observe_candidates must be >= 1, got {observe_candidates}")
         self.observe_candidates = observe_candidates
-        layer_cls = MAWAttention if attention == "maw" else NonMAWAttention
-        self.layers = nn.ModuleList(
-            layer_cls(hidden, heads, self.depth, head_dim) for _ in range(layers)
-        )
+
+        def make_layer() -> nn.Module:
+            if attention == "maw":
+                return MAWAttention(hidden, heads, self.depth, head_dim, init_noise=init_noise)
+            return NonMAWAttention(hidden, heads, 1, head_dim)
+
+        self.layers = nn.ModuleList(make_layer() for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers - 1))
         # u: read-out of the last layer's CLS output; u_hᵀ W_o,h is head h's share of it.
         self.score_weight = nn.Parameter(torch.randn(hidden) * 0.01)
