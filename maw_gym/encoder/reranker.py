@@ -17,7 +17,7 @@ the prototypes found necessary to beat BM25 at all (issue 3).
 query on a random depth makes all depths learn the same ranking (rank correlation 0.95 in the
 prototype), which makes routing pointless. Here a router MLP reads the *same* compressed
 observation the environment exposes (``compress_attention`` pooled maps of every depth,
-averaged over the query's candidates, detached) and picks one depth per query with a hard
+averaged over the query's top BM25 candidates, detached) and picks one depth per query with a hard
 straight-through Gumbel-softmax sample; the query's scores are that depth's scores, so each
 depth is trained only on the queries routed to it and the router learns (through the
 straight-through gradient of the listwise loss) which depth ranks which query best. A Switch
