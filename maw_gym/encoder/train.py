@@ -34,7 +34,7 @@ from maw_gym.pipeline import SplitInputs, split_fingerprint, split_inputs
 from maw_gym.presets import Preset
 
 #: Bump when training changes in a way that makes old encoders stale.
-ENCODER_VERSION = 2
+ENCODER_VERSION = 3
 #: The layer-2 observation is computed once per layer-1 depth (D times the layer-1 cost), so it
 #: averages over fewer top candidates than layer 1's (``MAWReranker.observe_candidates``).
 LAYER2_OBSERVE_CANDIDATES = 2
