@@ -20,7 +20,7 @@ CACHE_ENV_VAR = "MAW_GYM_CACHE"
 
 
 def cache_dir(*parts: str) -> Path:
-    """The cache root (``$MAW_GYM_CACHE`` or ``~/.cache/maw-gym``) joined with ``parts``, created."""
+    """The cache root (``$MAW_GYM_CACHE`` or ``~/.cache/maw-gym``) joined with ``parts``."""
     root = Path(os.environ.get(CACHE_ENV_VAR, Path.home() / ".cache" / "maw-gym"))
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
@@ -28,7 +28,7 @@ def cache_dir(*parts: str) -> Path:
 
 
 def stable_hash(*items: Any, length: int = 16) -> str:
-    """A short hex digest of JSON-serialisable items (dict keys sorted), bytes or paths' contents."""
+    """A short hex digest of JSON-serialisable items (keys sorted), bytes or files' contents."""
     digest = hashlib.sha256()
     for item in items:
         if isinstance(item, bytes):
@@ -52,7 +52,7 @@ def file_hash(path: Path, length: int = 16) -> str:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``, renamed onto ``path`` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

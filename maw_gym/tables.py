@@ -11,27 +11,30 @@ so a candidate's score under any choice of depths decomposes exactly as
 
 which makes the hard, per-head and soft-mixture environments exact from these arrays.
 
-Shapes (N queries, D depths, H heads, P pooled size, C candidates):
+Shapes (N queries, D depths, H heads, P pooled size, C candidates; "top-8" = the query's 8 best
+BM25 candidates, which the observation is averaged over):
 
-| field             | dtype   | shape            | meaning                                               |
-|-------------------|---------|------------------|-------------------------------------------------------|
-| query_ids         | str     | (N,)             | BEIR query ids                                        |
-| candidate_ids     | str     | (N, C)           | BM25 top-C doc ids, "" where a query has fewer        |
-| candidate_mask    | bool    | (N, C)           | True for real candidates                              |
-| relevance         | float32 | (N, C)           | qrels grade of each candidate (0 if unjudged)         |
-| ideal_gains       | float32 | (N, 10)          | the query's 10 best qrels grades, descending (IDCG)   |
-| observation       | float32 | (N, D, H, P, P)  | compressed 5D attention (mean over candidates)        |
-| entropy           | float32 | (N, D, H)        | mean normalised row entropy per depth and head, [0,1] |
-| focus             | float32 | (N, D, H)        | mean top-k key mass per depth and head, [0,1]         |
-| score_parts       | float32 | (N, D, H, C)     | per-head, per-depth contribution to candidate scores  |
-| score_base        | float32 | (N, C)           | depth-independent part of the scores                  |
-| bm25_scores       | float32 | (N, C)           | first-stage scores                                    |
-| nonmaw_scores     | float32 | (N, C)           | NON-MAW twin reranker's scores                        |
-| layer2_observation| float32 | (N, D, D, H, P, P) | optional: layer-2 observation after layer-1 depth   |
-| layer2_entropy    | float32 | (N, D, D, H)     | optional: layer-2 entropy given (d1, d2)              |
-| layer2_focus      | float32 | (N, D, D, H)     | optional: layer-2 focus given (d1, d2)                |
-| layer2_scores     | float32 | (N, D, D, C)     | optional: stack's candidate scores given (d1, d2)     |
-| joint_router_logits | float32 | (N, D)         | the encoder's jointly trained router on observation   |
+| field               | shape              | meaning                                          |
+|---------------------|--------------------|--------------------------------------------------|
+| query_ids           | (N,) str           | BEIR query ids                                   |
+| candidate_ids       | (N, C) str         | BM25 top-C doc ids, "" where a query has fewer   |
+| candidate_mask      | (N, C) bool        | True for real candidates                         |
+| relevance           | (N, C)             | qrels grade of each candidate (0 if unjudged)    |
+| ideal_gains         | (N, 10)            | the query's 10 best qrels grades (for IDCG)      |
+| observation         | (N, D, H, P, P)    | compressed 5D attention (mean over top-8)        |
+| entropy             | (N, D, H)          | mean normalised row entropy, in [0, 1]           |
+| focus               | (N, D, H)          | mean top-k key mass, in [0, 1]                   |
+| score_parts         | (N, D, H, C)       | per-head, per-depth part of candidate scores     |
+| score_base          | (N, C)             | depth-independent part of the scores             |
+| bm25_scores         | (N, C)             | first-stage scores                               |
+| nonmaw_scores       | (N, C)             | NON-MAW twin reranker's scores                   |
+| joint_router_logits | (N, D)             | the encoder's jointly trained router             |
+| layer2_observation  | (N, D, D, H, P, P) | optional: layer-2 observation given layer-1 depth|
+| layer2_entropy      | (N, D, D, H)       | optional: layer-2 entropy given (d1, d2)         |
+| layer2_focus        | (N, D, D, H)       | optional: layer-2 focus given (d1, d2)           |
+| layer2_scores       | (N, D, D, C)       | optional: the stack's scores given (d1, d2)      |
+
+Arrays are float32 unless the table says otherwise.
 
 ``alignment`` (N, D) is derived: NDCG@10 of the candidates reranked by each depth's scores.
 """
@@ -95,7 +98,7 @@ class Tables:
     alignment: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        n, d, h, p, _ = self.observation.shape
+        n, d, h = self.observation.shape[:3]
         c = self.candidate_ids.shape[1]
         expected = {
             "candidate_mask": (n, c),
@@ -169,7 +172,9 @@ class Tables:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
         except Exception as error:  # zipfile/ValueError/EOFError all mean the same thing here
-            raise ValueError(f"{path}: not a readable tables file ({error}); delete it to rebuild")
+            raise ValueError(
+                f"{path}: not a readable tables file ({error}); delete it to rebuild"
+            ) from error
         meta = json.loads(str(arrays.pop("meta")))
         return cls(**arrays, meta=meta)
 
