@@ -1,7 +1,7 @@
 """Named configurations of the whole pipeline: data subset, MAW encoder shape, training budget.
 
 ``smoke`` builds from scratch in well under a minute on 2 cores (tests, first contact);
-``quick`` is the README's main job: sized so the whole leaderboard, MiniLM encoding of 15,200
+``quick`` is the README's main job: sized so the whole leaderboard, MiniLM encoding of 22,400
 pairs included, fits in about 20 minutes on 2 cores (every model's best dev epoch was 1-3, and
 it skips the 2-layer stack behind ``MAW/LayerwiseDepth``, 55% of table time); ``full`` uses
 every query.
@@ -74,9 +74,9 @@ PRESETS: dict[str, Preset] = {
     ),
     "quick": Preset(
         "quick",
-        train_queries=500,
-        dev_queries=150,
-        test_queries=300,
+        train_queries=800,
+        dev_queries=200,
+        test_queries=400,
         candidates=16,
         max_length=64,
         depth=8,
