@@ -234,9 +234,33 @@ def train_and_score(ctx: Context, policy: str, seed: int, run_dir: Path) -> dict
     result = score_router(ctx, router, policy, seed, ctx.env_id)
     result["train_seconds"] = float(record["train_seconds"])
     result["env_steps"] = int(record["steps"])
-    metrics = run_dir / "metrics.json"
-    result["learning_curve"] = json.loads(metrics.read_text()) if metrics.exists() else []
     return result
+
+
+def learning_curve(run_dir: Path, train_queries: int) -> list[dict[str, float]]:
+    """Dev mean return against env steps, from whatever the agent logged.
+
+    Native agents log ``metrics.json`` (``eval/mean_return`` by ``env_steps``, or by ``epoch``
+    for the supervised router, whose step is one labelled query); SB3's ``EvalCallback`` writes
+    ``eval/evaluations.npz``. RLlib logs no dev curve here.
+    """
+    metrics, sb3 = run_dir / "metrics.json", run_dir / "eval" / "evaluations.npz"
+    if metrics.exists():
+        points = [p for p in json.loads(metrics.read_text()) if "eval/mean_return" in p]
+        return [
+            {
+                "env_steps": float(p.get("env_steps", p.get("epoch", 0) * train_queries)),
+                "dev_return": float(p["eval/mean_return"]),
+            }
+            for p in points
+        ]
+    if sb3.exists():
+        with np.load(sb3) as logged:
+            return [
+                {"env_steps": float(t), "dev_return": float(r.mean())}
+                for t, r in zip(logged["timesteps"], logged["results"], strict=True)
+            ]
+    return []
 
 
 def score_router(ctx: Context, router: Any, policy: str, seed: int, env_id: str) -> dict[str, Any]:
@@ -415,4 +439,12 @@ def write_outputs(
         for p, runs in results.items()
     }
     write_json(ctx.out / "raw_scores.json", raw)
-    plot_all(ctx.out, rows, results)
+    curves = {
+        p: [
+            learning_curve(ctx.out / "runs" / p / f"seed{r['seed']}", ctx.train.num_queries)
+            for r in runs
+        ]
+        for p, runs in results.items()
+        if p in LEARNED
+    }
+    plot_all(ctx.out, rows, results, curves)

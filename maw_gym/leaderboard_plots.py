@@ -61,35 +61,24 @@ def plot_scores(out: Path, rows: list[dict[str, Any]]) -> None:
     _save(fig, out / "scores.png")
 
 
-def plot_learning_curves(out: Path, results: dict[str, list[dict[str, Any]]]) -> None:
-    """Every learned policy's logged dev (or train) curve, one line per seed."""
+def plot_learning_curves(out: Path, curves: dict[str, list[list[dict[str, float]]]]) -> None:
+    """Every learned policy's dev mean return during training, one line per seed."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = 0
-    for color, (policy, runs) in zip(plt.cm.tab10.colors, results.items(), strict=False):
-        for run in runs:
-            curve = [p for p in run.get("learning_curve", []) if isinstance(p, dict)]
-            key = next(
-                (
-                    k
-                    for k in ("dev/normalized_score", "dev/mean_return", "train/mean_return")
-                    if any(k in p for p in curve)
-                ),
-                None,
-            )
-            if key is None:
+    for color, (policy, runs) in zip(plt.cm.tab10.colors, curves.items(), strict=False):
+        for seed, curve in enumerate(runs):
+            if not curve:
                 continue
-            points = [p for p in curve if key in p]
-            x = [p.get("env_steps", p.get("global_step", i)) for i, p in enumerate(points)]
             ax.plot(
-                x,
-                [p[key] for p in points],
+                [p["env_steps"] for p in curve],
+                [p["dev_return"] for p in curve],
                 color=color,
                 alpha=0.8,
-                label=f"{policy} ({key})" if run is runs[0] else None,
+                label=policy if seed == 0 else None,
             )
             drawn += 1
-    ax.set_xlabel("env steps (or epochs)")
-    ax.set_ylabel("score")
+    ax.set_xlabel("env steps (supervised: labelled queries seen)")
+    ax.set_ylabel("dev mean return")
     ax.set_title("learning curves")
     if drawn:
         ax.legend(fontsize=7)
@@ -146,9 +135,12 @@ def plot_improvement(
 
 
 def plot_all(
-    out: Path, rows: list[dict[str, Any]], results: dict[str, list[dict[str, Any]]]
+    out: Path,
+    rows: list[dict[str, Any]],
+    results: dict[str, list[dict[str, Any]]],
+    curves: dict[str, list[list[dict[str, float]]]],
 ) -> None:
     plot_scores(out, rows)
-    plot_learning_curves(out, results)
+    plot_learning_curves(out, curves)
     plot_depth_usage(out, results)
     plot_improvement(out, results)
