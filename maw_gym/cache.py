@@ -58,6 +58,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     tmp = Path(tmp_name)
+    # mkstemp makes the file private (0600); results are for sharing, so honour the umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         os.replace(tmp, path)
