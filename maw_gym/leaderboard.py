@@ -58,6 +58,8 @@ EXTRA = ("uniform-mixture",)
 ALL_POLICIES = (*RERANKERS, *HEURISTICS, *EXTRA, *LEARNED)
 MIXTURE_ENV = "MAW/SoftDepthMixture-v0"
 RESULT_FILE = "result.json"
+#: Fewest judged queries per split the leaderboard accepts (bootstraps need a sample).
+MIN_QUERIES = 8
 
 
 @dataclass
@@ -134,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
+    check_dataset(args.dataset, preset)
     started = time.perf_counter()
     tables = {
         split: get_tables(args.dataset, split, preset, args.encoder)
@@ -168,6 +171,33 @@ def run(args: argparse.Namespace) -> int:
         f"({time.perf_counter() - started:.0f} s)"
     )
     return 0
+
+
+def check_dataset(dataset: str, preset: Any) -> None:
+    """Refuse, before any training, a dataset without train/dev/test splits or too small.
+
+    A BEIR folder with only a ``test`` split is refused (the data layer names the splits it
+    has): routers need train queries to learn from and dev queries to stop on, and splitting
+    test queries here would quietly evaluate on what was trained on.
+    """
+    import sys
+
+    from maw_gym.pipeline import preset_queries, preset_split
+
+    for split in ("train", "dev", "test"):
+        count = len(preset_split(dataset, split, preset).queries)
+        if count < MIN_QUERIES:
+            raise ValueError(
+                f"dataset {dataset!r}: split {split!r} has {count} judged queries; the "
+                f"leaderboard needs at least {MIN_QUERIES} per split for its statistics"
+            )
+        wanted = preset_queries(preset, split)
+        if wanted is not None and count < wanted:
+            print(
+                f"note: split {split!r} has {count} queries, fewer than preset "
+                f"{preset.name!r} samples ({wanted}); using all of them",
+                file=sys.stderr,
+            )
 
 
 def collect(ctx: Context, policies: tuple[str, ...], seeds: int) -> dict[str, list[dict[str, Any]]]:

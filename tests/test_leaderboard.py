@@ -95,3 +95,63 @@ def test_a_second_run_resumes_from_finished_results(
     again = json.loads((out / "leaderboard.json").read_text())
     assert [r["policy"] for r in again] == [r["policy"] for r in rows]
     assert [r.get("return_mean") for r in again] == [r.get("return_mean") for r in rows]
+
+
+def _tiny_folder(root: Path, splits: dict[str, int]) -> Path:
+    from maw_gym.data.writer import write_beir_folder
+
+    corpus = {
+        f"d{i}": {"title": "", "text": f"verse number {i} about topic {i % 5}"} for i in range(40)
+    }
+    queries, qrels = {}, {}
+    for split, count in splits.items():
+        qrels[split] = {}
+        for i in range(count):
+            qid = f"{split}{i}"
+            queries[qid] = f"topic {i % 5}"
+            qrels[split][qid] = {f"d{i % 40}": 1}
+    return write_beir_folder(root, corpus, queries, qrels)
+
+
+def test_a_test_only_folder_is_refused_with_the_splits_it_has(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _tiny_folder(tmp_path / "beir", {"test": 12})
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--dataset",
+                str(folder),
+                "--preset",
+                "smoke",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "train" in error and "test" in error
+    assert not (tmp_path / "out" / "leaderboard.json").exists()
+
+
+def test_a_dataset_too_small_for_statistics_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _tiny_folder(tmp_path / "beir", {"train": 12, "dev": 3, "test": 12})
+    assert (
+        main(
+            [
+                "leaderboard",
+                "--dataset",
+                str(folder),
+                "--preset",
+                "smoke",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
+    assert "split 'dev' has 3 judged queries" in capsys.readouterr().err
