@@ -113,45 +113,24 @@ def _tiny_folder(root: Path, splits: dict[str, int]) -> Path:
     return write_beir_folder(root, corpus, queries, qrels)
 
 
-def test_a_test_only_folder_is_refused_with_the_splits_it_has(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("splits", "expected"),
+    [
+        # a test-only folder: the error names the missing split and the ones that exist
+        ({"test": 12}, ("'train'", "test")),
+        ({"train": 12, "dev": 3, "test": 12}, ("split 'dev' has 3 judged queries",)),
+    ],
+)
+def test_unusable_datasets_are_refused_before_training(
+    splits: dict[str, int],
+    expected: tuple[str, ...],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    folder = _tiny_folder(tmp_path / "beir", {"test": 12})
-    assert (
-        main(
-            [
-                "leaderboard",
-                "--dataset",
-                str(folder),
-                "--preset",
-                "smoke",
-                "--out",
-                str(tmp_path / "out"),
-            ]
-        )
-        == 2
-    )
+    folder = _tiny_folder(tmp_path / "beir", splits)
+    out = tmp_path / "out"
+    argv = ["leaderboard", "--dataset", str(folder), "--preset", "smoke", "--out", str(out)]
+    assert main(argv) == 2
     error = capsys.readouterr().err
-    assert "train" in error and "test" in error
-    assert not (tmp_path / "out" / "leaderboard.json").exists()
-
-
-def test_a_dataset_too_small_for_statistics_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    folder = _tiny_folder(tmp_path / "beir", {"train": 12, "dev": 3, "test": 12})
-    assert (
-        main(
-            [
-                "leaderboard",
-                "--dataset",
-                str(folder),
-                "--preset",
-                "smoke",
-                "--out",
-                str(tmp_path / "out"),
-            ]
-        )
-        == 2
-    )
-    assert "split 'dev' has 3 judged queries" in capsys.readouterr().err
+    assert all(text in error for text in expected), error
+    assert not (out / "leaderboard.json").exists()
