@@ -4,6 +4,9 @@ VENV ?= .venv
 # A bare `torch` requirement pulls a multi-GB CUDA build; pin a CPU-friendly release first.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
+# The main job's preset and output folder (CI runs `make leaderboard PRESET=smoke`).
+PRESET ?= quick
+OUT ?= runs/leaderboard
 
 .PHONY: setup test leaderboard lint clean
 
@@ -20,7 +23,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 leaderboard: setup
-	$(BIN)/maw-gym leaderboard --dataset nave-kjv --preset quick --out runs/leaderboard
+	$(BIN)/maw-gym leaderboard --dataset nave-kjv --preset $(PRESET) --out $(OUT)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -24,10 +24,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from maw_gym_agents.base import Router
 from torch import nn
 from torch.distributions import Categorical, Dirichlet, Distribution, Independent
 
-from agents.base import Router
 from maw_gym.cache import atomic_path, write_json
 
 ROUTER_FILE = "router.json"

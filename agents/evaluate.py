@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from maw_gym_agents.base import Router
+from maw_gym_agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
 
-from agents.base import Router
-from agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
 from maw_gym.tables import Tables
 
 TRAINING_FILE = "training.json"
@@ -74,7 +74,7 @@ def bounds(
     try:
         joint = enumerate_returns(env_id, tables, env_kwargs)
     except ValueError:
-        from agents.heuristics import RandomRouter
+        from maw_gym_agents.heuristics import RandomRouter
 
         envs = make_vector_env(env_id, tables.num_queries, tables, env_kwargs)
         router = RandomRouter(ActionSpec.from_space(envs.single_action_space), seed)
@@ -186,7 +186,7 @@ def retrieval_metrics(
     tables: Tables, scores: np.ndarray, qrels: dict[str, dict[str, int]]
 ) -> dict[str, float]:
     """NDCG@10, MRR@10, Hit@1 (and more) of the rerank given by ``scores`` (N, C)."""
-    from maw_gym.encoder.tables import routed_results
+    from maw_gym.encoder.table_builder import routed_results
     from maw_gym.retrieval import evaluate
 
     wanted = {str(q) for q in tables.query_ids}
@@ -249,7 +249,7 @@ SUMMARY_KEYS = (
 
 
 def run(args: argparse.Namespace) -> int:
-    from agents.common import load_router
+    from maw_gym_agents.common import load_router
 
     training_file = args.router / TRAINING_FILE
     trained = json.loads(training_file.read_text()) if training_file.exists() else {}
@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
         qrels = candidate_qrels(tables)
         source: dict[str, Any] = {"tables": str(args.tables)}
     else:
-        from maw_gym.encoder.tables import get_tables
+        from maw_gym.encoder.table_builder import get_tables
         from maw_gym.pipeline import preset_split
         from maw_gym.presets import get_preset
 

@@ -27,9 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
-from agents.common import (
+from maw_gym_agents.common import (
     ActionSpec,
     Episodes,
     MLPPolicy,
@@ -38,6 +36,8 @@ from agents.common import (
     run_episodes,
     torch_threads,
 )
+from tqdm.auto import tqdm
+
 from maw_gym.tables import Tables
 
 SCALE_REWARDS = ("group", "batch", "none")
@@ -313,7 +313,7 @@ def train(
         for key in ("loss", "policy_loss", "kl", "clip_fraction", "approx_kl_old"):
             record[f"losses/{key}"] = float(np.mean([s[key] for s in epoch_stats]))
         if dev_tables is not None and config.eval_every and iteration % config.eval_every == 0:
-            from agents.evaluate import evaluate_router
+            from maw_gym_agents.evaluate import evaluate_router
 
             result = evaluate_router(router, env_id, dev_tables, env_kwargs=env_kwargs)
             record["eval/mean_return"] = result["mean_return"]

@@ -35,9 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from agents.base import Router
-from agents.common import (
+from maw_gym_agents.base import Router
+from maw_gym_agents.common import (
     MAX_JOINT_ACTIONS,
     ActionSpec,
     attention_maps,
@@ -47,6 +46,7 @@ from agents.common import (
     run_episodes,
     write_router_json,
 )
+
 from maw_gym.tables import Tables
 
 SCORE_STRATEGIES = ("entropy-max", "entropy-min", "attention-norm", "topk-norm")

@@ -17,7 +17,7 @@ them or build the env fails a preflight task before the algorithm is built: with
 ``restart_failed_env_runners`` (on, for fault tolerance during training) a broken env runner
 would otherwise be restarted forever and surface as an unrelated ``IndexError`` (issue 5).
 
-CLI: ``python -m agents.rllib --env MAW/DepthSelection-v0 --synthetic --iterations 2
+CLI: ``python -m maw_gym_agents.rllib --env MAW/DepthSelection-v0 --synthetic --iterations 2
 --out runs/rllib`` locally, the same with ``--address auto`` on a cluster (docs/cluster.md).
 """
 
@@ -35,9 +35,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 import yaml
+from maw_gym_agents.common import read_router_json, write_router_json
 from tqdm.auto import tqdm
 
-from agents.common import read_router_json, write_router_json
 from maw_gym.cache import atomic_path
 from maw_gym.tables import Tables
 
@@ -139,7 +139,7 @@ def load_hyperparams(env_id: str, path: Path = HYPERPARAMS_FILE) -> dict[str, An
 
 @dataclass
 class RLlibRun:
-    """One RLlib training run; every field is a CLI flag of ``python -m agents.rllib``."""
+    """One RLlib training run; every field is a CLI flag of ``python -m maw_gym_agents.rllib``."""
 
     env_config: dict[str, Any]
     """See the module docstring; ``env_id`` is required."""
@@ -178,9 +178,9 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     Returns whether this call connected (the caller then shuts Ray down when done); an already
     initialised Ray is kept as it is.
     """
+    import maw_gym_agents
     import ray
 
-    import agents
     import maw_gym
 
     # Token authentication needs a shared secret a private or test cluster does not have.
@@ -200,7 +200,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
         address=address,
         log_to_driver=False,
         runtime_env={
-            "py_modules": [maw_gym, agents],
+            "py_modules": [maw_gym, maw_gym_agents],
             "env_vars": env_vars,
         },
     )
@@ -491,14 +491,18 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m agents.rllib", description=__doc__.split("\n")[0]
+        prog="python -m maw_gym_agents.rllib", description=__doc__.split("\n")[0]
     )
     configure(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    # RLlib checkpoints need absolute URIs: resolve the user's path once, here.
+    args.out = args.out.expanduser().resolve()
+    return run(args)
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not __main__'s: router.json must name agents.rllib's class.
-    from agents.rllib import main as module_main
+    # Run the imported module's main, not __main__'s: router.json must name
+    # maw_gym_agents.rllib's class.
+    from maw_gym_agents.rllib import main as module_main
 
     raise SystemExit(module_main())

@@ -20,12 +20,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 import yaml
+from maw_gym_agents.common import read_router_json, write_router_json
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
-from agents.common import read_router_json, write_router_json
 from maw_gym.cache import atomic_path
 from maw_gym.tables import Tables
 

@@ -32,10 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from tqdm.auto import tqdm
-
-from agents.common import (
+from maw_gym_agents.common import (
     ActionSpec,
     enumerate_returns,
     load_state,
@@ -45,6 +42,9 @@ from agents.common import (
     torch_threads,
     write_router_json,
 )
+from torch import nn
+from tqdm.auto import tqdm
+
 from maw_gym.tables import Tables
 
 LABEL_MODES = ("rule", "oracle")
@@ -227,7 +227,7 @@ def train(
             losses.append(float(loss.detach()))
         record = {"epoch": float(epoch), "losses/loss": float(np.mean(losses))}
         if dev_tables is not None and config.eval_every and epoch % config.eval_every == 0:
-            from agents.evaluate import evaluate_router
+            from maw_gym_agents.evaluate import evaluate_router
 
             result = evaluate_router(router, env_id, dev_tables, env_kwargs=env_kwargs)
             record["eval/mean_return"] = result["mean_return"]

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from agents.base import Router
-from agents.evaluate import TRAINING_FILE, evaluate_router
+from maw_gym_agents.base import Router
+from maw_gym_agents.evaluate import TRAINING_FILE, evaluate_router
+
 from maw_gym.cache import write_json
 from maw_gym.tables import Tables
 
@@ -37,8 +38,9 @@ def train_grpo(
     steps: int,
     out_dir: Path,
 ) -> Router:
-    """Native GRPO with :class:`agents.grpo.GRPOConfig` defaults; TensorBoard in out_dir/tb."""
-    from agents.grpo import GRPOConfig, train
+    """Native GRPO with :class:`maw_gym_agents.grpo.GRPOConfig` defaults; TensorBoard in
+    out_dir/tb."""
+    from maw_gym_agents.grpo import GRPOConfig, train
 
     config = GRPOConfig(seed=seed, total_env_steps=steps, log_dir=str(Path(out_dir) / "tb"))
     router, metrics = train(env_id, train_tables, config, dev_tables)
@@ -56,7 +58,7 @@ def _supervised(labels: str, depth_aware: bool) -> TrainFn:
         out_dir: Path,
     ) -> Router:
         """The supervised router; a step is one labelled query, so epochs = steps / N."""
-        from agents.supervised import SupervisedConfig, train
+        from maw_gym_agents.supervised import SupervisedConfig, train
 
         epochs = max(1, steps // train_tables.num_queries)
         config = SupervisedConfig(
@@ -82,7 +84,7 @@ def train_best_fixed(
     out_dir: Path,
 ) -> Router:
     """The best fixed depth on the train split (``steps`` unused: it plays N·D episodes)."""
-    from agents.heuristics import best_fixed_depth
+    from maw_gym_agents.heuristics import best_fixed_depth
 
     router, means = best_fixed_depth(env_id, train_tables)
     _write_metrics(out_dir, [{"train/mean_return_of_depth": float(m)} for m in means])
@@ -98,8 +100,8 @@ def _sb3(algo: str) -> TrainFn:
         steps: int,
         out_dir: Path,
     ) -> Router:
-        """Stable-Baselines3 ``algo`` with its YAML hyperparameters (``agents.sb3``)."""
-        from agents.sb3 import train
+        """Stable-Baselines3 ``algo`` with its YAML hyperparameters (``maw_gym_agents.sb3``)."""
+        from maw_gym_agents.sb3 import train
 
         return train(algo, env_id, train_tables, dev_tables, seed, steps, out_dir)
 
@@ -114,8 +116,8 @@ def train_rllib_ppo(
     steps: int,
     out_dir: Path,
 ) -> Router:
-    """RLlib PPO in local mode (``agents.rllib``; ``maw-gym rllib`` joins a cluster)."""
-    from agents.rllib import train
+    """RLlib PPO in local mode (``maw_gym_agents.rllib``; ``maw-gym rllib`` joins a cluster)."""
+    from maw_gym_agents.rllib import train
 
     return train(env_id, train_tables, dev_tables, seed, steps, out_dir)
 
@@ -205,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         dev_tables = Tables.load(args.dev_tables) if args.dev_tables else None
         extra["train_tables"] = str(args.train_tables)
     else:
-        from maw_gym.encoder.tables import get_tables
+        from maw_gym.encoder.table_builder import get_tables
 
         train_tables = get_tables(args.dataset, "train", preset, args.encoder)
         dev_tables = get_tables(args.dataset, "dev", preset, args.encoder)

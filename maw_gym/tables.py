@@ -1,8 +1,9 @@
 """Tables: everything an episode can need, per query and per action, for one split.
 
 With the MAW encoder frozen, an episode's observation and reward are pure functions of
-(query, action). They are computed once per split by :func:`maw_gym.encoder.tables.build_tables`
-and cached here, so environments step at memory speed.
+(query, action). They are computed once per split by
+:func:`maw_gym.encoder.table_builder.build_tables` and cached here, so environments step at
+memory speed.
 
 The reranker's score is *linear* in the MAW attention output (see ``maw_gym.encoder.reranker``),
 so a candidate's score under any choice of depths decomposes exactly as

@@ -1,6 +1,7 @@
 """Wall-clock seconds and env steps for agents to reach a target score on the same env.
 
-Every agent comes from ``agents.train.AGENTS`` (native GRPO, SB3 PPO, RLlib PPO by default) and
+Every agent comes from ``maw_gym_agents.train.AGENTS`` (native GRPO, SB3 PPO, RLlib PPO by
+default) and
 trains on the *train* split of one env; its router is scored on that same split (normalised
 score: random 0, per-query oracle 1). Budgets double from ``--min-steps`` to ``--max-steps``,
 each a fresh run with the same seed (after one untimed warm-up run), and the first budget
@@ -38,8 +39,8 @@ def run_agent(
     agent: str, env_id: str, tables: Any, seed: int, budgets: list[int], target: float
 ) -> list[dict[str, float]]:
     """Train ``agent`` at each budget until it reaches ``target``; one row per budget."""
-    from agents.evaluate import evaluate_router
-    from agents.train import AGENTS
+    from maw_gym_agents.evaluate import evaluate_router
+    from maw_gym_agents.train import AGENTS
 
     with (
         tempfile.TemporaryDirectory(prefix=f"bench-{agent}-warmup-") as out_dir,
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--agents",
         default="grpo,ppo,rllib-ppo",
-        help="comma-separated names from agents.train.AGENTS; the first is the "
+        help="comma-separated names from maw_gym_agents.train.AGENTS; the first is the "
         "reference of the ratios",
     )
     parser.add_argument("--env", default="MAW/DepthSelection-v0")
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    from agents.train import AGENTS
+    from maw_gym_agents.train import AGENTS
+
     from maw_gym.tables import Tables
 
     agents = [name.strip() for name in args.agents.split(",") if name.strip()]
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         tables = Tables.synthetic(num_queries=64, best_depth=1, seed=args.seed)
     else:
-        from maw_gym.encoder.tables import get_tables
+        from maw_gym.encoder.table_builder import get_tables
 
         tables = get_tables(args.dataset, "train", args.preset)
     budgets = ladder(args.min_steps, args.max_steps)

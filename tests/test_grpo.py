@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from agents.grpo import grpo_loss
+from maw_gym_agents.grpo import grpo_loss
 
 EPS = 1e-4
 
@@ -130,7 +129,7 @@ def synthetic():
 
 
 def _train(tables, env_id=ENV, **overrides):
-    from agents.grpo import GRPOConfig, train
+    from maw_gym_agents.grpo import GRPOConfig, train
 
     config = GRPOConfig(**{"total_env_steps": 1024, "eval_every": 0, **overrides})
     return train(env_id, tables, config, progress=False)
@@ -138,7 +137,7 @@ def _train(tables, env_id=ENV, **overrides):
 
 @pytest.mark.parametrize("enumerate_actions", [True, False])
 def test_grpo_learns_the_clearly_best_depth(synthetic, enumerate_actions) -> None:
-    from agents.evaluate import evaluate_router
+    from maw_gym_agents.evaluate import evaluate_router
 
     train_tables, dev_tables = synthetic
     router, metrics = _train(train_tables, CLEAR_ENV, enumerate_actions=enumerate_actions)
@@ -158,7 +157,7 @@ def test_grpo_enumerates_every_depth_when_asked(synthetic) -> None:
 
 
 def test_grpo_same_seed_same_result_and_save_load(synthetic, tmp_path) -> None:
-    from agents.common import load_router
+    from maw_gym_agents.common import load_router
 
     train_tables, dev_tables = synthetic
     first, metrics_a = _train(train_tables, total_env_steps=256, seed=3)
@@ -183,8 +182,9 @@ def test_grpo_same_seed_same_result_and_save_load(synthetic, tmp_path) -> None:
     "env_id", ["MAW/PerHeadDepth-v0", "MAW/SoftDepthMixture-v0", "MAW/LayerwiseDepth-v0"]
 )
 def test_grpo_learns_on_every_variant(env_id) -> None:
-    from agents.evaluate import evaluate_router
-    from agents.grpo import GRPOConfig, train
+    from maw_gym_agents.evaluate import evaluate_router
+    from maw_gym_agents.grpo import GRPOConfig, train
+
     from maw_gym.tables import Tables
 
     train_tables = Tables.synthetic(num_queries=64, best_depth=1, seed=0, layers=True)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from agents.common import ActionSpec, load_router
-from agents.evaluate import evaluate_router
-from agents.heuristics import (
+from maw_gym_agents.common import ActionSpec, load_router
+from maw_gym_agents.evaluate import evaluate_router
+from maw_gym_agents.heuristics import (
     FixedDepthRouter,
     LookupRouter,
     RandomRouter,
@@ -17,6 +16,7 @@ from agents.heuristics import (
     heuristic_routers,
     oracle_router,
 )
+
 from maw_gym.tables import Tables
 
 ENV = "MAW/DepthSelection-v0"

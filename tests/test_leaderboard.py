@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from maw_gym.cli import main
-from maw_gym.leaderboard import ALL_POLICIES, RERANKERS
+from maw_gym_leaderboard.cli import main
+from maw_gym_leaderboard.run import ALL_POLICIES, RERANKERS
 
 REQUIRED = (
     "policy",
@@ -75,7 +74,7 @@ def test_a_second_run_resumes_from_finished_results(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("a finished (policy, seed) was trained again")
 
-    monkeypatch.setattr("agents.train.train_agent", no_training)
+    monkeypatch.setattr("maw_gym_agents.train.train_agent", no_training)
     assert (
         main(
             [

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import bm25s
 import pytest
+from maw_gym_leaderboard.cli import main
 
-from maw_gym.cli import main
 from maw_gym.data import load_split, write_beir_folder
 from maw_gym.retrieval import bm25_candidates, candidates_to_results, evaluate, per_query_ndcg10
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from maw_gym_agents import rllib
+from maw_gym_agents.common import load_router
+from maw_gym_agents.evaluate import evaluate_router
 
 import maw_gym
-from agents import rllib
-from agents.common import load_router
-from agents.evaluate import evaluate_router
 from maw_gym.tables import Tables
 
 ENV_ID = "MAW/DepthSelection-v0"
@@ -189,13 +189,14 @@ def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monk
 
 
 def test_command_line_trains_and_saves_a_loadable_router(tmp_path):
-    """``python -m agents.rllib``: the router it saves names ``agents.rllib``'s class."""
+    """``python -m maw_gym_agents.rllib``: the saved router names ``maw_gym_agents.rllib``'s
+    class."""
     out = tmp_path / "out"
     done = subprocess.run(
         [
             sys.executable,
             "-m",
-            "agents.rllib",
+            "maw_gym_agents.rllib",
             "--env",
             ENV_ID,
             "--synthetic",

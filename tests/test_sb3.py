@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from maw_gym_agents import sb3
+from maw_gym_agents.common import load_router
+from maw_gym_agents.evaluate import evaluate_router
 
-from agents import sb3
-from agents.common import load_router
-from agents.evaluate import evaluate_router
 from maw_gym.tables import Tables
 
 ENV_ID = "MAW/DepthSelection-v0"

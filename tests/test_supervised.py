@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from maw_gym_agents.common import load_router
+from maw_gym_agents.evaluate import evaluate_router
+from maw_gym_agents.supervised import SupervisedConfig, oracle_labels, rule_labels, train
 
-from agents.common import load_router
-from agents.evaluate import evaluate_router
-from agents.supervised import SupervisedConfig, oracle_labels, rule_labels, train
 from maw_gym.tables import Tables
 
 ENV = "MAW/DepthSelection-v0"

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from maw_gym.encoder import tables as tables_module
+from maw_gym.encoder import table_builder as tables_module
 from maw_gym.encoder.report import depth_js_divergence, depth_spearman, encoder_report
 from maw_gym.encoder.reranker import QueryBatch, score_split
-from maw_gym.encoder.tables import get_tables, resolve_encoder, routed_results, tables_path
+from maw_gym.encoder.table_builder import get_tables, resolve_encoder, routed_results, tables_path
 from maw_gym.encoder.train import TrainedEncoder
 from maw_gym.pipeline import preset_split, split_inputs
 from maw_gym.presets import get_preset

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from maw_gym_agents.train import AGENTS
+from maw_gym_leaderboard.cli import main
 
-from agents.train import AGENTS
-from maw_gym.cli import main
 from maw_gym.tables import Tables
 
 ENV = "MAW/DepthSelectionRetrieval-v0"  # alignment only: depth 1 is best on synthetic tables

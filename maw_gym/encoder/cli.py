@@ -38,7 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maw_gym.encoder.tables import resolve_encoder
+    from maw_gym.encoder.table_builder import resolve_encoder
 
     preset = get_preset(args.preset)
     started = time.perf_counter()

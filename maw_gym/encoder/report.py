@@ -33,7 +33,7 @@ import torch
 from scipy.stats import rankdata
 
 from maw_gym.encoder.reranker import score_split
-from maw_gym.encoder.tables import get_tables
+from maw_gym.encoder.table_builder import get_tables
 from maw_gym.encoder.train import TrainedEncoder
 from maw_gym.pipeline import SplitInputs, split_inputs
 from maw_gym.presets import Preset

@@ -80,7 +80,7 @@ def resolve_tables(
     """
     if tables is None:
         # Imported here: building tables pulls torch, and ``import maw_gym`` must stay light.
-        from maw_gym.encoder.tables import get_tables
+        from maw_gym.encoder.table_builder import get_tables
 
         tables = get_tables(dataset, split=split, preset=preset, encoder=encoder)
     if max_queries is not None:

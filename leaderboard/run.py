@@ -30,7 +30,7 @@ import numpy as np
 from maw_gym.cache import write_json
 from maw_gym.presets import PRESETS, get_preset
 
-#: Learned policies (trained per seed through ``agents.train.AGENTS``), in table order.
+#: Learned policies (trained per seed through ``maw_gym_agents.train.AGENTS``), in table order.
 LEARNED = (
     "supervised-rule",
     "supervised",
@@ -41,7 +41,8 @@ LEARNED = (
     "dqn",
     "rllib-ppo",
 )
-#: Training-free policies and bounds (``agents.heuristics.heuristic_routers``), in table order.
+#: Training-free policies and bounds (``maw_gym_agents.heuristics.heuristic_routers``), in
+#: table order.
 HEURISTICS = (
     "random",
     "best-fixed",
@@ -122,7 +123,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maw_gym.encoder.tables import get_tables
+    from maw_gym.encoder.table_builder import get_tables
     from maw_gym.pipeline import preset_split
 
     preset = get_preset(args.preset)
@@ -237,8 +238,8 @@ def collect(ctx: Context, policies: tuple[str, ...], seeds: int) -> dict[str, li
 
 
 def build_heuristics(ctx: Context, seed: int = 0) -> dict[str, Any]:
-    from agents.common import ActionSpec
-    from agents.heuristics import FixedDepthRouter, heuristic_routers
+    from maw_gym_agents.common import ActionSpec
+    from maw_gym_agents.heuristics import FixedDepthRouter, heuristic_routers
 
     routers = heuristic_routers(ctx.env_id, ctx.train, ctx.test, seed=seed)
     mixture = ActionSpec("simplex", ctx.test.depth)
@@ -258,7 +259,7 @@ def score_reranker(ctx: Context, policy: str) -> dict[str, Any]:
 
 
 def train_and_score(ctx: Context, policy: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    from agents.train import train_agent
+    from maw_gym_agents.train import train_agent
 
     router, record = train_agent(policy, ctx.env_id, ctx.train, ctx.dev, seed, ctx.steps, run_dir)
     result = score_router(ctx, router, policy, seed, ctx.env_id)
@@ -295,7 +296,7 @@ def learning_curve(run_dir: Path, train_queries: int) -> list[dict[str, float]]:
 
 def score_router(ctx: Context, router: Any, policy: str, seed: int, env_id: str) -> dict[str, Any]:
     """Play the test split with ``router``; returns are normalised by the leaderboard's env."""
-    from agents.evaluate import bounds, evaluate_router
+    from maw_gym_agents.evaluate import bounds, evaluate_router
 
     result = evaluate_router(router, env_id, ctx.test)
     limits = bounds(ctx.env_id, ctx.test)
@@ -321,7 +322,7 @@ def score_router(ctx: Context, router: Any, policy: str, seed: int, env_id: str)
 
 def retrieval(ctx: Context, scores: np.ndarray) -> dict[str, Any]:
     """beir metrics of the rerank given by candidate ``scores`` (N, C), and per-query NDCG@10."""
-    from maw_gym.encoder.tables import routed_results
+    from maw_gym.encoder.table_builder import routed_results
     from maw_gym.retrieval import evaluate, per_query_ndcg10
 
     results = routed_results(ctx.test, scores)
@@ -453,8 +454,9 @@ def write_outputs(
     ctx: Context, rows: list[dict[str, Any]], results: dict[str, list[dict[str, Any]]]
 ) -> None:
     """leaderboard.{md,csv,json}, raw per-seed scores and the plots, each written atomically."""
+    from maw_gym_leaderboard.plots import plot_all
+
     from maw_gym.cache import atomic_path
-    from maw_gym.leaderboard_plots import plot_all
 
     with atomic_path(ctx.out / "leaderboard.md") as tmp:
         tmp.write_text(render_markdown(rows, ctx) + "\n")

@@ -10,16 +10,20 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # name -> (module, one-line help). A module may declare nested subcommands in configure().
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "retrieve": ("maw_gym.retrieval", "BM25 first stage and its BEIR metrics on a split"),
     "encoder": ("maw_gym.encoder.cli", "train the MAW encoder, or report its diagnostics"),
-    "tables": ("maw_gym.encoder.tables", "build the per-query, per-depth tables envs read"),
-    "train": ("agents.train", "train a routing policy (GRPO, supervised, SB3, RLlib)"),
-    "evaluate": ("agents.evaluate", "score a saved router on a split"),
-    "rllib": ("agents.rllib", "train RLlib PPO/APPO locally or on a Ray cluster"),
-    "leaderboard": ("maw_gym.leaderboard", "train and rank every routing policy (the main job)"),
+    "tables": ("maw_gym.encoder.table_builder", "build the per-query, per-depth tables envs read"),
+    "train": ("maw_gym_agents.train", "train a routing policy (GRPO, supervised, SB3, RLlib)"),
+    "evaluate": ("maw_gym_agents.evaluate", "score a saved router on a split"),
+    "rllib": ("maw_gym_agents.rllib", "train RLlib PPO/APPO locally or on a Ray cluster"),
+    "leaderboard": (
+        "maw_gym_leaderboard.run",
+        "train and rank every routing policy (the main job)",
+    ),
 }
 
 
@@ -39,9 +43,21 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
+    """Make every ``Path`` argument absolute (``~`` expanded), once, here at the boundary.
+
+    Libraries below may change directory or hand paths to other processes (RLlib checkpoints
+    need absolute URIs), so nothing below the CLI sees a relative path.
+    """
+    for name, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, name, value.expanduser().resolve())
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    args = resolve_paths(build_parser(argv).parse_args(argv))
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError) as error:
