@@ -24,11 +24,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from maw_gym_agents.base import Router
 from torch import nn
 from torch.distributions import Categorical, Dirichlet, Distribution, Independent
 
 from maw_gym.cache import atomic_path, write_json
+from maw_gym_agents.base import Router
 
 ROUTER_FILE = "router.json"
 MAX_JOINT_ACTIONS = 4096

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from maw_gym_agents.base import Router
-from maw_gym_agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
 
 from maw_gym.tables import Tables
+from maw_gym_agents.base import Router
+from maw_gym_agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
 
 TRAINING_FILE = "training.json"
 """Written by ``maw-gym train`` beside the router: env id, dataset and preset it was trained on."""

@@ -27,6 +27,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
+
+from maw_gym.tables import Tables
 from maw_gym_agents.common import (
     ActionSpec,
     Episodes,
@@ -36,9 +39,6 @@ from maw_gym_agents.common import (
     run_episodes,
     torch_threads,
 )
-from tqdm.auto import tqdm
-
-from maw_gym.tables import Tables
 
 SCALE_REWARDS = ("group", "batch", "none")
 

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.common import (
     MAX_JOINT_ACTIONS,
@@ -46,8 +48,6 @@ from maw_gym_agents.common import (
     run_episodes,
     write_router_json,
 )
-
-from maw_gym.tables import Tables
 
 SCORE_STRATEGIES = ("entropy-max", "entropy-min", "attention-norm", "topk-norm")
 

@@ -35,11 +35,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 import yaml
-from maw_gym_agents.common import read_router_json, write_router_json
 from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path
 from maw_gym.tables import Tables
+from maw_gym_agents.common import read_router_json, write_router_json
 
 ENV_NAME = "maw_gym_env"
 HYPERPARAMS_FILE = Path(__file__).resolve().parent / "hyperparams" / "rllib_ppo.yml"
@@ -178,10 +178,10 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     Returns whether this call connected (the caller then shuts Ray down when done); an already
     initialised Ray is kept as it is.
     """
-    import maw_gym_agents
     import ray
 
     import maw_gym
+    import maw_gym_agents
 
     # Token authentication needs a shared secret a private or test cluster does not have.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -20,7 +20,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 import yaml
-from maw_gym_agents.common import read_router_json, write_router_json
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
@@ -28,6 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from maw_gym.cache import atomic_path
 from maw_gym.tables import Tables
+from maw_gym_agents.common import read_router_json, write_router_json
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"

@@ -32,6 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from maw_gym.tables import Tables
 from maw_gym_agents.common import (
     ActionSpec,
     enumerate_returns,
@@ -42,10 +46,6 @@ from maw_gym_agents.common import (
     torch_threads,
     write_router_json,
 )
-from torch import nn
-from tqdm.auto import tqdm
-
-from maw_gym.tables import Tables
 
 LABEL_MODES = ("rule", "oracle")
 RULE_DEPTHS_OF_32 = (5, 15, 25)

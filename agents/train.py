@@ -17,11 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maw_gym_agents.base import Router
-from maw_gym_agents.evaluate import TRAINING_FILE, evaluate_router
-
 from maw_gym.cache import write_json
 from maw_gym.tables import Tables
+from maw_gym_agents.base import Router
+from maw_gym_agents.evaluate import TRAINING_FILE, evaluate_router
 
 TrainFn = Callable[[str, Tables, "Tables | None", int, int, Path], Router]
 

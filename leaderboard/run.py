@@ -454,9 +454,8 @@ def write_outputs(
     ctx: Context, rows: list[dict[str, Any]], results: dict[str, list[dict[str, Any]]]
 ) -> None:
     """leaderboard.{md,csv,json}, raw per-seed scores and the plots, each written atomically."""
-    from maw_gym_leaderboard.plots import plot_all
-
     from maw_gym.cache import atomic_path
+    from maw_gym_leaderboard.plots import plot_all
 
     with atomic_path(ctx.out / "leaderboard.md") as tmp:
         tmp.write_text(render_markdown(rows, ctx) + "\n")

@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
 
-    from maw_gym_agents.train import AGENTS
-
     from maw_gym.tables import Tables
+    from maw_gym_agents.train import AGENTS
 
     agents = [name.strip() for name in args.agents.split(",") if name.strip()]
     unknown = sorted(set(agents) - set(AGENTS))

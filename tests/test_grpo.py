@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from maw_gym_agents.grpo import grpo_loss
 
 EPS = 1e-4
@@ -182,10 +183,9 @@ def test_grpo_same_seed_same_result_and_save_load(synthetic, tmp_path) -> None:
     "env_id", ["MAW/PerHeadDepth-v0", "MAW/SoftDepthMixture-v0", "MAW/LayerwiseDepth-v0"]
 )
 def test_grpo_learns_on_every_variant(env_id) -> None:
+    from maw_gym.tables import Tables
     from maw_gym_agents.evaluate import evaluate_router
     from maw_gym_agents.grpo import GRPOConfig, train
-
-    from maw_gym.tables import Tables
 
     train_tables = Tables.synthetic(num_queries=64, best_depth=1, seed=0, layers=True)
     dev_tables = Tables.synthetic(num_queries=32, best_depth=1, seed=1, layers=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from maw_gym.tables import Tables
 from maw_gym_agents.common import ActionSpec, load_router
 from maw_gym_agents.evaluate import evaluate_router
 from maw_gym_agents.heuristics import (
@@ -16,8 +18,6 @@ from maw_gym_agents.heuristics import (
     heuristic_routers,
     oracle_router,
 )
-
-from maw_gym.tables import Tables
 
 ENV = "MAW/DepthSelection-v0"
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from maw_gym_leaderboard.cli import main
 from maw_gym_leaderboard.run import ALL_POLICIES, RERANKERS
 

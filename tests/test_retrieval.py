@@ -9,10 +9,10 @@ from pathlib import Path
 
 import bm25s
 import pytest
-from maw_gym_leaderboard.cli import main
 
 from maw_gym.data import load_split, write_beir_folder
 from maw_gym.retrieval import bm25_candidates, candidates_to_results, evaluate, per_query_ndcg10
+from maw_gym_leaderboard.cli import main
 
 ANIMALS = {
     "camel": {"title": "Camel", "text": "The camel walks through the desert sand."},

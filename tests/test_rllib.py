@@ -23,12 +23,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from maw_gym_agents import rllib
-from maw_gym_agents.common import load_router
-from maw_gym_agents.evaluate import evaluate_router
 
 import maw_gym
 from maw_gym.tables import Tables
+from maw_gym_agents import rllib
+from maw_gym_agents.common import load_router
+from maw_gym_agents.evaluate import evaluate_router
 
 ENV_ID = "MAW/DepthSelection-v0"
 TINY = {

@@ -8,11 +8,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+
+from maw_gym.tables import Tables
 from maw_gym_agents import sb3
 from maw_gym_agents.common import load_router
 from maw_gym_agents.evaluate import evaluate_router
-
-from maw_gym.tables import Tables
 
 ENV_ID = "MAW/DepthSelection-v0"
 # Tiny budgets that still learn the smoke env (depth 1 is clearly best on every query).

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from maw_gym.tables import Tables
 from maw_gym_agents.common import load_router
 from maw_gym_agents.evaluate import evaluate_router
 from maw_gym_agents.supervised import SupervisedConfig, oracle_labels, rule_labels, train
-
-from maw_gym.tables import Tables
 
 ENV = "MAW/DepthSelection-v0"
 CLEAR_ENV = "MAW/DepthSelectionRetrieval-v0"  # alignment only: depth 1 wins on synthetic tables

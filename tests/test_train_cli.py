@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from maw_gym_agents.train import AGENTS
-from maw_gym_leaderboard.cli import main
 
 from maw_gym.tables import Tables
+from maw_gym_agents.train import AGENTS
+from maw_gym_leaderboard.cli import main
 
 ENV = "MAW/DepthSelectionRetrieval-v0"  # alignment only: depth 1 is best on synthetic tables
 
