@@ -5,17 +5,19 @@ Reads top to bottom like CleanRL's ppo.py. One iteration:
 1. sample ``queries_per_batch`` training queries; pin each to ``group_size`` sub-envs of the
    native vector env through ``reset(options={"query_index": ...})``;
 2. play one whole episode per sub-env with the behaviour (old) policy: a group is G complete
-   trajectories from the same query (1 step for the bandit variants, one decision per layer for
-   ``MAW/LayerwiseDepth``), its outcome the episode's return;
-3. with ``enumerate_actions`` on a ``Discrete(D)`` space and ``group_size >= D``, the group's
-   first actions are every depth once instead of samples (an exhaustive, lower-variance group).
-   The objective then weighs every action's advantage equally instead of by its probability
-   under the old policy, which still moves each query's probability mass towards its
-   above-average depths; on synthetic tables it reached a normalised score of 0.99 on the train
-   split in 4,096 env steps against 0.85 with 8 sampled members (``scripts/bench_train.py``);
-4. optimise :func:`grpo_loss` for ``update_epochs`` epochs over the batch, the trajectory's
-   log-probability being the sum over its steps (and over heads for ``MultiDiscrete``);
-5. every ``ref_refresh_every`` iterations the frozen reference policy is set to the current one.
+   trajectories sampled from π_old on the same query (1 step for the bandit variants, one
+   decision per layer for ``MAW/LayerwiseDepth``), its outcome the episode's return;
+3. optimise :func:`grpo_loss` for ``update_epochs`` epochs over the batch. As DeepSeekMath does
+   per token, the ratio and the k3 KL are taken per step and averaged over the trajectory's
+   steps (outcome supervision: every step of a trajectory shares its advantage; over heads of a
+   ``MultiDiscrete`` action the log-probabilities add up, one step being one joint action);
+4. every ``ref_refresh_every`` iterations the frozen reference policy is set to the current one.
+
+``enumerate_actions`` (the ``grpo-enum`` agent) is a named variant, not DeepSeekMath: on a
+``Discrete(D)`` space with ``group_size >= D`` the group's first actions are every depth once
+instead of samples. Its objective weighs every action's advantage equally instead of by its
+probability under π_old, and its k3 term averages over all actions rather than samples from π,
+so it is no unbiased KL estimate; it is an exhaustive, lower-variance group on a bandit.
 """
 
 from __future__ import annotations
@@ -52,8 +54,13 @@ def grpo_loss(
     beta: float = 0.04,
     eps: float = 1e-4,
     scale_rewards: str = "group",
+    step_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The GRPO objective to minimise; every tensor is (B groups, G members).
+    """The GRPO objective to minimise; ``rewards`` is (B groups, G members).
+
+    ``logp``, ``old_logp`` and ``ref_logp`` are (B, G) for one-step episodes, or (B, G, T) per
+    step with ``step_mask`` (B, G, T) marking the steps each trajectory took (DeepSeekMath's
+    per-token form: the per-step terms are averaged over a trajectory's steps, 1/|o_i|).
 
     Advantages are ``(r − mean_group) / (std + eps)`` with the unbiased (Bessel) std of the group
     (``"batch"``: of all rewards; ``"none"``: no division). Per element the loss is
@@ -64,10 +71,14 @@ def grpo_loss(
     """
     if rewards.ndim != 2 or rewards.shape[1] < 2:
         raise ValueError(f"rewards must be (B, G) with G >= 2, got shape {tuple(rewards.shape)}")
+    if step_mask is None:
+        logp, old_logp, ref_logp = logp[..., None], old_logp[..., None], ref_logp[..., None]
+        step_mask = torch.ones_like(logp)
     for name, tensor in (("logp", logp), ("old_logp", old_logp), ("ref_logp", ref_logp)):
-        if tensor.shape != rewards.shape:
+        if tensor.shape != step_mask.shape or tensor.shape[:2] != rewards.shape:
             raise ValueError(
-                f"{name} has shape {tuple(tensor.shape)}, rewards {tuple(rewards.shape)}"
+                f"{name} has shape {tuple(tensor.shape)}, rewards {tuple(rewards.shape)}, "
+                f"step_mask {tuple(step_mask.shape)}"
             )
     if scale_rewards not in SCALE_REWARDS:
         raise ValueError(f"scale_rewards={scale_rewards!r}; expected one of {SCALE_REWARDS}")
@@ -78,22 +89,29 @@ def grpo_loss(
         advantages = centred / (rewards.std(unbiased=True) + eps)
     else:
         advantages = centred
-    advantages = advantages.detach()
+    advantages = advantages.detach()[..., None]  # (B, G, 1): steps share their outcome's
     log_ratio = logp - old_logp.detach()
     ratio = torch.exp(log_ratio)
     clipped = torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     surrogate = torch.minimum(ratio * advantages, clipped * advantages)
     ref_log_ratio = ref_logp.detach() - logp
     k3 = torch.exp(ref_log_ratio) - ref_log_ratio - 1.0
-    loss = (-surrogate + beta * k3).mean()
+    mask = step_mask.to(logp.dtype)
+    steps = mask.sum(-1).clamp_min(1.0)
+
+    def trajectory_mean(values: torch.Tensor) -> torch.Tensor:
+        """Mean over each trajectory's steps, then over all B·G trajectories."""
+        return ((values * mask).sum(-1) / steps).mean()
+
+    loss = trajectory_mean(-surrogate + beta * k3)
     with torch.no_grad():
         zero_std = rewards.max(dim=1).values == rewards.min(dim=1).values
         stats = {
             "loss": float(loss.detach()),
-            "policy_loss": float(-surrogate.mean()),
-            "kl": float(k3.mean()),
-            "clip_fraction": float(((ratio - 1.0).abs() > clip_eps).float().mean()),
-            "approx_kl_old": float(((ratio - 1.0) - log_ratio).mean()),
+            "policy_loss": float(trajectory_mean(-surrogate)),
+            "kl": float(trajectory_mean(k3)),
+            "clip_fraction": float(trajectory_mean(((ratio - 1.0).abs() > clip_eps).to(mask))),
+            "approx_kl_old": float(trajectory_mean((ratio - 1.0) - log_ratio)),
             "zero_std_fraction": float(zero_std.float().mean()),
             "advantage_abs_mean": float(advantages.abs().mean()),
         }
@@ -112,8 +130,9 @@ class GRPOConfig:
     """B: distinct queries (groups) per iteration."""
     group_size: int = 8
     """G: trajectories per query; at least 2 (the group std needs two samples)."""
-    enumerate_actions: bool = True
-    """With Discrete(D) and G >= D, the group's first actions are every depth once (G := D)."""
+    enumerate_actions: bool = False
+    """With Discrete(D) and G >= D, the group's first actions are every depth once (G := D):
+    the ``grpo-enum`` variant, not DeepSeekMath's sampled groups (see the module docstring)."""
     learning_rate: float = 5e-3
     """Adam learning rate."""
     update_epochs: int = 2
@@ -152,19 +171,19 @@ def _as_tensors(episodes: Episodes, spec: ActionSpec) -> tuple[torch.Tensor, ...
     return observations, actions, valid
 
 
-def trajectory_logp(
+def step_logp(
     policy: MLPPolicy, observations: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probability of each whole trajectory (sum over its valid steps) and mean entropy.
+    """Log-probability of every step's action (n, T) and each trajectory's mean entropy (n,).
 
-    ``observations`` (T, n, obs_dim), ``actions`` (T, n, ...), ``valid`` (T, n) → (n,), (n,).
+    ``observations`` (T, n, obs_dim), ``actions`` (T, n, ...), ``valid`` (T, n).
     """
     steps, n = valid.shape
     dist = policy.spec.distribution(policy(observations.reshape(steps * n, -1)))
     logp = dist.log_prob(actions.reshape(steps * n, *actions.shape[2:])).view(steps, n)
     entropy = dist.entropy().view(steps, n)
     count = valid.sum(0).clamp_min(1.0)
-    return (logp * valid).sum(0), (entropy * valid).sum(0) / count
+    return logp.T, (entropy * valid).sum(0) / count
 
 
 def _sampler(policy: MLPPolicy, first_actions: np.ndarray | None):
@@ -230,7 +249,7 @@ def train(
     optimizer = torch.optim.AdamW(
         policy.parameters(), lr=config.learning_rate, eps=1e-5, weight_decay=config.weight_decay
     )
-    router = PolicyRouter("grpo", policy, config.hidden)
+    router = PolicyRouter("grpo-enum" if enumerate_first else "grpo", policy, config.hidden)
     writer = None
     if config.log_dir is not None:
         from torch.utils.tensorboard import SummaryWriter
@@ -261,11 +280,11 @@ def train(
         b_rewards = torch.as_tensor(episodes.returns, dtype=torch.float32).view(
             batch_groups, group_size
         )
+        by_group = (batch_groups, group_size, b_valid.shape[0])  # (B, G, T)
+        b_mask = b_valid.T.reshape(by_group)
         with torch.no_grad():
-            b_old_logp = trajectory_logp(policy, b_obs, b_actions, b_valid)[0]
-            b_ref_logp = trajectory_logp(reference, b_obs, b_actions, b_valid)[0]
-        b_old_logp = b_old_logp.view(batch_groups, group_size)
-        b_ref_logp = b_ref_logp.view(batch_groups, group_size)
+            b_old_logp = step_logp(policy, b_obs, b_actions, b_valid)[0].reshape(by_group)
+            b_ref_logp = step_logp(reference, b_obs, b_actions, b_valid)[0].reshape(by_group)
 
         group_order = torch.randperm(batch_groups)
         minibatch_size = max(1, batch_groups // config.minibatches)
@@ -276,11 +295,11 @@ def train(
                 mb_groups = group_order[first : first + minibatch_size]
                 # members of the chosen groups, in sub-env order (sub-env = group * G + member)
                 mb_envs = (mb_groups[:, None] * group_size + torch.arange(group_size)).reshape(-1)
-                logp, entropy = trajectory_logp(
+                logp, entropy = step_logp(
                     policy, b_obs[:, mb_envs], b_actions[:, mb_envs], b_valid[:, mb_envs]
                 )
                 loss, stats = grpo_loss(
-                    logp.view(-1, group_size),
+                    logp.reshape(-1, group_size, by_group[2]),
                     b_old_logp[mb_groups],
                     b_ref_logp[mb_groups],
                     b_rewards[mb_groups],
@@ -288,6 +307,7 @@ def train(
                     beta=config.beta,
                     eps=config.eps,
                     scale_rewards=config.scale_rewards,
+                    step_mask=b_mask[mb_groups],
                 )
                 optimizer.zero_grad()
                 loss.backward()

@@ -29,22 +29,30 @@ def _write_metrics(out_dir: Path, metrics: list[dict[str, float]]) -> None:
     write_json(Path(out_dir) / "metrics.json", metrics)
 
 
-def train_grpo(
-    env_id: str,
-    train_tables: Tables,
-    dev_tables: Tables | None,
-    seed: int,
-    steps: int,
-    out_dir: Path,
-) -> Router:
-    """Native GRPO with :class:`maw_gym_agents.grpo.GRPOConfig` defaults; TensorBoard in
-    out_dir/tb."""
-    from maw_gym_agents.grpo import GRPOConfig, train
+def _grpo(enumerate_actions: bool) -> TrainFn:
+    def train_grpo(
+        env_id: str,
+        train_tables: Tables,
+        dev_tables: Tables | None,
+        seed: int,
+        steps: int,
+        out_dir: Path,
+    ) -> Router:
+        """Native GRPO (:class:`maw_gym_agents.grpo.GRPOConfig` defaults): sampled groups, or
+        every depth once per group for ``grpo-enum``; TensorBoard in out_dir/tb."""
+        from maw_gym_agents.grpo import GRPOConfig, train
 
-    config = GRPOConfig(seed=seed, total_env_steps=steps, log_dir=str(Path(out_dir) / "tb"))
-    router, metrics = train(env_id, train_tables, config, dev_tables)
-    _write_metrics(out_dir, metrics)
-    return router
+        config = GRPOConfig(
+            seed=seed,
+            total_env_steps=steps,
+            enumerate_actions=enumerate_actions,
+            log_dir=str(Path(out_dir) / "tb"),
+        )
+        router, metrics = train(env_id, train_tables, config, dev_tables)
+        _write_metrics(out_dir, metrics)
+        return router
+
+    return train_grpo
 
 
 def _supervised(labels: str, depth_aware: bool) -> TrainFn:
@@ -122,7 +130,8 @@ def train_rllib_ppo(
 
 
 AGENTS: dict[str, TrainFn] = {
-    "grpo": train_grpo,
+    "grpo": _grpo(enumerate_actions=False),
+    "grpo-enum": _grpo(enumerate_actions=True),
     "supervised": _supervised("oracle", depth_aware=False),
     "supervised-rule": _supervised("rule", depth_aware=False),
     "supervised-depth": _supervised("oracle", depth_aware=True),

@@ -36,6 +36,7 @@ LEARNED = (
     "supervised",
     "supervised-depth",
     "grpo",
+    "grpo-enum",
     "ppo",
     "a2c",
     "dqn",

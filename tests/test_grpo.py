@@ -96,6 +96,38 @@ def test_scale_rewards_group() -> None:
     assert float(loss) == pytest.approx(expected, rel=1e-9)
 
 
+def test_per_step_ratio_and_kl_average_over_each_trajectorys_steps() -> None:
+    # DeepSeekMath's per-token form on 2-step trajectories: member 0 took both steps, member 1
+    # only the first (its second step is masked, so its ratio of 5 must not count).
+    rewards = _t([[0.0, 1.0]])  # A = (-a, +a), a = 0.5 / (sqrt(0.5) + eps)
+    logp = torch.log(_t([[[1.1, 1.0], [1.1, 5.0]]]))  # old logp 0: ratios = these numbers
+    mask = _t([[[1.0, 1.0], [1.0, 0.0]]])
+    old = torch.zeros(1, 2, 2, dtype=torch.float64)
+    loss, stats = grpo_loss(logp, old, logp.clone(), rewards, beta=0.0, step_mask=mask)
+    a = 0.5 / (math.sqrt(0.5) + EPS)
+    # member 0: -mean(-1.1a, -1.0a) = 1.05a; member 1: -(1.1a); mean over members
+    assert float(loss) == pytest.approx((1.05 * a - 1.1 * a) / 2, rel=1e-9)
+    assert stats["clip_fraction"] == 0.0  # the masked ratio 5 is not counted
+
+    flat = _t([[0.0, 0.0]])  # equal rewards: only the KL term is left
+    logp = torch.log(_t([[[0.5, 0.25], [0.25, 0.9]]]))
+    ref = torch.log(_t([[[0.25, 0.25], [0.25, 0.01]]]))
+    loss, stats = grpo_loss(logp, logp.clone(), ref, flat, beta=1.0, step_mask=mask)
+    k3 = 0.5 - math.log(0.5) - 1.0  # member 0, step 0; every other valid step has k3 = 0
+    assert float(loss) == pytest.approx((k3 / 2 + 0.0) / 2, rel=1e-9)
+    assert stats["kl"] == pytest.approx(k3 / 4, rel=1e-9)
+
+
+def test_one_step_loss_equals_per_step_form_with_one_step() -> None:
+    rng = np.random.default_rng(1)
+    logp, old, ref, rewards = (torch.as_tensor(rng.normal(size=(3, 4))) for _ in range(4))
+    flat, _ = grpo_loss(logp, old, ref, rewards)
+    stepped, _ = grpo_loss(
+        logp[..., None], old[..., None], ref[..., None], rewards, step_mask=torch.ones(3, 4, 1)
+    )
+    assert float(flat) == pytest.approx(float(stepped), rel=1e-12)
+
+
 def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="G >= 2"):
         grpo_loss(*(torch.zeros(3, 1),) * 4)
@@ -155,6 +187,16 @@ def test_grpo_enumerates_every_depth_when_asked(synthetic) -> None:
     )
     assert metrics[0]["env_steps"] == 32 * 4  # B groups of exactly D members
     assert router.policy.spec.choices == 4
+    assert router.name == "grpo-enum"
+
+
+def test_grpo_default_samples_groups_from_the_old_policy(synthetic) -> None:
+    from maw_gym_agents.grpo import GRPOConfig
+
+    assert not GRPOConfig().enumerate_actions  # DeepSeekMath, the leaderboard's grpo row
+    router, metrics = _train(synthetic[0], total_env_steps=256)
+    assert metrics[0]["env_steps"] == 32 * 8  # G = 8 sampled members, not D = 4 enumerated
+    assert router.name == "grpo"
 
 
 def test_grpo_same_seed_same_result_and_save_load(synthetic, tmp_path) -> None:

@@ -24,7 +24,9 @@ def tables_files(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("agent", ["grpo", "supervised", "supervised-rule", "best-fixed"])
+@pytest.mark.parametrize(
+    "agent", ["grpo", "grpo-enum", "supervised", "supervised-rule", "best-fixed"]
+)
 def test_train_then_evaluate(agent, tables_files, tmp_path, capsys) -> None:
     train_path, dev_path = tables_files
     out = tmp_path / agent
@@ -71,4 +73,4 @@ def test_unknown_agent_is_named(tables_files, tmp_path, capsys) -> None:
     ]
     assert main(argv) == 2
     assert "unknown agent 'ppo2'" in capsys.readouterr().err
-    assert {"grpo", "supervised", "supervised-rule", "supervised-depth"} <= set(AGENTS)
+    assert {"grpo", "grpo-enum", "supervised", "supervised-rule", "supervised-depth"} <= set(AGENTS)
