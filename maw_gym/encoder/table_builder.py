@@ -174,21 +174,60 @@ def routed_results(tables: Tables, scores: np.ndarray) -> dict[str, dict[str, fl
     }
 
 
+def export_tables(
+    dataset: str, preset: str | Preset, encoder: Path | None, out: Path
+) -> dict[str, object]:
+    """Write every split's tables (built or loaded) and their provenance to the artifact
+    ``out`` (:mod:`maw_gym.artifacts`); returns its manifest."""
+    from maw_gym.artifacts import export_artifact, maw_gym_version
+
+    preset = _preset(preset)
+    encoder_dir = resolve_encoder(dataset, preset, encoder)
+    splits = {split: get_tables(dataset, split, preset, encoder_dir) for split in SPLITS}
+    encoder_config = json.loads((encoder_dir / "config.json").read_text())
+    info = {
+        "maw_gym_version": maw_gym_version(),
+        "dataset": str(splits["train"].meta.get("dataset", dataset)),
+        "dataset_hash": stable_hash(*(t.meta.get("fingerprint") for t in splits.values())),
+        "preset": preset.to_dict(),
+        "encoder": {"hash": encoder_config["content_hash"], "config": encoder_config},
+    }
+    return export_artifact(splits, info, out)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="tables_command", metavar="ACTION", required=True)
     build = sub.add_parser("build", help="build (or load) the tables of a split")
-    build.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
-    build.add_argument("--preset", default="smoke", help="smoke, quick or full")
+    export = sub.add_parser("export", help="write every split's tables to one shareable file")
+    for action in (build, export):
+        action.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
+        action.add_argument("--preset", default="smoke", help="smoke, quick or full")
+        action.add_argument(
+            "--encoder",
+            type=Path,
+            default=None,
+            help="a trained encoder directory (default: the preset's, trained if new)",
+        )
     build.add_argument("--split", default="all", choices=[*SPLITS, "all"])
-    build.add_argument(
-        "--encoder",
-        type=Path,
-        default=None,
-        help="a trained encoder directory (default: the preset's, trained if new)",
+    export.add_argument("out", type=Path, help="the artifact file to write (a tar)")
+    install = sub.add_parser(
+        "import", help="verify a tables artifact and install it into the cache"
     )
+    install.add_argument("artifact", type=Path, help="a file from `maw-gym tables export`")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.tables_command == "export":
+        manifest = export_tables(args.dataset, args.preset, args.encoder, args.out)
+        _print_artifact(args.out, manifest)
+        return 0
+    if args.tables_command == "import":
+        from maw_gym.artifacts import install_artifact
+
+        target, manifest = install_artifact(args.artifact)
+        _print_artifact(target, manifest)
+        print(f'use it: gym.make("MAW/DepthSelection-v0", tables="{target}", split="train")')
+        return 0
     splits = SPLITS if args.split == "all" else (args.split,)
     for split in splits:
         started = time.perf_counter()
@@ -199,3 +238,11 @@ def run(args: argparse.Namespace) -> int:
             f"({time.perf_counter() - started:.1f} s)"
         )
     return 0
+
+
+def _print_artifact(path: Path, manifest: dict) -> None:
+    from maw_gym.artifacts import artifact_id
+
+    print(f"{path}: artifact {artifact_id(manifest)} (compare with the publisher's)")
+    for split, entry in manifest["splits"].items():
+        print(f"  {split}: tables fingerprint {entry['fingerprint'][:16]}")

@@ -66,19 +66,30 @@ def resolve_reward_weights(reward_weights: RewardWeights) -> np.ndarray:
     return weights / weights.sum()
 
 
+#: What an env's ``tables=`` accepts: tables, a path (a tables artifact file, an installed
+#: artifact directory or one split's saved tables; see :func:`maw_gym.artifacts.open_tables`),
+#: or None for the cached tables of dataset/split/preset/encoder.
+TablesSource = Tables | str | Path | None
+
+
 def resolve_tables(
-    tables: Tables | None,
+    tables: TablesSource,
     dataset: str | Path,
     split: str,
     preset: str,
     encoder: str | Path | None,
     max_queries: int | None,
 ) -> Tables:
-    """``tables`` if given, else the cached tables of (dataset, split, preset, encoder).
+    """``tables`` if given (a path is opened for ``split``), else the cached tables of
+    (dataset, split, preset, encoder).
 
     ``max_queries`` keeps the first that many queries (all of them if there are fewer).
     """
-    if tables is None:
+    if isinstance(tables, (str, Path)):
+        from maw_gym.artifacts import open_tables
+
+        tables = open_tables(tables, split)
+    elif tables is None:
         # Imported here: building tables pulls torch, and ``import maw_gym`` must stay light.
         from maw_gym.encoder.table_builder import get_tables
 
@@ -211,7 +222,7 @@ class MAWEnv(gym.Env):
 
     def __init__(
         self,
-        tables: Tables | None = None,
+        tables: TablesSource = None,
         *,
         dataset: str | Path = "nave-kjv",
         split: str = "train",
@@ -302,7 +313,7 @@ class MAWEnv(gym.Env):
 
 def build_variant(
     variant_class: type[Variant],
-    tables: Tables | None,
+    tables: TablesSource,
     dataset: str | Path,
     split: str,
     preset: str,

@@ -101,7 +101,9 @@ class DepthSelectionEnv(MAWEnv):
 
     | Argument         | Default      | Meaning                                                 |
     |------------------|--------------|---------------------------------------------------------|
-    | `tables`         | `None`       | a `Tables`; if None, built/loaded from the next four     |
+    | `tables`         | `None`       | a `Tables`, or a path: tables artifact file or its      |
+    |                  |              | installed dir (`maw-gym tables import`; `split` picks   |
+    |                  |              | one); if None, built/loaded from the next four          |
     | `dataset`        | `"nave-kjv"` | BEIR dataset name or folder                             |
     | `split`          | `"train"`    | `"train"`, `"dev"` or `"test"`                          |
     | `preset`         | `"smoke"`    | pipeline preset (`maw_gym.presets`)                     |

@@ -37,12 +37,11 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from maw_gym.envs.base import MAWEnv, RewardWeights, build_variant, choose_queries
+from maw_gym.envs.base import MAWEnv, RewardWeights, TablesSource, build_variant, choose_queries
 from maw_gym.envs.depth_selection import DepthSelectionEnv
 from maw_gym.envs.layerwise import LayerwiseDepthEnv
 from maw_gym.envs.per_head import PerHeadDepthEnv
 from maw_gym.envs.soft_mixture import SoftDepthMixtureEnv
-from maw_gym.tables import Tables
 
 
 class MAWVectorEnv(VectorEnv):
@@ -61,7 +60,7 @@ class MAWVectorEnv(VectorEnv):
     def __init__(
         self,
         num_envs: int = 1,
-        tables: Tables | None = None,
+        tables: TablesSource = None,
         *,
         dataset: str | Path = "nave-kjv",
         split: str = "train",
