@@ -1,15 +1,19 @@
 """Named configurations of the whole pipeline: data subset, MAW encoder shape, training budget.
 
 ``smoke`` builds from scratch in well under a minute on 2 cores (tests, first contact);
-``quick`` is the README's main job: sized so the whole leaderboard, MiniLM encoding of 22,400
-pairs included, fits in about 20 minutes on 2 cores (every model's best dev epoch was 1-3, and
-it skips the 2-layer stack behind ``MAW/LayerwiseDepth``, 55% of table time); ``full`` uses
-every query.
+``quick`` is the README's main job, sized for a leaderboard of minutes on 2 cores, MiniLM
+encoding of 22,400 pairs included (every model's best dev epoch was 1-3, and it skips the
+2-layer stack behind ``MAW/LayerwiseDepth``, 55% of table time); its measured time is the one
+in the README, printed from the run by ``scripts/readme_tables.py``. ``full`` uses every query.
+
+Any numeric field can be overridden from the command line (``--set candidates=16``); the
+overrides are part of every cache key and recorded in a run's config.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import argparse
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 
@@ -115,3 +119,48 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, int]:
+    """``["candidates=16", "epochs=3"]`` → ``{"candidates": 16, "epochs": 3}``.
+
+    Every numeric field of :class:`Preset` may be overridden with a positive integer (``name``
+    may not: results stay labelled with the preset they started from, and the overrides are
+    recorded beside it). Errors name the bad item.
+    """
+    numeric = sorted(f.name for f in fields(Preset) if f.name != "name")
+    overrides: dict[str, int] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in numeric:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {numeric}")
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(f"--set {item!r}: {key} takes a positive integer")
+        overrides[key] = value
+    return overrides
+
+
+def add_preset_arguments(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--preset NAME`` and repeatable ``--set KEY=VALUE``, for every command that builds."""
+    parser.add_argument(
+        "--preset", default=default, help=f"{', '.join(PRESETS)} (default: {default})"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one preset field, e.g. --set candidates=16 (repeatable; part of every "
+        "cache key and recorded in the run's config)",
+    )
+
+
+def preset_from_args(args: argparse.Namespace) -> Preset:
+    """The preset named by ``--preset`` with its ``--set`` overrides applied."""
+    return get_preset(args.preset).with_overrides(**parse_overrides(args.overrides))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from maw_gym.cache import cache_dir, stable_hash
-from maw_gym.presets import Preset, get_preset
+from maw_gym.presets import Preset, add_preset_arguments, get_preset, preset_from_args
 from maw_gym.tables import Tables
 
 logger = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     export = sub.add_parser("export", help="write every split's tables to one shareable file")
     for action in (build, export):
         action.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
-        action.add_argument("--preset", default="smoke", help="smoke, quick or full")
+        add_preset_arguments(action, default="smoke")
         action.add_argument(
             "--encoder",
             type=Path,
@@ -218,7 +218,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.tables_command == "export":
-        manifest = export_tables(args.dataset, args.preset, args.encoder, args.out)
+        manifest = export_tables(args.dataset, preset_from_args(args), args.encoder, args.out)
         _print_artifact(args.out, manifest)
         return 0
     if args.tables_command == "import":
@@ -229,9 +229,10 @@ def run(args: argparse.Namespace) -> int:
         print(f'use it: gym.make("MAW/DepthSelection-v0", tables="{target}", split="train")')
         return 0
     splits = SPLITS if args.split == "all" else (args.split,)
+    preset = preset_from_args(args)
     for split in splits:
         started = time.perf_counter()
-        tables = get_tables(args.dataset, split, args.preset, args.encoder)
+        tables = get_tables(args.dataset, split, preset, args.encoder)
         print(
             f"{split}: {tables.num_queries} queries, D={tables.depth}, H={tables.heads}, "
             f"layers={'2' if tables.has_layers else '1'} "
