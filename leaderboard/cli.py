@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "maw_gym_leaderboard.run",
         "train and rank every routing policy (the main job)",
     ),
+    "validate": (
+        "maw_gym_leaderboard.submissions",
+        "replay a leaderboard's recorded test actions and check every score",
+    ),
 }
 
 
