@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -28,8 +28,11 @@ from torch import nn
 from torch.distributions import Categorical, Dirichlet, Distribution, Independent
 
 from maw_gym.cache import atomic_path, write_json
+from maw_gym.envs.vector import MAWVectorEnv
+from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 
+ActionKind = Literal["discrete", "multi_discrete", "simplex"]
 ROUTER_FILE = "router.json"
 MAX_JOINT_ACTIONS = 4096
 """Joint actions per query up to which :func:`enumerate_returns` plays them all."""
@@ -40,7 +43,7 @@ WEIGHTS_FILE = "policy.pt"
 class ActionSpec:
     """What a router must output for one env variant (see the module docstring)."""
 
-    kind: str
+    kind: ActionKind
     choices: int
     slots: int = 1
 
@@ -241,18 +244,35 @@ class Episodes:
     """Info of each episode's last step, keyed like the env's info: (n,) arrays."""
 
 
-def make_vector_env(
-    env_id: str, num_envs: int, tables: Any, env_kwargs: dict[str, Any] | None
-) -> gym.vector.VectorEnv:
+def make_vector_env(env_id: str, num_envs: int, tables: Tables) -> MAWVectorEnv:
     """The env's native vector env over ``tables`` (SAME_STEP autoreset, pinnable queries)."""
     import maw_gym  # noqa: F401  (registers the MAW/ ids)
 
-    return gym.make_vec(
-        env_id,
-        num_envs=num_envs,
-        vectorization_mode="vector_entry_point",
-        tables=tables,
-        **(env_kwargs or {}),
+    envs = gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", tables=tables
+    )
+    if not isinstance(envs, MAWVectorEnv):
+        raise ValueError(f"{env_id!r} is not a MAW env id (its vector env is {type(envs)})")
+    return envs
+
+
+@dataclass(frozen=True)
+class EnvLayout:
+    """What a router must fit for one env variant on one set of tables."""
+
+    spec: ActionSpec
+    horizon: int
+    """Decisions per episode."""
+    observation_space: gym.Space
+
+
+def env_layout(env_id: str, tables: Tables) -> EnvLayout:
+    """The action spec, episode length and observation space of ``env_id`` over ``tables``."""
+    envs = make_vector_env(env_id, 1, tables)
+    variant = envs.variant
+    envs.close()
+    return EnvLayout(
+        ActionSpec.from_space(variant.action_space), variant.horizon, variant.observation_space
     )
 
 
@@ -316,17 +336,10 @@ class JointReturns:
     returns: np.ndarray
     """(N, J): return of query i under joint action j."""
 
-    def fixed_depth_columns(self) -> np.ndarray:
-        """(D,) column index of "depth d everywhere" (every step, every head)."""
-        flat = self.actions.reshape(len(self.actions), -1)
-        constant = np.flatnonzero((flat == flat[:, :1]).all(axis=1))
-        return constant[np.argsort(flat[constant, 0])]
-
 
 def enumerate_returns(
     env_id: str,
-    tables: Any,
-    env_kwargs: dict[str, Any] | None = None,
+    tables: Tables,
     max_joint_actions: int = MAX_JOINT_ACTIONS,
     chunk: int = 8192,
 ) -> JointReturns:
@@ -336,11 +349,8 @@ def enumerate_returns(
     and single-step ``MultiDiscrete`` (D**H head assignments). Used for the per-query oracle,
     the exact expectation of the uniform random policy and the fixed-depth baselines.
     """
-    probe = make_vector_env(env_id, 1, tables, env_kwargs)
-    spec = ActionSpec.from_space(probe.single_action_space)
-    first = np.zeros((1, spec.slots), dtype=np.int64) if spec.slots > 1 else np.zeros(1, np.int64)
-    steps = int(run_episodes(probe, np.zeros(1, np.int64), lambda obs, t: first).valid.sum())
-    probe.close()
+    layout = env_layout(env_id, tables)
+    spec, steps = layout.spec, layout.horizon
     if spec.kind == "simplex" or (spec.kind == "multi_discrete" and steps > 1):
         raise ValueError(f"{env_id}: joint actions of a {spec.kind} space cannot be enumerated")
     width = steps * spec.slots
@@ -355,7 +365,7 @@ def enumerate_returns(
     pairs_query = np.repeat(np.arange(n), j)
     pairs_joint = np.tile(np.arange(j), n)
     size = min(chunk, n * j)
-    envs = make_vector_env(env_id, size, tables, env_kwargs)
+    envs = make_vector_env(env_id, size, tables)
     returns = np.empty(n * j)
     for start in range(0, n * j, size):
         rows = np.arange(start, start + size) % (n * j)  # the last chunk wraps round (padding)

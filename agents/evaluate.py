@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from maw_gym.envs.base import Variant
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
@@ -50,33 +51,29 @@ class Bounds:
 _BOUNDS: dict[str, Bounds] = {}
 
 
-def _tables_key(env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None) -> str:
+def _tables_key(env_id: str, tables: Tables) -> str:
     digest = hashlib.sha1(tables.observation.tobytes())
     digest.update(tables.score_parts.tobytes())
     digest.update(tables.query_ids.astype(str).tobytes())
-    return (
-        f"{env_id}|{json.dumps(env_kwargs or {}, sort_keys=True, default=str)}|{digest.hexdigest()}"
-    )
+    return f"{env_id}|{digest.hexdigest()}"
 
 
-def bounds(
-    env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None = None, seed: int = 0
-) -> Bounds:
+def bounds(env_id: str, tables: Tables, seed: int = 0) -> Bounds:
     """Random and oracle returns of ``tables`` under ``env_id``, cached per tables content.
 
     The oracle enumerates every joint action where it can, so that on ``PerHeadDepth`` (whose
     env ``oracle_reward`` is the best *shared* depth) the per-query oracle is the true maximum
     and no router scores above 1.
     """
-    key = _tables_key(env_id, tables, env_kwargs)
+    key = _tables_key(env_id, tables)
     if key in _BOUNDS:
         return _BOUNDS[key]
     try:
-        joint = enumerate_returns(env_id, tables, env_kwargs)
+        joint = enumerate_returns(env_id, tables)
     except ValueError:
         from maw_gym_agents.heuristics import RandomRouter
 
-        envs = make_vector_env(env_id, tables.num_queries, tables, env_kwargs)
+        envs = make_vector_env(env_id, tables.num_queries, tables)
         router = RandomRouter(ActionSpec.from_space(envs.single_action_space), seed)
         total = 0.0
         for _ in range(MONTE_CARLO_PASSES):
@@ -92,26 +89,6 @@ def bounds(
     return result
 
 
-def candidate_scores(tables: Tables, spec: ActionSpec, actions: np.ndarray) -> np.ndarray | None:
-    """(N, C) candidate scores under per-query actions ``(N, T, ...)`` (exact: the scores are
-    linear in the attention output, see ``maw_gym.tables``); None for an unknown layout."""
-    n = np.arange(tables.num_queries)
-    steps = actions.shape[1]
-    if steps == 2 and tables.layer2_scores is not None and spec.kind == "discrete":
-        return tables.layer2_scores[n, actions[:, 0], actions[:, 1]]
-    if steps != 1:
-        return None
-    action = actions[:, 0]
-    if spec.kind == "discrete":
-        return tables.depth_scores()[n, action]
-    per_depth = tables.score_parts  # (N, D, H, C)
-    if spec.kind == "multi_discrete":
-        heads = np.arange(tables.heads)
-        return tables.score_base + per_depth[n[:, None], action, heads].sum(axis=1)
-    weights = action / np.maximum(action.sum(-1, keepdims=True), 1e-12)
-    return tables.score_base + np.einsum("nd,ndc->nc", weights, per_depth.sum(axis=2))
-
-
 def depth_usage(spec: ActionSpec, actions: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(D,) share of each depth among the decisions (mean weights on a mixture space)."""
     if spec.kind == "simplex":
@@ -120,18 +97,83 @@ def depth_usage(spec: ActionSpec, actions: np.ndarray, valid: np.ndarray) -> np.
     return counts / max(counts.sum(), 1.0)
 
 
-def evaluate_router(
-    router: Router, env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Play every query of ``tables`` once with ``router``; see the module docstring.
+@dataclass(frozen=True)
+class Evaluation:
+    """A router played once on every query of one split's tables."""
 
-    Returns floats ``mean_return``, ``random_mean``, ``oracle_mean``, ``normalized_score``,
-    ``regret``, ``depth_usage_entropy`` (normalised to [0, 1]), ``latency_ms_per_query``,
-    ``random_exact``, and arrays ``returns`` (N,), ``regrets`` (N,), ``actions`` (N, T, ...),
-    ``depth_usage`` (D,) and ``candidate_scores`` (N, C) (None if the layout is unknown).
-    """
+    router: str
+    env_id: str
+    returns: np.ndarray
+    """(N,) each query's return."""
+    oracle: np.ndarray
+    """(N,) each query's best return (enumerated, else the env's ``oracle_reward``)."""
+    random_mean: float
+    """Expected return of the uniform random policy (the normalised score's zero)."""
+    random_exact: bool
+    """True if ``random_mean`` is exact (every joint action enumerated), False if Monte Carlo."""
+    oracle_enumerated: bool
+    """True if ``oracle`` comes from enumerating every joint action."""
+    actions: np.ndarray
+    """(N, T, ...) the action of every decision of every query."""
+    depth_usage: np.ndarray
+    """(D,) share of each depth among the decisions (mean weights on a mixture space)."""
+    candidate_scores: np.ndarray
+    """(N, C) each query's candidate scores under its actions (the env's own scoring)."""
+    latency_ms_per_query: float
+    """Wall time of ``router.act`` per query."""
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.returns)
+
+    @property
+    def mean_return(self) -> float:
+        return float(self.returns.mean())
+
+    @property
+    def oracle_mean(self) -> float:
+        return float(self.oracle.mean())
+
+    @property
+    def normalized_score(self) -> float:
+        """(mean − random) / (oracle − random): 0 is random, 1 the per-query oracle."""
+        span = self.oracle_mean - self.random_mean
+        return (self.mean_return - self.random_mean) / span if span > 0 else 0.0
+
+    @property
+    def regrets(self) -> np.ndarray:
+        return self.oracle - self.returns
+
+    @property
+    def regret(self) -> float:
+        return float(self.regrets.mean())
+
+    @property
+    def depth_usage_entropy(self) -> float:
+        """Entropy of :attr:`depth_usage`, normalised to [0, 1]."""
+        used = self.depth_usage[self.depth_usage > 0]
+        return float(-(used * np.log(used)).sum() / np.log(len(self.depth_usage)))
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar figures, as ``maw-gym evaluate`` prints them."""
+        return {
+            "router": self.router,
+            "env_id": self.env_id,
+            "num_queries": self.num_queries,
+            "mean_return": self.mean_return,
+            "normalized_score": self.normalized_score,
+            "regret": self.regret,
+            "random_mean": self.random_mean,
+            "oracle_mean": self.oracle_mean,
+            "depth_usage_entropy": self.depth_usage_entropy,
+            "latency_ms_per_query": self.latency_ms_per_query,
+        }
+
+
+def evaluate_router(router: Router, env_id: str, tables: Tables) -> Evaluation:
+    """Play every query of ``tables`` once with ``router``; see the module docstring."""
     n = tables.num_queries
-    envs = make_vector_env(env_id, n, tables, env_kwargs)
+    envs = make_vector_env(env_id, n, tables)
     spec = ActionSpec.from_space(envs.single_action_space)
     seconds = 0.0
 
@@ -144,8 +186,7 @@ def evaluate_router(
 
     episodes = run_episodes(envs, np.arange(n), choose)
     envs.close()
-    returns = episodes.returns
-    limits = bounds(env_id, tables, env_kwargs)
+    limits = bounds(env_id, tables)
     if limits.oracle is not None:
         oracle = limits.oracle
     elif "oracle_reward" in episodes.final_info:
@@ -155,31 +196,28 @@ def evaluate_router(
             f"{env_id}: too many joint actions to enumerate and no 'oracle_reward' in "
             "the env's final info"
         )
-    random_mean, exact = limits.random_mean, limits.random_exact
-    oracle_mean = float(oracle.mean())
-    span = oracle_mean - random_mean
     actions = np.stack(episodes.actions, axis=1)  # (N, T, ...)
-    usage = depth_usage(spec, np.stack(episodes.actions), episodes.valid)
-    nonzero = usage[usage > 0]
-    return {
-        "router": router.name,
-        "env_id": env_id,
-        "num_queries": n,
-        "mean_return": float(returns.mean()),
-        "random_mean": random_mean,
-        "random_exact": exact,
-        "oracle_enumerated": limits.oracle is not None,
-        "oracle_mean": oracle_mean,
-        "normalized_score": float((returns.mean() - random_mean) / span) if span > 0 else 0.0,
-        "regret": float((oracle - returns).mean()),
-        "depth_usage_entropy": float(-(nonzero * np.log(nonzero)).sum() / np.log(spec.choices)),
-        "latency_ms_per_query": 1000.0 * seconds / n,
-        "returns": returns,
-        "regrets": oracle - returns,
-        "actions": actions,
-        "depth_usage": usage,
-        "candidate_scores": candidate_scores(tables, spec, actions),
-    }
+    return Evaluation(
+        router=router.name,
+        env_id=env_id,
+        returns=episodes.returns,
+        oracle=oracle,
+        random_mean=limits.random_mean,
+        random_exact=limits.random_exact,
+        oracle_enumerated=limits.oracle is not None,
+        actions=actions,
+        depth_usage=depth_usage(spec, np.stack(episodes.actions), episodes.valid),
+        candidate_scores=final_candidate_scores(envs.variant, actions),
+        latency_ms_per_query=1000.0 * seconds / n,
+    )
+
+
+def final_candidate_scores(variant: Variant, actions: np.ndarray) -> np.ndarray:
+    """(N, C) candidate scores of query i after its decisions ``actions[i]`` (N, T, ...),
+    through the variant's own :meth:`~maw_gym.envs.base.Variant.candidate_scores`."""
+    n = len(actions)
+    previous = actions[:, -2] if variant.horizon > 1 else np.zeros(n, dtype=np.int64)
+    return variant.candidate_scores(np.arange(n), previous, actions[:, -1])
 
 
 def retrieval_metrics(
@@ -234,20 +272,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-SUMMARY_KEYS = (
-    "router",
-    "env_id",
-    "num_queries",
-    "mean_return",
-    "normalized_score",
-    "regret",
-    "random_mean",
-    "oracle_mean",
-    "depth_usage_entropy",
-    "latency_ms_per_query",
-)
-
-
 def run(args: argparse.Namespace) -> int:
     from maw_gym_agents.common import load_router
 
@@ -270,10 +294,9 @@ def run(args: argparse.Namespace) -> int:
         qrels = preset_split(dataset, args.split, get_preset(preset)).qrels
         source = {"dataset": dataset, "split": args.split, "preset": preset}
     result = evaluate_router(router, env_id, tables)
-    summary = {key: result[key] for key in SUMMARY_KEYS} | source
-    if result["candidate_scores"] is not None:
-        metrics = retrieval_metrics(tables, result["candidate_scores"], qrels)
-        summary.update({k: metrics[k] for k in ("NDCG@10", "MRR@10", "Hit@1")})
+    summary = result.summary() | source
+    metrics = retrieval_metrics(tables, result.candidate_scores, qrels)
+    summary.update({k: metrics[k] for k in ("NDCG@10", "MRR@10", "Hit@1")})
     if args.json:
         print(json.dumps(summary))
     else:

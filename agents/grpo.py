@@ -37,6 +37,7 @@ from maw_gym_agents.common import (
     Episodes,
     MLPPolicy,
     PolicyRouter,
+    env_layout,
     make_vector_env,
     run_episodes,
     torch_threads,
@@ -221,7 +222,6 @@ def train(
     tables: Tables,
     config: GRPOConfig,
     dev_tables: Tables | None = None,
-    env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> tuple[PolicyRouter, list[dict[str, float]]]:
     """Train a GRPO router on ``env_id`` over ``tables``; returns it and per-iteration metrics."""
@@ -230,17 +230,15 @@ def train(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
-    probe = make_vector_env(env_id, 1, tables, env_kwargs)
-    spec = ActionSpec.from_space(probe.single_action_space)
-    obs_dim = int(np.prod(probe.single_observation_space.shape))
-    probe.close()
+    layout = env_layout(env_id, tables)
+    spec, obs_dim = layout.spec, int(np.prod(layout.observation_space.shape))
     enumerate_first = (
         config.enumerate_actions and spec.kind == "discrete" and config.group_size >= spec.choices
     )
     group_size = spec.choices if enumerate_first else config.group_size
     batch_groups = config.queries_per_batch
     num_envs = batch_groups * group_size
-    envs = make_vector_env(env_id, num_envs, tables, env_kwargs)
+    envs = make_vector_env(env_id, num_envs, tables)
     first_actions = np.tile(np.arange(group_size), batch_groups) if enumerate_first else None
 
     policy = MLPPolicy(obs_dim, spec, config.hidden)
@@ -335,10 +333,10 @@ def train(
         if dev_tables is not None and config.eval_every and iteration % config.eval_every == 0:
             from maw_gym_agents.evaluate import evaluate_router
 
-            result = evaluate_router(router, env_id, dev_tables, env_kwargs=env_kwargs)
-            record["eval/mean_return"] = result["mean_return"]
-            record["eval/normalized_score"] = result["normalized_score"]
-            bar.set_postfix(dev_score=f"{result['normalized_score']:.3f}")
+            result = evaluate_router(router, env_id, dev_tables)
+            record["eval/mean_return"] = result.mean_return
+            record["eval/normalized_score"] = result.normalized_score
+            bar.set_postfix(dev_score=f"{result.normalized_score:.3f}")
         metrics.append(record)
         if writer is not None:
             for key, value in record.items():

@@ -43,6 +43,7 @@ from maw_gym_agents.common import (
     ActionSpec,
     attention_maps,
     enumerate_returns,
+    env_layout,
     make_vector_env,
     read_router_json,
     run_episodes,
@@ -58,6 +59,10 @@ class RandomRouter:
     def __init__(self, spec: ActionSpec, seed: int = 0, name: str = "random"):
         self.name, self.spec, self.seed = name, spec, seed
         self.rng = np.random.default_rng(seed)
+
+    def reseeded(self, seed: int) -> RandomRouter:
+        """A fresh random stream with ``seed`` (one per leaderboard seed)."""
+        return RandomRouter(self.spec, seed, self.name)
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         b = len(observations)
@@ -219,17 +224,11 @@ class LookupRouter:
         return cls(config["name"], ActionSpec(**config["action"]), config["table"], config["split"])
 
 
-def build_lookup(
-    name: str,
-    env_id: str,
-    tables: Tables,
-    plans: np.ndarray,
-    env_kwargs: dict[str, Any] | None = None,
-) -> LookupRouter:
+def build_lookup(name: str, env_id: str, tables: Tables, plans: np.ndarray) -> LookupRouter:
     """Play ``plans[i]`` (per step t: ``plans[i, t]``) on every query i through the env and
     remember each observation → action. Two queries with identical observations but different
     plans keep the first query's action: the env cannot tell them apart either."""
-    envs = make_vector_env(env_id, tables.num_queries, tables, env_kwargs)
+    envs = make_vector_env(env_id, tables.num_queries, tables)
     spec = ActionSpec.from_space(envs.single_action_space)
     episodes = run_episodes(envs, np.arange(tables.num_queries), lambda obs, t: plans[:, t])
     envs.close()
@@ -242,65 +241,42 @@ def build_lookup(
     return LookupRouter(name, spec, table, split=str(tables.meta.get("split", "")))
 
 
-def _episode_length(env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None) -> int:
-    envs = make_vector_env(env_id, 1, tables, env_kwargs)
-    spec = ActionSpec.from_space(envs.single_action_space)
-    router = FixedDepthRouter(spec, 0)
-    episodes = run_episodes(envs, np.zeros(1, np.int64), lambda obs, t: router.act(obs))
-    envs.close()
-    return int(episodes.valid.sum())
-
-
-def joint_router(
-    env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None = None
-) -> LookupRouter:
+def joint_router(env_id: str, tables: Tables) -> LookupRouter:
     """The encoder's jointly trained router: argmax of its logits (every head/layer), or their
     softmax on a mixture space."""
     logits = tables.joint_router_logits  # (N, D)
-    spec = _spec(env_id, tables, env_kwargs)
-    steps = _episode_length(env_id, tables, env_kwargs)
-    action = spec.from_depth_scores(logits[:, None, :])  # (N,), (N, H) or (N, D)
-    plans = np.repeat(action[:, None], steps, axis=1)
-    return build_lookup("joint-router", env_id, tables, plans, env_kwargs)
+    layout = env_layout(env_id, tables)
+    action = layout.spec.from_depth_scores(logits[:, None, :])  # (N,), (N, H) or (N, D)
+    plans = np.repeat(action[:, None], layout.horizon, axis=1)
+    return build_lookup("joint-router", env_id, tables, plans)
 
 
-def oracle_router(
-    env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None = None
-) -> LookupRouter:
+def oracle_router(env_id: str, tables: Tables) -> LookupRouter:
     """The per-query best joint action, found exhaustively (:func:`enumerate_returns`).
 
     On ``SoftDepthMixture`` it is the best one-hot mixture (the best hard depth), a lower bound
     of the true mixture oracle, as is the env's ``oracle_reward``; on ``PerHeadDepth`` with more
     than ``MAX_JOINT_ACTIONS`` head assignments, the best depth shared by every head.
     """
-    spec = _spec(env_id, tables, env_kwargs)
+    spec = env_layout(env_id, tables).spec
     too_large = spec.kind == "multi_discrete" and spec.choices**spec.slots > MAX_JOINT_ACTIONS
     if spec.kind == "simplex" or too_large:
-        joint = enumerate_returns("MAW/DepthSelection-v0", tables, env_kwargs)
+        joint = enumerate_returns("MAW/DepthSelection-v0", tables)
         best = joint.actions[joint.returns.argmax(axis=1), 0]
         if too_large:  # D**H head assignments: the best shared depth, the env's own oracle
             plans = np.repeat(best[:, None, None], spec.slots, axis=2)
         else:
             plans = np.eye(spec.choices, dtype=np.float32)[best][:, None, :]
     else:
-        joint = enumerate_returns(env_id, tables, env_kwargs)
+        joint = enumerate_returns(env_id, tables)
         plans = joint.actions[joint.returns.argmax(axis=1)]  # (N, T, ...)
-    return build_lookup("oracle", env_id, tables, plans, env_kwargs)
+    return build_lookup("oracle", env_id, tables, plans)
 
 
-def _spec(env_id: str, tables: Tables, env_kwargs: dict[str, Any] | None) -> ActionSpec:
-    envs = make_vector_env(env_id, 1, tables, env_kwargs)
-    spec = ActionSpec.from_space(envs.single_action_space)
-    envs.close()
-    return spec
-
-
-def best_fixed_depth(
-    env_id: str, train_tables: Tables, env_kwargs: dict[str, Any] | None = None
-) -> tuple[FixedDepthRouter, np.ndarray]:
+def best_fixed_depth(env_id: str, train_tables: Tables) -> tuple[FixedDepthRouter, np.ndarray]:
     """The fixed depth with the highest mean train return, and every depth's mean return."""
-    spec = _spec(env_id, train_tables, env_kwargs)
-    envs = make_vector_env(env_id, train_tables.num_queries, train_tables, env_kwargs)
+    spec = env_layout(env_id, train_tables).spec
+    envs = make_vector_env(env_id, train_tables.num_queries, train_tables)
     means = []
     for depth in range(spec.choices):
         router = FixedDepthRouter(spec, depth)
@@ -313,25 +289,26 @@ def best_fixed_depth(
     return FixedDepthRouter(spec, best, name="best-fixed"), np.array(means)
 
 
+def uniform_mixture(depth: int) -> FixedDepthRouter:
+    """Weights 1/D on each of ``depth`` depths: the ``SoftDepthMixture`` reference router."""
+    return FixedDepthRouter(ActionSpec("simplex", depth), None)
+
+
 def heuristic_routers(
-    env_id: str,
-    train_tables: Tables,
-    eval_tables: Tables,
-    env_kwargs: dict[str, Any] | None = None,
-    seed: int = 0,
+    env_id: str, train_tables: Tables, eval_tables: Tables, seed: int = 0
 ) -> dict[str, Router]:
     """Every baseline and bound of this module for ``env_id``, the lookups built on
     ``eval_tables`` and the best fixed depth chosen on ``train_tables``."""
-    spec = _spec(env_id, eval_tables, env_kwargs)
+    spec = env_layout(env_id, eval_tables).spec
     shape = (eval_tables.depth, eval_tables.heads, int(eval_tables.observation.shape[-1]))
     routers: dict[str, Router] = {"random": RandomRouter(spec, seed)}
     for depth in range(spec.choices):
         routers[f"fixed-{depth}"] = FixedDepthRouter(spec, depth)
-    routers["best-fixed"] = best_fixed_depth(env_id, train_tables, env_kwargs)[0]
+    routers["best-fixed"] = best_fixed_depth(env_id, train_tables)[0]
     if spec.kind == "simplex":
-        routers["uniform-mixture"] = FixedDepthRouter(spec, None)
+        routers["uniform-mixture"] = uniform_mixture(spec.choices)
     for strategy in SCORE_STRATEGIES:
         routers[strategy] = ScoreRouter(spec, strategy, shape)
-    routers["joint-router"] = joint_router(env_id, eval_tables, env_kwargs)
-    routers["oracle"] = oracle_router(env_id, eval_tables, env_kwargs)
+    routers["joint-router"] = joint_router(env_id, eval_tables)
+    routers["oracle"] = oracle_router(env_id, eval_tables)
     return routers

@@ -11,7 +11,7 @@ says how a worker builds it, never with table arrays inline:
 | ``synthetic``        | optional kwargs of ``Tables.synthetic`` (tests, smoke runs)          |
 | ``obs_normalisation``| :class:`ObsNormalisation` as a dict, measured once by the driver     |
 
-Joining a cluster (``address``) ships ``maw_gym`` and ``agents`` to every worker through the
+Joining a cluster (``address``) ships ``maw_gym`` and ``maw_gym_agents`` to every worker through the
 runtime environment (``py_modules``), so workers need no checkout. A worker that cannot import
 them or build the env fails a preflight task before the algorithm is built: with
 ``restart_failed_env_runners`` (on, for fault tolerance during training) a broken env runner
@@ -26,10 +26,14 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -45,7 +49,8 @@ ENV_NAME = "maw_gym_env"
 HYPERPARAMS_FILE = Path(__file__).resolve().parent / "hyperparams" / "rllib_ppo.yml"
 MODULE_DIR = "rl_module"
 NORMALISATION_FILE = "obs_normalisation.npz"
-ALGORITHMS = ("ppo", "appo")
+Algorithm = Literal["ppo", "appo"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 # Passed on to workers when joining a cluster. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps a
 # one-machine cluster on 127.0.0.1; Ray reads it when *imported*, so it must be set in the shell
 # (or before the first ``import ray``), for the head and the driver alike (docs/cluster.md).
@@ -145,7 +150,7 @@ class RLlibRun:
     """See the module docstring; ``env_id`` is required."""
     out_dir: Path
     """Checkpoints (``checkpoints/``), the final router (``router/``) and metrics go here."""
-    algo: str = "ppo"
+    algo: Algorithm = "ppo"
     """``ppo`` or ``appo`` (asynchronous, for many env runners)."""
     iterations: int = 5
     """Training iterations (each ``train_batch_size_per_learner`` env steps)."""
@@ -168,8 +173,9 @@ class RLlibRun:
     With 2 threads on a busy 2-core machine a 512-step iteration took 8 s instead of 0.5 s."""
     metrics: list[dict[str, float]] = field(default_factory=list)
     """Filled by :func:`train_run`: per-iteration return, env steps and seconds."""
-    env_runner_module_files: list[str] = field(default_factory=list)
-    """Filled by :func:`train_run`: ``maw_gym.__file__`` on each remote env runner."""
+    env_runner_module_files: list[dict[str, str]] = field(default_factory=list)
+    """Filled by :func:`train_run`: where each remote env runner imported ``maw_gym`` and
+    ``maw_gym_agents`` from (module name → ``__file__``)."""
 
 
 def init_ray(address: str | None, num_cpus: int | None) -> bool:
@@ -181,7 +187,6 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     import ray
 
     import maw_gym
-    import maw_gym_agents
 
     # Token authentication needs a shared secret a private or test cluster does not have.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -196,14 +201,12 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
         )
         return True
     env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
-    ray.init(
-        address=address,
-        log_to_driver=False,
-        runtime_env={
-            "py_modules": [maw_gym, maw_gym_agents],
-            "env_vars": env_vars,
-        },
-    )
+    with staged_agents() as agents_package:
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            runtime_env={"py_modules": [maw_gym, str(agents_package)], "env_vars": env_vars},
+        )
     return True
 
 
@@ -289,7 +292,7 @@ def train_run(run: RLlibRun) -> RLlibRouter:
 def _train_algo(algo: Any, run: RLlibRun) -> RLlibRouter:
     out_dir = Path(run.out_dir)
     run.env_runner_module_files = algo.env_runner_group.foreach_env_runner(
-        _maw_gym_file, local_env_runner=False
+        _module_files, local_env_runner=False
     )
     bar = tqdm(range(1, run.iterations + 1), desc=f"rllib-{run.algo}", unit="iter")
     for iteration in bar:
@@ -312,11 +315,31 @@ def _train_algo(algo: Any, run: RLlibRun) -> RLlibRouter:
     return RLlibRouter(f"rllib-{run.algo}", algo.get_module(), normalisation)
 
 
-def _maw_gym_file(env_runner: Any) -> str:
-    """Where this env runner imported ``maw_gym`` from (the runtime env's copy on a cluster)."""
+def _module_files(env_runner: Any) -> dict[str, str]:
+    """Where this env runner imported our packages from (the runtime env's copies on a
+    cluster)."""
     import maw_gym
+    import maw_gym_agents
 
-    return str(maw_gym.__file__)
+    return {"maw_gym": str(maw_gym.__file__), "maw_gym_agents": str(maw_gym_agents.__file__)}
+
+
+@contextmanager
+def staged_agents() -> Iterator[Path]:
+    """A copy of this package in a folder named by its import name, for Ray's ``py_modules``.
+
+    Ray names an uploaded package after its folder, and the source folder is ``agents/``
+    (installed as ``maw_gym_agents``): shipped as is, workers would get a module ``agents`` and
+    could not unpickle ``maw_gym_agents.rllib.make_env``. Ray uploads during ``ray.init``, so
+    the copy lives only for that call.
+    """
+    import maw_gym_agents
+
+    [source] = maw_gym_agents.__path__
+    with tempfile.TemporaryDirectory(prefix="maw_gym_ray_") as root:
+        staged = Path(root) / "maw_gym_agents"
+        shutil.copytree(source, staged, ignore=shutil.ignore_patterns("__pycache__"))
+        yield staged
 
 
 class RLlibRouter:
@@ -390,8 +413,7 @@ def train(
     steps: int,
     out_dir: Path,
     *,
-    algo: str = "ppo",
-    env_kwargs: dict[str, Any] | None = None,
+    algo: Algorithm = "ppo",
     num_env_runners: int = 0,
     address: str | None = None,
     hyperparams: dict[str, Any] | None = None,
@@ -407,11 +429,7 @@ def train(
     started = init_ray(address, None)
     params = dict(hyperparams) if hyperparams is not None else load_hyperparams(env_id)
     batch = int(params.get("train_batch_size_per_learner", 4000))
-    env_config = {
-        "env_id": env_id,
-        "env_kwargs": env_kwargs or {},
-        "tables_ref": ray.put(train_tables),
-    }
+    env_config = {"env_id": env_id, "tables_ref": ray.put(train_tables)}
     run = RLlibRun(
         env_config,
         Path(out_dir),

@@ -27,7 +27,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from maw_gym.cache import atomic_path
 from maw_gym.tables import Tables
-from maw_gym_agents.common import read_router_json, write_router_json
+from maw_gym_agents.common import make_vector_env, read_router_json, write_router_json
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
@@ -108,21 +108,24 @@ class NativeVecEnv(VecEnv):
         return [False for _ in self._get_indices(indices)]
 
 
-def make_vec_env(
-    env_id: str, tables: Tables, n_envs: int, env_kwargs: dict[str, Any] | None = None
-) -> VecEnv:
+def make_vec_env(env_id: str, tables: Tables, n_envs: int) -> VecEnv:
     """The env's native vector env with ``n_envs`` sub-envs over ``tables``, for SB3."""
-    import maw_gym  # noqa: F401  (registers the MAW/ ids)
-
-    venv = gym.make_vec(
-        env_id,
-        num_envs=n_envs,
-        vectorization_mode="vector_entry_point",
-        tables=tables,
-        **(env_kwargs or {}),
-    )
+    venv = make_vector_env(env_id, n_envs, tables)
     # VecMonitor: SB3's episode statistics (rollout/ep_rew_mean) and EvalCallback's returns.
     return VecMonitor(NativeVecEnv(venv))
+
+
+def eval_curve(out_dir: Path) -> list[dict[str, float]]:
+    """Dev mean return by env step from ``EvalCallback``'s ``out_dir/eval/evaluations.npz``
+    (the :class:`maw_gym_agents.train.CurvePoint` schema; [] without dev evaluation)."""
+    path = Path(out_dir) / "eval" / "evaluations.npz"
+    if not path.exists():
+        return []
+    with np.load(path) as logged:
+        return [
+            {"env_steps": float(t), "dev_return": float(r.mean())}
+            for t, r in zip(logged["timesteps"], logged["results"], strict=True)
+        ]
 
 
 def check_action_space(algo: str, env_id: str, space: gym.Space) -> None:
@@ -219,7 +222,6 @@ def train(
     steps: int,
     out_dir: Path,
     *,
-    env_kwargs: dict[str, Any] | None = None,
     hyperparams: dict[str, Any] | None = None,
     progress: bool = True,
     num_threads: int | None = 1,
@@ -243,7 +245,7 @@ def train(
     policy = params.pop("policy", "MlpPolicy")
     out_dir = Path(out_dir)
 
-    env = make_vec_env(env_id, train_tables, n_envs, env_kwargs)
+    env = make_vec_env(env_id, train_tables, n_envs)
     check_action_space(algo, env_id, env.action_space)
     if normalize:
         env = VecNormalize(env, norm_obs=True, norm_reward=False)
@@ -252,7 +254,7 @@ def train(
     )
     callback = None
     if dev_tables is not None:
-        dev_env = make_vec_env(env_id, dev_tables, 1, env_kwargs)
+        dev_env = make_vec_env(env_id, dev_tables, 1)
         if normalize:
             # Shares nothing with training but its statistics, synced by EvalCallback each time.
             dev_env = VecNormalize(dev_env, norm_obs=True, norm_reward=False, training=False)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -39,15 +39,16 @@ from maw_gym.tables import Tables
 from maw_gym_agents.common import (
     ActionSpec,
     enumerate_returns,
+    env_layout,
     load_state,
-    make_vector_env,
     read_router_json,
     save_state,
     torch_threads,
     write_router_json,
 )
 
-LABEL_MODES = ("rule", "oracle")
+LabelMode = Literal["rule", "oracle"]
+LABEL_MODES: tuple[str, ...] = get_args(LabelMode)
 RULE_DEPTHS_OF_32 = (5, 15, 25)
 """Focused, medium and broad depths of the seeds' rule, on their 32-depth scale."""
 
@@ -60,9 +61,9 @@ def rule_labels(tables: Tables) -> np.ndarray:
     return np.minimum(scaled, tables.depth - 1)[bucket]
 
 
-def oracle_labels(tables: Tables, env_kwargs: dict[str, Any] | None = None) -> np.ndarray:
+def oracle_labels(tables: Tables) -> np.ndarray:
     """(N,) the depth with the highest DepthSelection reward per query (first on ties)."""
-    joint = enumerate_returns("MAW/DepthSelection-v0", tables, env_kwargs)
+    joint = enumerate_returns("MAW/DepthSelection-v0", tables)
     return joint.actions[joint.returns.argmax(axis=1), 0]
 
 
@@ -150,7 +151,7 @@ class SupervisedConfig:
 
     seed: int = 0
     """Seeds torch (initialisation, minibatch order)."""
-    labels: str = "oracle"
+    labels: LabelMode = "oracle"
     """Label mode: "rule" or "oracle" (see the module docstring)."""
     depth_aware: bool = False
     """Keep the depth axis in the input instead of averaging it away."""
@@ -178,7 +179,6 @@ def train(
     tables: Tables,
     config: SupervisedConfig,
     dev_tables: Tables | None = None,
-    env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> tuple[SupervisedRouter, list[dict[str, float]]]:
     """Fit the router on the training tables; returns it and per-epoch metrics."""
@@ -187,10 +187,8 @@ def train(
             f"SupervisedConfig.labels={config.labels!r}; expected one of {LABEL_MODES}"
         )
     torch.manual_seed(config.seed)
-    probe = make_vector_env(env_id, 1, tables, env_kwargs)
-    spec = ActionSpec.from_space(probe.single_action_space)
-    probe.close()
-    labels = rule_labels(tables) if config.labels == "rule" else oracle_labels(tables, env_kwargs)
+    spec = env_layout(env_id, tables).spec
+    labels = rule_labels(tables) if config.labels == "rule" else oracle_labels(tables)
 
     depth, heads, pool = tables.depth, tables.heads, tables.observation.shape[-1]
     net = PooledRouterNet(depth, heads, pool, config.depth_aware, config.hidden)
@@ -229,9 +227,9 @@ def train(
         if dev_tables is not None and config.eval_every and epoch % config.eval_every == 0:
             from maw_gym_agents.evaluate import evaluate_router
 
-            result = evaluate_router(router, env_id, dev_tables, env_kwargs=env_kwargs)
-            record["eval/mean_return"] = result["mean_return"]
-            record["eval/normalized_score"] = result["normalized_score"]
+            result = evaluate_router(router, env_id, dev_tables)
+            record["eval/mean_return"] = result.mean_return
+            record["eval/normalized_score"] = result.normalized_score
         metrics.append(record)
     with torch.no_grad():
         accuracy = (net(observations).argmax(1) == targets).float().mean()

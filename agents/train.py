@@ -4,8 +4,10 @@ An agent is a function ``(env_id, train_tables, dev_tables, seed, steps, out_dir
 registered in :data:`AGENTS` under its command-line name. It trains on ``train_tables``
 (through the env ``env_id``), may evaluate on ``dev_tables`` periodically (None: skip), stops
 after ``steps`` env steps (agents that are not RL document what a step is), may write logs into
-``out_dir`` (TensorBoard, ``metrics.json``) and returns the router; this module saves it in
-``out_dir`` together with ``training.json``, which ``maw-gym evaluate`` reads for defaults.
+``out_dir`` (TensorBoard, ``metrics.json``) and returns the router and its dev learning curve;
+this module saves the router in ``out_dir`` together with ``curve.json`` (one schema for every
+agent, :class:`CurvePoint`, which the leaderboard plots) and ``training.json``, which
+``maw-gym evaluate`` reads for defaults.
 """
 
 from __future__ import annotations
@@ -15,14 +17,47 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from maw_gym.cache import write_json
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.evaluate import TRAINING_FILE, evaluate_router
+from maw_gym_agents.supervised import LabelMode
 
-TrainFn = Callable[[str, Tables, "Tables | None", int, int, Path], Router]
+CURVE_FILE = "curve.json"
+"""Written by :func:`train_agent` beside every router: its dev learning curve."""
+
+
+class CurvePoint(TypedDict):
+    """One point of a dev learning curve; every agent's ``curve.json`` is a list of these."""
+
+    env_steps: float
+    dev_return: float
+
+
+TrainFn = Callable[
+    [str, Tables, "Tables | None", int, int, Path], "tuple[Router, list[CurvePoint]]"
+]
+
+
+def dev_curve(metrics: list[dict[str, float]], steps_per_record: float = 0.0) -> list[CurvePoint]:
+    """The dev points of a native agent's metrics (``eval/mean_return`` by ``env_steps``; a
+    record without ``env_steps`` is at ``epoch · steps_per_record``)."""
+    return [
+        {
+            "env_steps": float(m.get("env_steps", m.get("epoch", 0.0) * steps_per_record)),
+            "dev_return": float(m["eval/mean_return"]),
+        }
+        for m in metrics
+        if "eval/mean_return" in m
+    ]
+
+
+def read_curve(run_dir: Path) -> list[CurvePoint]:
+    """The dev learning curve :func:`train_agent` wrote in ``run_dir`` ([] if there is none)."""
+    path = Path(run_dir) / CURVE_FILE
+    return json.loads(path.read_text()) if path.exists() else []
 
 
 def _write_metrics(out_dir: Path, metrics: list[dict[str, float]]) -> None:
@@ -37,7 +72,7 @@ def _grpo(enumerate_actions: bool) -> TrainFn:
         seed: int,
         steps: int,
         out_dir: Path,
-    ) -> Router:
+    ) -> tuple[Router, list[CurvePoint]]:
         """Native GRPO (:class:`maw_gym_agents.grpo.GRPOConfig` defaults): sampled groups, or
         every depth once per group for ``grpo-enum``; TensorBoard in out_dir/tb."""
         from maw_gym_agents.grpo import GRPOConfig, train
@@ -50,12 +85,12 @@ def _grpo(enumerate_actions: bool) -> TrainFn:
         )
         router, metrics = train(env_id, train_tables, config, dev_tables)
         _write_metrics(out_dir, metrics)
-        return router
+        return router, dev_curve(metrics)
 
     return train_grpo
 
 
-def _supervised(labels: str, depth_aware: bool) -> TrainFn:
+def _supervised(labels: LabelMode, depth_aware: bool) -> TrainFn:
     def train_supervised(
         env_id: str,
         train_tables: Tables,
@@ -63,7 +98,7 @@ def _supervised(labels: str, depth_aware: bool) -> TrainFn:
         seed: int,
         steps: int,
         out_dir: Path,
-    ) -> Router:
+    ) -> tuple[Router, list[CurvePoint]]:
         """The supervised router; a step is one labelled query, so epochs = steps / N."""
         from maw_gym_agents.supervised import SupervisedConfig, train
 
@@ -77,7 +112,7 @@ def _supervised(labels: str, depth_aware: bool) -> TrainFn:
         )
         router, metrics = train(env_id, train_tables, config, dev_tables)
         _write_metrics(out_dir, metrics)
-        return router
+        return router, dev_curve(metrics, steps_per_record=train_tables.num_queries)
 
     return train_supervised
 
@@ -89,13 +124,14 @@ def train_best_fixed(
     seed: int,
     steps: int,
     out_dir: Path,
-) -> Router:
-    """The best fixed depth on the train split (``steps`` unused: it plays N·D episodes)."""
+) -> tuple[Router, list[CurvePoint]]:
+    """The best fixed depth on the train split (``steps`` unused: it plays N·D episodes; no
+    dev curve)."""
     from maw_gym_agents.heuristics import best_fixed_depth
 
     router, means = best_fixed_depth(env_id, train_tables)
     _write_metrics(out_dir, [{"train/mean_return_of_depth": float(m)} for m in means])
-    return router
+    return router, []
 
 
 def _sb3(algo: str) -> TrainFn:
@@ -106,11 +142,12 @@ def _sb3(algo: str) -> TrainFn:
         seed: int,
         steps: int,
         out_dir: Path,
-    ) -> Router:
+    ) -> tuple[Router, list[CurvePoint]]:
         """Stable-Baselines3 ``algo`` with its YAML hyperparameters (``maw_gym_agents.sb3``)."""
-        from maw_gym_agents.sb3 import train
+        from maw_gym_agents.sb3 import eval_curve, train
 
-        return train(algo, env_id, train_tables, dev_tables, seed, steps, out_dir)
+        router = train(algo, env_id, train_tables, dev_tables, seed, steps, out_dir)
+        return router, eval_curve(out_dir)
 
     return train_sb3
 
@@ -122,11 +159,12 @@ def train_rllib_ppo(
     seed: int,
     steps: int,
     out_dir: Path,
-) -> Router:
-    """RLlib PPO in local mode (``maw_gym_agents.rllib``; ``maw-gym rllib`` joins a cluster)."""
+) -> tuple[Router, list[CurvePoint]]:
+    """RLlib PPO in local mode (``maw_gym_agents.rllib``; ``maw-gym rllib`` joins a cluster).
+    It evaluates nothing on dev, so its curve is empty."""
     from maw_gym_agents.rllib import train
 
-    return train(env_id, train_tables, dev_tables, seed, steps, out_dir)
+    return train(env_id, train_tables, dev_tables, seed, steps, out_dir), []
 
 
 AGENTS: dict[str, TrainFn] = {
@@ -160,9 +198,10 @@ def train_agent(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    router = AGENTS[agent](env_id, train_tables, dev_tables, seed, steps, out_dir)
+    router, curve = AGENTS[agent](env_id, train_tables, dev_tables, seed, steps, out_dir)
     seconds = time.perf_counter() - started
     router.save(out_dir)
+    write_json(out_dir / CURVE_FILE, curve)
     record: dict[str, Any] = {
         "agent": agent,
         "env_id": env_id,
@@ -173,8 +212,8 @@ def train_agent(
     }
     if dev_tables is not None:
         result = evaluate_router(router, env_id, dev_tables)
-        record["dev_mean_return"] = result["mean_return"]
-        record["dev_normalized_score"] = result["normalized_score"]
+        record["dev_mean_return"] = result.mean_return
+        record["dev_normalized_score"] = result.normalized_score
     write_json(out_dir / TRAINING_FILE, record)
     return router, record
 

@@ -175,8 +175,8 @@ def test_grpo_learns_the_clearly_best_depth(synthetic, enumerate_actions) -> Non
     train_tables, dev_tables = synthetic
     router, metrics = _train(train_tables, CLEAR_ENV, enumerate_actions=enumerate_actions)
     result = evaluate_router(router, CLEAR_ENV, dev_tables)
-    assert result["normalized_score"] > 0.6  # random is 0; measured 0.94 and 0.84
-    assert np.mean(result["actions"] == 1) > 0.8  # depth 1 ranks the relevant documents first
+    assert result.normalized_score > 0.6  # random is 0; measured 0.94 and 0.84
+    assert np.mean(result.actions == 1) > 0.8  # depth 1 ranks the relevant documents first
     assert metrics[-1]["charts/entropy"] < metrics[0]["charts/entropy"]
     assert {"losses/kl", "losses/clip_fraction", "charts/zero_std_fraction"} <= set(metrics[-1])
 
@@ -242,8 +242,8 @@ def test_grpo_learns_on_every_variant(env_id) -> None:
     router, metrics = train(env_id, train_tables, config, progress=False)
     result = evaluate_router(router, env_id, dev_tables)
     # measured 0.34 (per head: the oracle enumerates all D**H head assignments), 0.51, 0.48
-    assert result["normalized_score"] > 0.25, result["normalized_score"]
+    assert result.normalized_score > 0.25, result.normalized_score
     if env_id == "MAW/LayerwiseDepth-v0":
         # a group member is a whole 2-step trajectory: 16 queries x 8 members x 2 steps
         assert metrics[0]["env_steps"] == 16 * 8 * 2
-        assert result["actions"].shape == (32, 2)
+        assert result.actions.shape == (32, 2)

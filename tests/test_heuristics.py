@@ -39,12 +39,12 @@ def test_oracle_is_the_max_and_random_is_the_exact_mean(tables) -> None:
     _, test = tables
     rewards = _reward_table(test)
     result = evaluate_router(oracle_router(ENV, test), ENV, test)
-    assert result["mean_return"] == pytest.approx(rewards.max(axis=1).mean(), rel=1e-5)
-    assert result["oracle_mean"] == pytest.approx(rewards.max(axis=1).mean(), rel=1e-5)
-    assert result["normalized_score"] == pytest.approx(1.0)
-    assert result["regret"] == pytest.approx(0.0, abs=1e-6)
-    assert result["random_exact"]
-    assert result["random_mean"] == pytest.approx(rewards.mean(), rel=1e-5)
+    assert result.mean_return == pytest.approx(rewards.max(axis=1).mean(), rel=1e-5)
+    assert result.oracle_mean == pytest.approx(rewards.max(axis=1).mean(), rel=1e-5)
+    assert result.normalized_score == pytest.approx(1.0)
+    assert result.regret == pytest.approx(0.0, abs=1e-6)
+    assert result.random_exact
+    assert result.random_mean == pytest.approx(rewards.mean(), rel=1e-5)
 
 
 def test_fixed_and_best_fixed(tables) -> None:
@@ -53,10 +53,10 @@ def test_fixed_and_best_fixed(tables) -> None:
     np.testing.assert_allclose(means, _reward_table(train).mean(axis=0), rtol=1e-5)
     assert router.depth == int(np.argmax(means)) == 1
     result = evaluate_router(FixedDepthRouter(ActionSpec("discrete", 4), 2), ENV, test)
-    assert result["mean_return"] == pytest.approx(_reward_table(test)[:, 2].mean(), rel=1e-5)
-    assert result["depth_usage"].tolist() == [0, 0, 1, 0]
-    assert result["depth_usage_entropy"] == 0.0
-    np.testing.assert_allclose(result["candidate_scores"], test.depth_scores()[:, 2])
+    assert result.mean_return == pytest.approx(_reward_table(test)[:, 2].mean(), rel=1e-5)
+    assert result.depth_usage.tolist() == [0, 0, 1, 0]
+    assert result.depth_usage_entropy == 0.0
+    np.testing.assert_allclose(result.candidate_scores, test.depth_scores()[:, 2])
 
 
 def test_score_strategies_hand_computed() -> None:
@@ -104,7 +104,7 @@ def test_every_heuristic_saves_loads_and_acts_alike(tables, tmp_path) -> None:
         fresh.act(observations), RandomRouter(ActionSpec("discrete", 4)).act(observations)
     )
     joint = evaluate_router(routers["joint-router"], ENV, test)
-    np.testing.assert_array_equal(joint["actions"][:, 0], test.joint_router_logits.argmax(1))
+    np.testing.assert_array_equal(joint.actions[:, 0], test.joint_router_logits.argmax(1))
 
 
 def test_lookup_router_refuses_foreign_observations(tables) -> None:
@@ -123,21 +123,21 @@ def test_bounds_on_every_variant(env_id) -> None:
     test = Tables.synthetic(num_queries=8, best_depth=1, seed=1, layers=True)
     routers = heuristic_routers(env_id, train, test)
     results = {name: evaluate_router(router, env_id, test) for name, router in routers.items()}
-    assert results["oracle"]["normalized_score"] == pytest.approx(1.0)
-    assert max(r["normalized_score"] for r in results.values()) == pytest.approx(1.0)
+    assert results["oracle"].normalized_score == pytest.approx(1.0)
+    assert max(r.normalized_score for r in results.values()) == pytest.approx(1.0)
     assert ("uniform-mixture" in routers) == (env_id == "MAW/SoftDepthMixture-v0")
     oracle = results["oracle"]
     if env_id == "MAW/LayerwiseDepth-v0":
-        d1, d2 = oracle["actions"][:, 0], oracle["actions"][:, 1]
+        d1, d2 = oracle.actions[:, 0], oracle.actions[:, 1]
         expected = test.layer2_scores[np.arange(8), d1, d2]
     elif env_id == "MAW/PerHeadDepth-v0":
-        heads = oracle["actions"][:, 0]  # (N, H) one depth per head
+        heads = oracle.actions[:, 0]  # (N, H) one depth per head
         expected = test.score_base + sum(
             test.score_parts[np.arange(8), heads[:, h], h] for h in range(test.heads)
         )
     else:
-        expected = test.depth_scores()[np.arange(8), oracle["actions"][:, 0].argmax(-1)]
-    np.testing.assert_allclose(oracle["candidate_scores"], expected, rtol=1e-5, atol=1e-5)
+        expected = test.depth_scores()[np.arange(8), oracle.actions[:, 0].argmax(-1)]
+    np.testing.assert_allclose(oracle.candidate_scores, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_oracle_falls_back_to_the_best_shared_depth_when_heads_are_too_many() -> None:
@@ -146,8 +146,8 @@ def test_oracle_falls_back_to_the_best_shared_depth_when_heads_are_too_many() ->
     result = evaluate_router(
         oracle_router("MAW/PerHeadDepth-v0", test), "MAW/PerHeadDepth-v0", test
     )
-    actions = result["actions"][:, 0]  # (N, H)
+    actions = result.actions[:, 0]  # (N, H)
     assert (actions == actions[:, :1]).all()
     np.testing.assert_array_equal(actions[:, 0], _reward_table(test).argmax(axis=1))
-    assert not result["oracle_enumerated"] and not result["random_exact"]
-    assert result["normalized_score"] == pytest.approx(1.0)  # the env's shared-depth oracle
+    assert not result.oracle_enumerated and not result.random_exact
+    assert result.normalized_score == pytest.approx(1.0)  # the env's shared-depth oracle

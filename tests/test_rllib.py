@@ -67,8 +67,8 @@ def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path
     router = rllib.train(ENV_ID, tables, None, 0, 1024, tmp_path, hyperparams=params)
     result = evaluate_router(router, ENV_ID, tables)
     # Random scores 0, the best fixed depth (1) about 0.5 here, the per-query oracle 1.
-    assert result["normalized_score"] > 0.4, result["normalized_score"]
-    assert result["depth_usage"].argmax() == 1
+    assert result.normalized_score > 0.4, result.normalized_score
+    assert result.depth_usage.argmax() == 1
     assert (tmp_path / "checkpoints" / "final" / "rllib_checkpoint.json").is_file()
     import ray
 
@@ -181,9 +181,11 @@ def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monk
     print(f"by address: {time.perf_counter() - started:.1f} s, metrics {run.metrics}")
     assert run.metrics[0]["env_steps"] >= 64
     assert len(run.env_runner_module_files) == 1
-    for path in run.env_runner_module_files:
-        assert not Path(path).resolve().is_relative_to(REPO_ROOT), path
-        assert "runtime_resources" in path, path
+    for files in run.env_runner_module_files:  # both packages come from the runtime env
+        assert sorted(files) == ["maw_gym", "maw_gym_agents"], files
+        for path in files.values():
+            assert not Path(path).resolve().is_relative_to(REPO_ROOT), path
+            assert "runtime_resources" in path, path
     obs = observations(Tables.synthetic(num_queries=16, best_depth=1))
     assert router.act(obs).shape == (16,)
 

@@ -73,8 +73,8 @@ def test_learns_the_clearly_best_depth_and_round_trips(algo, tables, tmp_path):
     router = quick_train(algo, tables, tmp_path / "run")
     result = evaluate_router(router, ENV_ID, tables)
     # Random scores 0 and the per-query oracle 1; an agent that learnt nothing stays near 0.
-    assert result["normalized_score"] > 0.6, result["normalized_score"]
-    assert result["depth_usage"][1] == result["depth_usage"].max()
+    assert result.normalized_score > 0.6, result.normalized_score
+    assert result.depth_usage[1] == result.depth_usage.max()
     router.save(tmp_path / "router")
     loaded = load_router(tmp_path / "router")
     assert isinstance(loaded, sb3.SB3Router) and loaded.algo == algo

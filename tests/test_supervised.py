@@ -48,7 +48,7 @@ def test_supervised_router_learns_and_round_trips(synthetic, depth_aware, tmp_pa
     config = SupervisedConfig(epochs=30, depth_aware=depth_aware, eval_every=0)
     router, metrics = train(CLEAR_ENV, train_tables, config, progress=False)
     result = evaluate_router(router, CLEAR_ENV, dev_tables)
-    assert result["normalized_score"] > 0.6  # random is 0
+    assert result.normalized_score > 0.6  # random is 0
     assert metrics[-1]["losses/loss"] < metrics[0]["losses/loss"]
     router.save(tmp_path)
     loaded = load_router(tmp_path)

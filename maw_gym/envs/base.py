@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -28,9 +29,15 @@ REWARD_PRESETS: dict[str, tuple[float, float, float]] = {
     "default": (0.3, 0.3, 0.4),
     "retrieval": (0.0, 0.0, 1.0),
 }
-OBS_MODES = ("flat", "structured")
+ObsMode = Literal["flat", "structured"]
+OBS_MODES: tuple[str, ...] = get_args(ObsMode)
+Split = Literal["train", "dev", "test"]
 
 RewardWeights = str | Sequence[float] | Mapping[str, float]
+#: What an env's ``tables=`` accepts: tables, a path (a tables artifact file, an installed
+#: artifact directory or one split's saved tables; see :func:`maw_gym.artifacts.open_tables`),
+#: or None for the cached tables of dataset/split/preset/encoder.
+TablesSource = Tables | str | Path | None
 
 
 def resolve_reward_weights(reward_weights: RewardWeights) -> np.ndarray:
@@ -66,40 +73,77 @@ def resolve_reward_weights(reward_weights: RewardWeights) -> np.ndarray:
     return weights / weights.sum()
 
 
-#: What an env's ``tables=`` accepts: tables, a path (a tables artifact file, an installed
-#: artifact directory or one split's saved tables; see :func:`maw_gym.artifacts.open_tables`),
-#: or None for the cached tables of dataset/split/preset/encoder.
-TablesSource = Tables | str | Path | None
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything a MAW env (single or vector) is built from: its ``gym.make`` keywords.
 
-
-def resolve_tables(
-    tables: TablesSource,
-    dataset: str | Path,
-    split: str,
-    preset: str,
-    encoder: str | Path | None,
-    max_queries: int | None,
-) -> Tables:
-    """``tables`` if given (a path is opened for ``split``), else the cached tables of
-    (dataset, split, preset, encoder).
-
-    ``max_queries`` keeps the first that many queries (all of them if there are fewer).
+    One object instead of nine arguments repeated by every constructor; the env docstrings
+    document each field (``DepthSelectionEnv``'s Arguments table).
     """
-    if isinstance(tables, (str, Path)):
-        from maw_gym.artifacts import open_tables
 
-        tables = open_tables(tables, split)
-    elif tables is None:
-        # Imported here: building tables pulls torch, and ``import maw_gym`` must stay light.
-        from maw_gym.encoder.table_builder import get_tables
+    tables: TablesSource = None
+    """Tables to play, or a path opened for ``split`` (a tables artifact file or its installed
+    directory); None loads (building on first use) those of dataset/split/preset."""
+    dataset: str | Path = "nave-kjv"
+    """BEIR dataset name or folder (only without ``tables``)."""
+    split: Split = "train"
+    """Which split's tables to load (only without ``tables``)."""
+    preset: str = "smoke"
+    """Pipeline preset name (only without ``tables``)."""
+    encoder: str | Path | None = None
+    """MAW encoder checkpoint directory; None: the preset's (only without ``tables``)."""
+    max_queries: int | None = None
+    """Keep only the first ``max_queries`` queries."""
+    depth: int | None = None
+    """If given, checked against the tables' D (the tables fix D)."""
+    reward_weights: RewardWeights = "default"
+    """A name of :data:`REWARD_PRESETS`, an (entropy, focus, alignment) triple or a dict."""
+    obs_mode: ObsMode = "flat"
+    """``"flat"`` vector or ``"structured"`` (D, H, P, P) observations."""
 
-        tables = get_tables(dataset, split=split, preset=preset, encoder=encoder)
-    if max_queries is not None:
-        if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
-            raise ValueError(f"max_queries={max_queries!r}: expected a positive integer or None")
-        if max_queries < tables.num_queries:
-            tables = tables.subset(np.arange(max_queries))
-    return tables
+    @classmethod
+    def from_keywords(cls, owner: str, tables: TablesSource, keywords: dict[str, Any]) -> EnvConfig:
+        """The config of an env constructor's keywords; a typo names the valid keywords."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(keywords) - known)
+        if unknown:
+            raise TypeError(
+                f"{owner}: unknown keyword(s) {unknown}; expected among {sorted(known)}"
+            )
+        return cls(tables=tables, **keywords)
+
+    def load_tables(self) -> Tables:
+        """``tables`` if given (a path is opened for ``split``), else the cached tables of
+        (dataset, split, preset, encoder); cut to the first ``max_queries`` queries."""
+        tables = self.tables
+        if isinstance(tables, (str, Path)):
+            from maw_gym.artifacts import open_tables
+
+            tables = open_tables(tables, self.split)
+        elif tables is None:
+            # Imported here: building tables pulls torch, and ``import maw_gym`` must stay light.
+            from maw_gym.encoder.table_builder import get_tables
+
+            tables = get_tables(self.dataset, self.split, self.preset, self.encoder)
+        limit = self.max_queries
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"max_queries={limit!r}: expected a positive integer or None")
+            if limit < tables.num_queries:
+                tables = tables.subset(np.arange(limit))
+        return tables
+
+    def build(self, variant_class: type[Variant]) -> Variant:
+        """The variant the single and vector envs share."""
+        weights = resolve_reward_weights(self.reward_weights)
+        tables = self.load_tables()
+        if self.depth is not None and self.depth != tables.depth:
+            raise ValueError(
+                f"depth={self.depth}, but the tables have D={tables.depth} depths; depth is set "
+                "by the preset/encoder that built them (leave depth=None to take it from the "
+                "tables)"
+            )
+        return variant_class(tables, weights, self.obs_mode)
 
 
 def attention_space(
@@ -178,6 +222,21 @@ class Variant(ABC):
         """Why ``actions`` are not a valid batch ``(batch, *action_shape)``, or None."""
 
     @abstractmethod
+    def candidate_scores(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> np.ndarray:
+        """(B, C) scores of each query's candidates under a final decision ``actions``.
+
+        The one place a variant turns an action into a ranking: the env's alignment and
+        ``maw_gym_agents.evaluate``'s retrieval metrics both read it, so they cannot disagree.
+        """
+
+    def alignment(self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """(B,) float64 NDCG@10 of the candidates ranked by :meth:`candidate_scores`."""
+        scores = self.candidate_scores(query, previous, actions)
+        return self.tables.ndcg(scores, index=query).astype(np.float64)
+
+    @abstractmethod
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -220,31 +279,10 @@ class MAWEnv(gym.Env):
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
     variant_class: ClassVar[type[Variant]]
 
-    def __init__(
-        self,
-        tables: TablesSource = None,
-        *,
-        dataset: str | Path = "nave-kjv",
-        split: str = "train",
-        preset: str = "smoke",
-        encoder: str | Path | None = None,
-        max_queries: int | None = None,
-        depth: int | None = None,
-        reward_weights: RewardWeights = "default",
-        obs_mode: str = "flat",
-    ) -> None:
-        self.variant = build_variant(
-            self.variant_class,
-            tables,
-            dataset,
-            split,
-            preset,
-            encoder,
-            max_queries,
-            depth,
-            reward_weights,
-            obs_mode,
-        )
+    def __init__(self, tables: TablesSource = None, **config: Any) -> None:
+        """``config``: the other :class:`EnvConfig` fields, as keywords (``gym.make``'s)."""
+        self.config = EnvConfig.from_keywords(type(self).__name__, tables, config)
+        self.variant = self.config.build(self.variant_class)
         self.tables = self.variant.tables
         self.observation_space = self.variant.observation_space
         self.action_space = self.variant.action_space
@@ -309,26 +347,3 @@ class MAWEnv(gym.Env):
         assert self._query is not None
         index = int(self._query[0])
         return {"query_index": index, "query_id": str(self.tables.query_ids[index])}
-
-
-def build_variant(
-    variant_class: type[Variant],
-    tables: TablesSource,
-    dataset: str | Path,
-    split: str,
-    preset: str,
-    encoder: str | Path | None,
-    max_queries: int | None,
-    depth: int | None,
-    reward_weights: RewardWeights,
-    obs_mode: str,
-) -> Variant:
-    """The variant of the single and vector envs from their (shared) constructor arguments."""
-    weights = resolve_reward_weights(reward_weights)
-    tables = resolve_tables(tables, dataset, split, preset, encoder, max_queries)
-    if depth is not None and depth != tables.depth:
-        raise ValueError(
-            f"depth={depth}, but the tables have D={tables.depth} depths; depth is set by the "
-            "preset/encoder that built them (leave depth=None to take it from the tables)"
-        )
-    return variant_class(tables, weights, obs_mode)

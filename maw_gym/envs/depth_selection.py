@@ -24,9 +24,9 @@ class DepthSelectionVariant(Variant):
             tables.observation, obs_mode, "observation"
         )
         self.action_space = spaces.Discrete(tables.depth)
-        self.entropy, self.focus, self.alignment = hard_depth_components(tables)  # (N, D) each
-        self.reward_table = self.reward(self.entropy, self.focus, self.alignment)  # (N, D)
-        self.oracle_reward = self.reward_table.max(axis=1)
+        self.entropy, self.focus, alignment = hard_depth_components(tables)  # (N, D) each
+        self.oracle_reward = self.reward(self.entropy, self.focus, alignment).max(axis=1)
+        self.depth_scores = tables.depth_scores()  # (N, D, C)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
         return self.observations[query]
@@ -34,14 +34,18 @@ class DepthSelectionVariant(Variant):
     def action_problem(self, actions: np.ndarray, batch: int) -> str | None:
         return discrete_problem(actions, (batch,), self.tables.depth)
 
+    def candidate_scores(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> np.ndarray:
+        return self.depth_scores[query, actions]
+
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cells = query * self.tables.depth + actions  # flat (query, depth) indices
         return (
-            self.entropy.take(cells),
-            self.focus.take(cells),
-            self.alignment.take(cells),
+            self.entropy[query, actions],
+            self.focus[query, actions],
+            self.alignment(query, previous, actions),
         )
 
 

@@ -65,8 +65,8 @@ class LayerwiseDepthVariant(Variant):
         self.action_space = spaces.Discrete(tables.depth)
         self.entropy = tables.layer2_entropy.mean(axis=-1, dtype=np.float64)  # (N, D, D)
         self.focus = tables.layer2_focus.mean(axis=-1, dtype=np.float64)
-        self.alignment = tables.ndcg(tables.layer2_scores).astype(np.float64)  # (N, D, D)
-        reward_table = self.reward(self.entropy, self.focus, self.alignment)
+        alignment = tables.ndcg(tables.layer2_scores).astype(np.float64)  # (N, D, D)
+        reward_table = self.reward(self.entropy, self.focus, alignment)
         self.oracle_reward = reward_table.reshape(tables.num_queries, -1).max(axis=1)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> Any:
@@ -79,13 +79,18 @@ class LayerwiseDepthVariant(Variant):
     def action_problem(self, actions: np.ndarray, batch: int) -> str | None:
         return discrete_problem(actions, (batch,), self.tables.depth)
 
+    def candidate_scores(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> np.ndarray:
+        return self.tables.layer2_scores[query, previous, actions]
+
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (
             self.entropy[query, previous, actions],
             self.focus[query, previous, actions],
-            self.alignment[query, previous, actions],
+            self.alignment(query, previous, actions),
         )
 
 

@@ -38,17 +38,24 @@ class PerHeadDepthVariant(Variant):
     def action_problem(self, actions: np.ndarray, batch: int) -> str | None:
         return discrete_problem(actions, (batch, self.tables.heads), self.tables.depth)
 
+    def _rows(self, query: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """(B, H) flat (query, depth, head) indices of each head's chosen depth."""
+        return (query[:, None] * self.tables.depth + actions) * len(self.heads) + self.heads
+
+    def candidate_scores(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> np.ndarray:
+        parts = self.score_rows.take(self._rows(query, actions), axis=0)  # (B, H, C)
+        return self.tables.score_base[query] + parts.sum(axis=1)  # (B, C)
+
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        depth, heads = self.tables.depth, len(self.heads)
-        rows = (query[:, None] * depth + actions) * heads + self.heads  # (B, H) flat indices
-        parts = self.score_rows.take(rows, axis=0)  # (B, H, C)
-        scores = self.tables.score_base[query] + parts.sum(axis=1)  # (B, C)
+        rows = self._rows(query, actions)
         return (
             self.entropy.take(rows).mean(axis=1),
             self.focus.take(rows).mean(axis=1),
-            self.tables.ndcg(scores, index=query).astype(np.float64),
+            self.alignment(query, previous, actions),
         )
 
 

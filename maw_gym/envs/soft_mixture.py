@@ -46,16 +46,21 @@ class SoftDepthMixtureVariant(Variant):
             return "has values outside [0, 1]"
         return None
 
+    def candidate_scores(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> np.ndarray:
+        # Weights sum to 1, so Σ_d w_d·(base + parts_d) = base + Σ_d w_d·parts_d.
+        weights = mixture_weights(actions)  # (B, D)
+        return np.einsum("bd,bdc->bc", weights, self.depth_scores[query])  # (B, C)
+
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         weights = mixture_weights(actions)  # (B, D)
-        # Weights sum to 1, so Σ_d w_d·(base + parts_d) = base + Σ_d w_d·parts_d.
-        scores = np.einsum("bd,bdc->bc", weights, self.depth_scores[query])  # (B, C)
         return (
             np.einsum("bd,bd->b", weights, self.entropy[query]),
             np.einsum("bd,bd->b", weights, self.focus[query]),
-            self.tables.ndcg(scores, index=query).astype(np.float64),
+            self.alignment(query, previous, actions),
         )
 
 

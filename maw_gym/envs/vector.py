@@ -29,7 +29,6 @@ vectorization there, not this entry point.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,7 +36,7 @@ from gymnasium.error import ResetNeeded
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from maw_gym.envs.base import MAWEnv, RewardWeights, TablesSource, build_variant, choose_queries
+from maw_gym.envs.base import EnvConfig, MAWEnv, TablesSource, choose_queries
 from maw_gym.envs.depth_selection import DepthSelectionEnv
 from maw_gym.envs.layerwise import LayerwiseDepthEnv
 from maw_gym.envs.per_head import PerHeadDepthEnv
@@ -57,35 +56,13 @@ class MAWVectorEnv(VectorEnv):
     }
     single_env_class: ClassVar[type[MAWEnv]]
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        tables: TablesSource = None,
-        *,
-        dataset: str | Path = "nave-kjv",
-        split: str = "train",
-        preset: str = "smoke",
-        encoder: str | Path | None = None,
-        max_queries: int | None = None,
-        depth: int | None = None,
-        reward_weights: RewardWeights = "default",
-        obs_mode: str = "flat",
-    ) -> None:
+    def __init__(self, num_envs: int = 1, tables: TablesSource = None, **config: Any) -> None:
+        """``config``: the other :class:`~maw_gym.envs.base.EnvConfig` fields, as keywords."""
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}: expected a positive integer")
         self.num_envs = num_envs
-        self.variant = build_variant(
-            self.single_env_class.variant_class,
-            tables,
-            dataset,
-            split,
-            preset,
-            encoder,
-            max_queries,
-            depth,
-            reward_weights,
-            obs_mode,
-        )
+        self.config = EnvConfig.from_keywords(type(self).__name__, tables, config)
+        self.variant = self.config.build(self.single_env_class.variant_class)
         self.tables = self.variant.tables
         self.single_observation_space = self.variant.observation_space
         self.single_action_space = self.variant.action_space

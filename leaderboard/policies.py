@@ -1,0 +1,56 @@
+"""The leaderboard's policies by kind, and the context every policy is trained and scored with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from maw_gym.tables import Tables
+
+#: Learned policies (trained per seed through ``maw_gym_agents.train.AGENTS``), in table order.
+LEARNED = (
+    "supervised-rule",
+    "supervised",
+    "supervised-depth",
+    "grpo",
+    "grpo-enum",
+    "ppo",
+    "a2c",
+    "dqn",
+    "rllib-ppo",
+)
+#: Training-free policies and bounds (``maw_gym_agents.heuristics.heuristic_routers``), in
+#: table order.
+HEURISTICS = (
+    "random",
+    "best-fixed",
+    "entropy-max",
+    "entropy-min",
+    "attention-norm",
+    "topk-norm",
+    "joint-router",
+    "oracle",
+)
+#: Rerankers that need no router: their candidate scores come straight from the tables.
+RERANKERS = {"BM25": "bm25_scores", "NON-MAW reranker": "nonmaw_scores"}
+EXTRA = ("uniform-mixture",)
+ALL_POLICIES = (*RERANKERS, *HEURISTICS, *EXTRA, *LEARNED)
+MIXTURE_ENV = "MAW/SoftDepthMixture-v0"
+RESULT_FILE = "result.json"
+#: Fewest judged queries per split the leaderboard accepts (bootstraps need a sample).
+MIN_QUERIES = 8
+
+
+@dataclass
+class Context:
+    """What every policy is trained and scored with."""
+
+    env_id: str
+    train: Tables
+    dev: Tables
+    test: Tables
+    qrels: dict[str, dict[str, int]]
+    steps: int
+    out: Path
+    config: dict[str, Any]

@@ -1,0 +1,113 @@
+"""How the leaderboard scores one (policy, seed): a result dict that ``result.json`` stores.
+
+Routers come from the agents' public API only (``heuristic_routers``, ``uniform_mixture``,
+``RandomRouter.reseeded``, ``train_agent``); every router is scored by
+``maw_gym_agents.evaluate.evaluate_router`` on the test tables, so the retrieval metrics use the
+env's own candidate scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maw_gym_agents.base import Router
+from maw_gym_leaderboard.policies import (
+    EXTRA,
+    HEURISTICS,
+    MIXTURE_ENV,
+    RERANKERS,
+    Context,
+)
+
+
+class Scorer:
+    """Scores policies of one leaderboard run; builds the heuristic routers once, on demand."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._heuristics: dict[str, Router] | None = None
+
+    def score(self, policy: str, seed: int, run_dir: Path) -> dict[str, Any]:
+        """Train (if it learns) and score ``policy`` with ``seed``; logs go to ``run_dir``."""
+        if policy in RERANKERS:
+            return score_reranker(self.ctx, policy)
+        if policy in HEURISTICS or policy in EXTRA:
+            env_id = MIXTURE_ENV if policy in EXTRA else self.ctx.env_id
+            return score_router(self.ctx, self.heuristic(policy, seed), policy, seed, env_id)
+        return train_and_score(self.ctx, policy, seed, run_dir)
+
+    def heuristic(self, policy: str, seed: int) -> Router:
+        """The training-free router ``policy``; ``random`` draws one stream per seed."""
+        from maw_gym_agents.heuristics import RandomRouter, heuristic_routers, uniform_mixture
+
+        if policy == "uniform-mixture":
+            return uniform_mixture(self.ctx.test.depth)
+        if self._heuristics is None:
+            self._heuristics = heuristic_routers(self.ctx.env_id, self.ctx.train, self.ctx.test)
+        router = self._heuristics[policy]
+        return router.reseeded(seed) if isinstance(router, RandomRouter) else router
+
+
+def score_reranker(ctx: Context, policy: str) -> dict[str, Any]:
+    """A reranker that needs no router: its candidate scores come straight from the tables."""
+    scores = getattr(ctx.test, RERANKERS[policy])
+    return {
+        "policy": policy,
+        "seed": 0,
+        **retrieval(ctx, scores),
+        "train_seconds": 0.0,
+        "env_steps": 0,
+    }
+
+
+def train_and_score(ctx: Context, policy: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    from maw_gym_agents.train import train_agent
+
+    router, record = train_agent(policy, ctx.env_id, ctx.train, ctx.dev, seed, ctx.steps, run_dir)
+    result = score_router(ctx, router, policy, seed, ctx.env_id)
+    result["train_seconds"] = float(record["train_seconds"])
+    result["env_steps"] = int(record["steps"])
+    return result
+
+
+def score_router(
+    ctx: Context, router: Router, policy: str, seed: int, env_id: str
+) -> dict[str, Any]:
+    """Play the test split with ``router``; returns are normalised by the leaderboard's env."""
+    from maw_gym_agents.evaluate import bounds, evaluate_router
+
+    result = evaluate_router(router, env_id, ctx.test)
+    limits = bounds(ctx.env_id, ctx.test)
+    oracle_mean = float(limits.oracle.mean()) if limits.oracle is not None else result.oracle_mean
+    return {
+        "policy": policy,
+        "seed": seed,
+        "returns": result.returns.tolist(),
+        "random_mean": limits.random_mean,
+        "oracle_mean": oracle_mean,
+        "depth_usage": result.depth_usage.tolist(),
+        "depth_usage_entropy": result.depth_usage_entropy,
+        "latency_ms_per_query": result.latency_ms_per_query,
+        "train_seconds": 0.0,
+        "env_steps": 0,
+        **retrieval(ctx, result.candidate_scores),
+    }
+
+
+def retrieval(ctx: Context, scores: np.ndarray) -> dict[str, Any]:
+    """beir metrics of the rerank given by candidate ``scores`` (N, C), and per-query NDCG@10."""
+    from maw_gym.encoder.table_builder import routed_results
+    from maw_gym.retrieval import evaluate, per_query_ndcg10
+
+    results = routed_results(ctx.test, scores)
+    metrics = evaluate(ctx.qrels, results)
+    per_query = per_query_ndcg10(ctx.qrels, results)
+    return {
+        "ndcg_per_query": [float(per_query.get(str(q), 0.0)) for q in ctx.test.query_ids],
+        "ndcg@10": metrics["NDCG@10"],
+        "mrr@10": metrics["MRR@10"],
+        "hit@1": metrics["Hit@1"],
+    }
