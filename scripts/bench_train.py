@@ -58,7 +58,7 @@ def run_agent(
             started = time.perf_counter()
             router = AGENTS[agent](env_id, tables, None, seed, steps, Path(out_dir))
             seconds = time.perf_counter() - started
-        score = evaluate_router(router, env_id, tables)["normalized_score"]
+        score = evaluate_router(router, env_id, tables).normalized_score
         rows.append({"steps": steps, "seconds": seconds, "normalized_score": score})
         if score >= target:
             break
