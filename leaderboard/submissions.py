@@ -84,7 +84,7 @@ def replay(env_id: str, tables: Tables, actions: np.ndarray) -> np.ndarray:
     """(N,) returns of playing query i with the recorded actions ``actions[i]`` (N, T, ...)."""
     from maw_gym_agents.common import make_vector_env, run_episodes
 
-    envs = make_vector_env(env_id, tables.num_queries, tables, None)
+    envs = make_vector_env(env_id, tables.num_queries, tables)
     space = envs.single_action_space
     actions = np.asarray(actions, dtype=space.dtype)
     if actions.ndim < 2 or actions.shape[0] != tables.num_queries:
@@ -152,7 +152,7 @@ def _rerun_router(
     from maw_gym_agents.evaluate import evaluate_router
 
     result = evaluate_router(load_router(directory), record["env_id"], tables)
-    actions = np.asarray(result["actions"], dtype=np.float64)
+    actions = np.asarray(result.actions, dtype=np.float64)
     recorded = np.asarray(record["actions"], dtype=np.float64)
     if actions.shape != recorded.shape:
         return [

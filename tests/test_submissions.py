@@ -107,7 +107,7 @@ def test_trust_routers_reruns_saved_routers_and_warns(tables, tmp_path, capsys) 
     run_dir = tmp_path / "runs" / "grpo" / "seed0"
     router.save(run_dir)
     result = evaluate_router(router, ENV, tables)
-    write_submission(run_dir, "grpo", 0, ENV, tables, result["actions"], result["returns"])
+    write_submission(run_dir, "grpo", 0, ENV, tables, result.actions, result.returns)
     write_json(tmp_path / "leaderboard.json", [])
     assert validate_run(tmp_path, tables, trust_routers=True)[1] == []
 
