@@ -36,7 +36,8 @@ class Scorer:
             return score_reranker(self.ctx, policy)
         if policy in HEURISTICS or policy in EXTRA:
             env_id = MIXTURE_ENV if policy in EXTRA else self.ctx.env_id
-            return score_router(self.ctx, self.heuristic(policy, seed), policy, seed, env_id)
+            router = self.heuristic(policy, seed)
+            return score_router(self.ctx, router, policy, seed, env_id, run_dir)
         return train_and_score(self.ctx, policy, seed, run_dir)
 
     def heuristic(self, policy: str, seed: int) -> Router:
@@ -67,19 +68,25 @@ def train_and_score(ctx: Context, policy: str, seed: int, run_dir: Path) -> dict
     from maw_gym_agents.train import train_agent
 
     router, record = train_agent(policy, ctx.env_id, ctx.train, ctx.dev, seed, ctx.steps, run_dir)
-    result = score_router(ctx, router, policy, seed, ctx.env_id)
+    result = score_router(ctx, router, policy, seed, ctx.env_id, run_dir)
     result["train_seconds"] = float(record["train_seconds"])
     result["env_steps"] = int(record["steps"])
     return result
 
 
 def score_router(
-    ctx: Context, router: Router, policy: str, seed: int, env_id: str
+    ctx: Context, router: Router, policy: str, seed: int, env_id: str, run_dir: Path
 ) -> dict[str, Any]:
-    """Play the test split with ``router``; returns are normalised by the leaderboard's env."""
+    """Play the test split with ``router``; returns are normalised by the leaderboard's env.
+
+    Its per-query actions are recorded in ``run_dir`` (:mod:`maw_gym_leaderboard.submissions`)
+    so that ``maw-gym validate`` can replay them.
+    """
     from maw_gym_agents.evaluate import bounds, evaluate_router
+    from maw_gym_leaderboard.submissions import write_submission
 
     result = evaluate_router(router, env_id, ctx.test)
+    write_submission(run_dir, policy, seed, env_id, ctx.test, result.actions, result.returns)
     limits = bounds(ctx.env_id, ctx.test)
     oracle_mean = float(limits.oracle.mean()) if limits.oracle is not None else result.oracle_mean
     return {

@@ -26,6 +26,7 @@ import numpy as np
 from maw_gym.artifacts import tables_fingerprint
 from maw_gym.cache import write_json
 from maw_gym.tables import Tables
+from maw_gym_leaderboard.policies import RESULT_FILE
 
 SUBMISSION_FILE = "submission.json"
 ROUTER_FILE = "router.json"
@@ -188,7 +189,7 @@ def validate_run(
         raise FileNotFoundError(
             f"{run_dir}: no runs/*/seed*/{SUBMISSION_FILE}; is it a leaderboard directory?"
         )
-    issues: list[Difference] = []
+    issues = _unsubmitted(Path(run_dir))
     means: dict[str, list[float]] = {}
     for path in paths:
         record, returns, found = check_submission(path, tables, trust_routers)
@@ -210,6 +211,20 @@ def validate_run(
                     )
                 )
     return len(paths), issues
+
+
+def _unsubmitted(run_dir: Path) -> list[Difference]:
+    """A result with env returns but no submission beside it cannot be checked: a difference."""
+    issues = []
+    for result in sorted(run_dir.glob(f"runs/*/seed*/{RESULT_FILE}")):
+        if not (result.parent / SUBMISSION_FILE).is_file():
+            record = json.loads(result.read_text())
+            if "returns" in record:
+                seed = int(record.get("seed", -1))
+                issues.append(
+                    Difference(str(record.get("policy")), seed, "submission", "missing", "–")
+                )
+    return issues
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

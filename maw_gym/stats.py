@@ -12,6 +12,7 @@ beats the best fixed depth.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 from rliable import library as rly
@@ -21,25 +22,64 @@ BOOTSTRAP_REPS = 2000
 CONFIDENCE = 0.95
 
 
+def _rliable_intervals(
+    scores: dict[str, np.ndarray], func: Any, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """rliable's stratified bootstrap (runs resampled within each task) of ``func``."""
+    with warnings.catch_warnings():
+        # rliable passes arch a RandomState, which arch deprecates; the draws are the same.
+        warnings.simplefilter("ignore", FutureWarning)
+        return rly.get_interval_estimates(
+            {k: np.asarray(v, dtype=np.float64) for k, v in scores.items()},
+            func,
+            reps=BOOTSTRAP_REPS,
+            confidence_interval_size=CONFIDENCE,
+            random_state=np.random.RandomState(seed),
+        )
+
+
 def seed_interval(
     scores: np.ndarray, statistic: str = "iqm", seed: int = 0
 ) -> tuple[float, float, float]:
     """(point, low, high) of the IQM or mean of ``scores`` (runs, queries), stratified over runs."""
     func = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean}[statistic]
-    with warnings.catch_warnings():
-        # rliable passes arch a RandomState, which arch deprecates; the draws are the same.
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            {"policy": np.asarray(scores, dtype=np.float64)},
-            lambda x: np.array([func(x)]),
-            reps=BOOTSTRAP_REPS,
-            confidence_interval_size=CONFIDENCE,
-            random_state=np.random.RandomState(seed),
-        )
+    point, interval = _rliable_intervals({"policy": scores}, lambda x: np.array([func(x)]), seed)
     low, high = interval["policy"][:, 0]
     value = float(point["policy"][0])
     # A percentile interval of a trimmed mean can miss the point estimate by float noise only.
     return value, float(min(low, value)), float(max(high, value))
+
+
+#: What :func:`task_aggregates` reports, in order (rliable's aggregate metrics).
+AGGREGATES = ("iqm", "mean", "optimality_gap")
+
+
+def task_aggregates(
+    scores: dict[str, np.ndarray], seed: int = 0
+) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """Per policy, (point, low, high) of each of :data:`AGGREGATES` over normalised scores
+    ``(runs, tasks)`` (oracle = 1), stratified over runs within tasks (Agarwal et al. 2021).
+
+    The optimality gap is the mean shortfall below 1 (the oracle), so lower is better.
+    """
+
+    def func(x: np.ndarray) -> np.ndarray:
+        return np.array(
+            [
+                metrics.aggregate_iqm(x),
+                metrics.aggregate_mean(x),
+                metrics.aggregate_optimality_gap(x, gamma=1.0),
+            ]
+        )
+
+    point, interval = _rliable_intervals(scores, func, seed)
+    return {
+        policy: {
+            name: (float(point[policy][i]), *map(float, interval[policy][:, i]))
+            for i, name in enumerate(AGGREGATES)
+        }
+        for policy in scores
+    }
 
 
 def query_interval(per_query: np.ndarray, seed: int = 0) -> tuple[float, float, float]:

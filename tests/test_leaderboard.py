@@ -97,6 +97,17 @@ def test_a_second_run_resumes_from_finished_results(
     assert [r.get("return_mean") for r in again] == [r.get("return_mean") for r in rows]
 
 
+def test_validate_replays_every_submission_of_the_run(
+    leaderboard: tuple[Path, list[dict]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, rows = leaderboard
+    scored = [r for r in rows if "return_mean" in r]
+    submissions = sorted(out.glob("runs/*/seed*/submission.json"))
+    assert len(submissions) == sum(r["seeds"] for r in scored)
+    assert main(["validate", str(out)]) == 0, capsys.readouterr().out
+    assert f"{len(submissions)} submissions replayed" in capsys.readouterr().out
+
+
 def _tiny_folder(root: Path, splits: dict[str, int]) -> Path:
     from maw_gym.data.writer import write_beir_folder
 

@@ -74,6 +74,16 @@ def test_a_changed_action_is_reported_by_query(tables, tmp_path) -> None:
     ]
 
 
+def test_a_result_without_its_submission_is_reported(tables, tmp_path) -> None:
+    _write_run(tmp_path, tables)
+    write_json(
+        tmp_path / "runs" / "ppo" / "seed1" / "result.json",
+        {"policy": "ppo", "seed": 1, "returns": [0.1]},
+    )
+    _, issues = validate_run(tmp_path, tables)
+    assert [(i.policy, i.seed, i.what) for i in issues] == [("ppo", 1, "submission")]
+
+
 def test_other_tables_are_refused_by_fingerprint(tables, tmp_path) -> None:
     _write_run(tmp_path, tables)
     other = Tables.synthetic(num_queries=16, best_depth=2, layers=True, seed=4)
