@@ -266,7 +266,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--tables",
         type=Path,
         default=None,
-        help="a tables .npz to score instead of the dataset's split; its "
+        help="a tables directory to score instead of the dataset's split; its "
         "retrieval metrics then use the judged candidates as qrels",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")

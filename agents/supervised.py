@@ -192,7 +192,8 @@ def train(
 
     depth, heads, pool = tables.depth, tables.heads, tables.observation.shape[-1]
     net = PooledRouterNet(depth, heads, pool, config.depth_aware, config.hidden)
-    observations = torch.as_tensor(tables.observation, dtype=torch.float32)
+    # A copy: loaded tables are read-only memory maps.
+    observations = torch.tensor(tables.observation, dtype=torch.float32)
     with torch.no_grad():
         features = net.features(observations)
         net.feature_mean.copy_(features.mean(0))

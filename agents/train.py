@@ -233,13 +233,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--train-tables",
         type=Path,
         default=None,
-        help="a tables .npz to train on instead of the dataset's train split",
+        help="a tables directory (Tables.save) to train on instead of the dataset's train split",
     )
     parser.add_argument(
         "--dev-tables",
         type=Path,
         default=None,
-        help="a tables .npz for dev evaluation (with --train-tables)",
+        help="a tables directory for dev evaluation (with --train-tables)",
     )
 
 

@@ -43,15 +43,21 @@ Arrays are float32 unless the table says otherwise.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import atomic_path
+from maw_gym.cache import file_hash, write_json
 
 NDCG_CUTOFF = 10
+#: The file that describes a tables directory; its presence marks a directory as tables.
+MANIFEST = "manifest.json"
 
 
 def ndcg_at_10(
@@ -155,36 +161,62 @@ class Tables:
             rel, mask, ideal = rel[..., None, :], mask[..., None, :], ideal[..., None, :]
         return ndcg_at_10(scores, rel, ideal, mask)
 
-    def save(self, path: Path) -> None:
-        """Write one ``.npz`` atomically; ``meta`` is stored as JSON inside it."""
-        arrays = {
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every stored field that is set (``meta`` and the derived ``alignment`` excluded)."""
+        return {
             f.name: getattr(self, f.name)
             for f in fields(self)
             if f.init and f.name != "meta" and getattr(self, f.name) is not None
         }
-        with atomic_path(Path(path)) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, meta=np.array(json.dumps(self.meta)), **arrays)
+
+    def save(self, path: Path) -> None:
+        """Write a directory of one ``.npy`` per field plus ``manifest.json`` (``meta`` and each
+        field's shape, dtype and sha256), atomically: it is filled beside ``path`` and renamed
+        into place, so a reader sees the old tables or the new ones, never a mix."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        try:
+            manifest = {}
+            for name, array in self.arrays().items():
+                file = tmp / f"{name}.npy"
+                np.save(file, np.ascontiguousarray(array), allow_pickle=False)
+                manifest[name] = {
+                    "shape": list(array.shape),
+                    "dtype": array.dtype.str,
+                    "sha256": file_hash(file, length=64),
+                }
+            write_json(tmp / MANIFEST, {"meta": self.meta, "fields": manifest})
+            _honour_umask(tmp)
+            _replace_dir(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
-    def load(cls, path: Path) -> Tables:
-        """Read tables written by :meth:`save`; a truncated or foreign file is a clear error."""
+    def load(cls, path: Path, verify: bool = True) -> Tables:
+        """Open tables written by :meth:`save`, every field memory-mapped read-only, so env
+        processes on one node share its pages and a split need not fit in memory.
+
+        Each field's shape and dtype must match the manifest (a truncated file fails here) and,
+        with ``verify``, its sha256 too (a corrupt one fails; this reads every byte once). Any
+        mismatch is a ``ValueError`` naming the file.
+        """
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
-        except Exception as error:  # zipfile/ValueError/EOFError all mean the same thing here
+            manifest = json.loads((path / MANIFEST).read_text())
+            arrays = {
+                name: _open_field(path / f"{name}.npy", expected, verify)
+                for name, expected in manifest["fields"].items()
+            }
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(
-                f"{path}: not a readable tables file ({error}); delete it to rebuild"
+                f"{path}: not readable tables ({error}); delete it to rebuild"
             ) from error
-        meta = json.loads(str(arrays.pop("meta")))
-        return cls(**arrays, meta=meta)
+        return cls(**arrays, meta=manifest["meta"])
 
     def subset(self, index: np.ndarray) -> Tables:
         """The tables restricted to queries ``index`` (a new object; arrays are copies)."""
-        arrays = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.init and f.name != "meta"
-        }
-        picked = {k: (None if v is None else v[index]) for k, v in arrays.items()}
+        picked = {name: array[index] for name, array in self.arrays().items()}
         return Tables(**picked, meta=dict(self.meta))
 
     @classmethod
@@ -242,3 +274,40 @@ class Tables:
             meta={"synthetic": True, "seed": seed},
             **extra,
         )
+
+
+def _open_field(file: Path, expected: dict[str, Any], verify: bool) -> np.ndarray:
+    """One field, memory-mapped, checked against its manifest entry."""
+    array = np.load(file, mmap_mode="r", allow_pickle=False)
+    if list(array.shape) != expected["shape"] or array.dtype.str != expected["dtype"]:
+        raise ValueError(
+            f"{file.name} is {array.dtype.str}{list(array.shape)}, the manifest says "
+            f"{expected['dtype']}{expected['shape']}"
+        )
+    if verify and file_hash(file, length=64) != expected["sha256"]:
+        raise ValueError(f"{file.name}: its sha256 differs from the manifest's (corrupt)")
+    return array
+
+
+def _honour_umask(directory: Path) -> None:
+    """mkdtemp makes a private (0700) directory; tables are for sharing."""
+    umask = os.umask(0)
+    os.umask(umask)
+    directory.chmod(0o777 & ~umask)
+
+
+def _replace_dir(new: Path, path: Path) -> None:
+    """Rename ``new`` onto ``path``; an existing ``path`` must be tables (it holds
+    ``MANIFEST`` and only ``.npy`` files besides) and is moved aside, then deleted."""
+    if not path.exists():
+        os.replace(new, path)
+        return
+    entries = list(path.iterdir()) if path.is_dir() else []
+    if not (path / MANIFEST).is_file() or any(
+        entry.name != MANIFEST and entry.suffix != ".npy" for entry in entries
+    ):
+        raise FileExistsError(f"{path}: exists and is not a tables directory; move it away")
+    old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
+    os.replace(path, old)
+    os.replace(new, path)
+    shutil.rmtree(old)

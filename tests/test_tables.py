@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maw_gym.tables import Tables, ndcg_at_10
+from maw_gym.tables import MANIFEST, Tables, ndcg_at_10
 
 
 def test_ndcg_at_10_hand_computed_with_graded_judgments() -> None:
@@ -36,17 +36,55 @@ def test_depth_scores_and_alignment_follow_the_linear_decomposition() -> None:
     assert tables.alignment[:, 2].mean() > tables.alignment[:, :2].mean()
 
 
-def test_save_load_round_trip_and_corrupt_file(tmp_path) -> None:
+def test_save_load_round_trip_is_memory_mapped(tmp_path) -> None:
     tables = Tables.synthetic(layers=True)
-    path = tmp_path / "t.npz"
+    path = tmp_path / "t.tables"
     tables.save(path)
     loaded = Tables.load(path)
-    np.testing.assert_array_equal(loaded.layer2_scores, tables.layer2_scores)
+    for name, array in tables.arrays().items():
+        np.testing.assert_array_equal(getattr(loaded, name), array)
+        assert isinstance(getattr(loaded, name), np.memmap), name
+    assert not loaded.observation.flags.writeable
     np.testing.assert_array_equal(loaded.alignment, tables.alignment)
     assert loaded.meta == tables.meta
-    path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(ValueError, match="delete it to rebuild"):
+    assert sorted(p.name for p in path.iterdir()) == sorted(
+        [MANIFEST, *(f"{name}.npy" for name in tables.arrays())]
+    )
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete", "manifest"])
+def test_damaged_field_is_a_clear_error(tmp_path, damage) -> None:
+    path = tmp_path / "t.tables"
+    Tables.synthetic().save(path)
+    field = path / "score_parts.npy"
+    data = field.read_bytes()
+    if damage == "truncate":
+        field.write_bytes(data[:-4])
+    elif damage == "flip":  # same size, one byte of the data changed
+        field.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    elif damage == "delete":
+        field.unlink()
+    else:
+        (path / MANIFEST).write_text("{")
+    with pytest.raises(ValueError, match=r"t\.tables: not readable tables .* delete it to rebuild"):
         Tables.load(path)
+    if damage == "flip":  # only the content hash sees a flipped byte
+        assert Tables.load(path, verify=False).score_parts.shape == (32, 4, 2, 8)
+
+
+def test_save_replaces_tables_but_refuses_a_foreign_directory(tmp_path) -> None:
+    path = tmp_path / "t.tables"
+    Tables.synthetic(seed=0).save(path)
+    Tables.synthetic(seed=1).save(path)
+    assert Tables.load(path).meta["seed"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["t.tables"]  # no temporary left behind
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a tables directory"):
+        Tables.synthetic().save(foreign)
+    assert (foreign / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "t.tables"]
 
 
 def test_shape_and_range_errors_name_the_field() -> None:

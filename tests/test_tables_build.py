@@ -56,7 +56,11 @@ def test_second_call_loads_without_building(encoder_dir, dev_tables, monkeypatch
 
 def test_corrupt_or_stale_file_is_rebuilt(encoder_dir, dev_tables) -> None:
     path, key = tables_path("nave-kjv", "dev", PRESET, encoder_dir)
-    path.write_bytes(path.read_bytes()[:200])  # truncated
+    # Truncated, through a new file: the fixture maps the old one, and truncating a mapped file
+    # in place kills its readers (SIGBUS), which is why Tables.save only ever renames.
+    field, damaged = path / "score_parts.npy", path / "score_parts.tmp"
+    damaged.write_bytes(field.read_bytes()[:200])
+    damaged.replace(field)
     rebuilt = get_tables("nave-kjv", "dev", PRESET, encoder_dir)
     np.testing.assert_allclose(rebuilt.score_parts, dev_tables.score_parts, atol=1e-6)
     stale = rebuilt.subset(np.arange(rebuilt.num_queries))
@@ -138,5 +142,5 @@ def test_layer2_scores_and_router_logits_match_the_models(encoder_dir, dev_table
             )
             expected = dev_tables.layer2_scores[:2, lower, depth].reshape(-1)
             np.testing.assert_allclose(direct.numpy(), expected, atol=1e-4)
-        logits = encoder.models["maw"].router(torch.from_numpy(dev_tables.observation))
+        logits = encoder.models["maw"].router(torch.tensor(dev_tables.observation))
     np.testing.assert_allclose(logits.numpy(), dev_tables.joint_router_logits, atol=1e-5)

@@ -18,7 +18,7 @@ def tables_files(tmp_path_factory):
     directory = tmp_path_factory.mktemp("tables")
     paths = []
     for split, seed in (("train", 0), ("dev", 1)):
-        path = directory / f"{split}.npz"
+        path = directory / f"{split}.tables"
         Tables.synthetic(num_queries=32, best_depth=1, seed=seed).save(path)
         paths.append(path)
     return paths

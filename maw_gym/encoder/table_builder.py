@@ -1,9 +1,10 @@
 """Build and cache :class:`maw_gym.tables.Tables` for a split: the one entry point envs, agents
 and the leaderboard use (:func:`get_tables`), and ``maw-gym tables build``.
 
-A tables file is keyed by ``stable_hash(split fingerprint, encoder content hash, preset,
-version)``; the key is also stored in the file's ``meta``, so a file that does not load
-(truncated, foreign) or whose meta does not match is rebuilt, never silently used.
+A tables directory (one memory-mapped ``.npy`` per field, see :meth:`Tables.save`) is keyed by
+``stable_hash(split fingerprint, encoder content hash, preset, version)``; the key is also
+stored in its ``meta``, so tables that do not verify (truncated, corrupt, foreign) or whose meta
+does not match are rebuilt, never silently used.
 """
 
 from __future__ import annotations
@@ -116,13 +117,13 @@ def resolve_encoder(
 
 
 def tables_path(dataset: str, split: str, preset: Preset, encoder_dir: Path) -> tuple[Path, str]:
-    """(cache file, key) of a split's tables for the encoder in ``encoder_dir``."""
+    """(cache directory, key) of a split's tables for the encoder in ``encoder_dir``."""
     from maw_gym.pipeline import split_fingerprint
 
     encoder_hash = json.loads((Path(encoder_dir) / "config.json").read_text())["content_hash"]
     name, fingerprint = split_fingerprint(dataset, split, preset)
     key = stable_hash(fingerprint, encoder_hash, preset.to_dict(), TABLES_VERSION)
-    return cache_dir("tables") / f"{name}-{split}-{preset.name}-{key}.npz", key
+    return cache_dir("tables") / f"{name}-{split}-{preset.name}-{key}.tables", key
 
 
 def get_tables(
