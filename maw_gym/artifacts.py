@@ -26,7 +26,6 @@ import re
 import shutil
 import tarfile
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +44,6 @@ _MAX_HEADER = 4096
 _MAX_MANIFEST = 16 << 20
 
 
-def stored_arrays(tables: Tables) -> dict[str, np.ndarray]:
-    """Every stored field that is set (``meta`` and the derived ``alignment`` excluded)."""
-    return {
-        f.name: getattr(tables, f.name)
-        for f in fields(tables)
-        if f.init and f.name != "meta" and getattr(tables, f.name) is not None
-    }
-
-
 def maw_gym_version() -> str:
     """The installed maw-gym version (recorded in artifacts and submissions)."""
     from importlib.metadata import version
@@ -65,7 +55,7 @@ def tables_fingerprint(tables: Tables) -> str:
     """sha256 of every stored field's name, dtype, shape and bytes: equal fingerprints mean
     identical observations and rewards, whatever file format the tables came from."""
     digest = hashlib.sha256()
-    for name, array in sorted(stored_arrays(tables).items()):
+    for name, array in sorted(tables.arrays().items()):
         array = np.ascontiguousarray(array)
         digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
         digest.update(array.tobytes())
@@ -94,7 +84,7 @@ def export_artifact(splits: dict[str, Tables], info: dict[str, Any], out: Path) 
     for split, tables in splits.items():
         entry: dict[str, Any] = {"fingerprint": tables_fingerprint(tables), "meta": tables.meta}
         entry["fields"] = {}
-        for name, array in stored_arrays(tables).items():
+        for name, array in tables.arrays().items():
             data = _npy_bytes(array)
             members[f"{split}/{name}.npy"] = data
             entry["fields"][name] = {
