@@ -24,6 +24,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.distributions import Categorical, Dirichlet, Distribution, Independent
 
@@ -37,6 +38,20 @@ ROUTER_FILE = "router.json"
 MAX_JOINT_ACTIONS = 4096
 """Joint actions per query up to which :func:`enumerate_returns` plays them all."""
 WEIGHTS_FILE = "policy.pt"
+HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
+
+
+def load_hyperparams(name: str, env_id: str) -> dict[str, Any]:
+    """The ``env_id`` entry of ``hyperparams/{name}.yml`` (else its ``default`` entry), as a
+    fresh dict; files follow rl-baselines3-zoo's layout, one entry per env id."""
+    path = HYPERPARAMS_DIR / f"{name}.yml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no hyperparameter file for {name!r}")
+    entries = yaml.safe_load(path.read_text()) or {}
+    entry = entries.get(env_id, entries.get("default"))
+    if entry is None:
+        raise KeyError(f"{path}: no entry for env id {env_id!r} and no 'default' entry")
+    return dict(entry)
 
 
 @dataclass(frozen=True)

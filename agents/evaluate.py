@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from maw_gym.envs.base import Variant
+from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
@@ -260,7 +261,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"env id (default: the one in DIR/{TRAINING_FILE}, else MAW/DepthSelection-v0)",
     )
     parser.add_argument("--dataset", default=None, help="BEIR name or folder (default: training's)")
-    parser.add_argument("--preset", default=None, help="smoke, quick or full (default: training's)")
+    add_preset_arguments(parser, default=None, default_help="the one it was trained with")
     parser.add_argument("--encoder", type=Path, default=None, help="encoder directory")
     parser.add_argument(
         "--tables",
@@ -286,13 +287,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         from maw_gym.encoder.table_builder import get_tables
         from maw_gym.pipeline import preset_split
-        from maw_gym.presets import get_preset
 
         dataset = args.dataset or trained.get("dataset", "nave-kjv")
-        preset = args.preset or trained.get("preset", "smoke")
+        args.preset = args.preset or trained.get("preset", "smoke")
+        preset = preset_from_args(args)
         tables = get_tables(dataset, args.split, preset, args.encoder)
-        qrels = preset_split(dataset, args.split, get_preset(preset)).qrels
-        source = {"dataset": dataset, "split": args.split, "preset": preset}
+        qrels = preset_split(dataset, args.split, preset).qrels
+        source = {"dataset": dataset, "split": args.split, "preset": preset.name}
     result = evaluate_router(router, env_id, tables)
     summary = result.summary() | source
     metrics = retrieval_metrics(tables, result.candidate_scores, qrels)

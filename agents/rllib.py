@@ -38,15 +38,16 @@ from typing import Any, Literal, get_args
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path
+from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
-from maw_gym_agents.common import read_router_json, write_router_json
+from maw_gym_agents.common import load_hyperparams, read_router_json, write_router_json
 
 ENV_NAME = "maw_gym_env"
-HYPERPARAMS_FILE = Path(__file__).resolve().parent / "hyperparams" / "rllib_ppo.yml"
+HYPERPARAMS = "rllib_ppo"
+"""The hyperparameter file (``hyperparams/rllib_ppo.yml``) of PPO and APPO."""
 MODULE_DIR = "rl_module"
 NORMALISATION_FILE = "obs_normalisation.npz"
 Algorithm = Literal["ppo", "appo"]
@@ -131,15 +132,6 @@ class ObsNormalisation:
         return cls(
             batch.mean(0).astype(np.float32), np.maximum(batch.std(0), 1e-6).astype(np.float32)
         )
-
-
-def load_hyperparams(env_id: str, path: Path = HYPERPARAMS_FILE) -> dict[str, Any]:
-    """The ``env_id`` entry of ``rllib_ppo.yml`` (or its ``default``), as a fresh dict."""
-    entries = yaml.safe_load(path.read_text()) or {}
-    entry = entries.get(env_id, entries.get("default"))
-    if entry is None:
-        raise KeyError(f"{path}: no entry for env id {env_id!r} and no 'default' entry")
-    return dict(entry)
 
 
 @dataclass
@@ -244,7 +236,7 @@ def build_config(run: RLlibRun) -> Any:
     params = dict(
         run.hyperparams
         if run.hyperparams is not None
-        else load_hyperparams(run.env_config["env_id"])
+        else load_hyperparams(HYPERPARAMS, run.env_config["env_id"])
     )
     hidden = list(params.pop("fcnet_hiddens", [64, 64]))
     envs_per_runner = int(params.pop("num_envs_per_env_runner", 1))
@@ -408,7 +400,6 @@ class RLlibRouter:
 def train(
     env_id: str,
     train_tables: Tables,
-    dev_tables: Tables | None,
     seed: int,
     steps: int,
     out_dir: Path,
@@ -421,13 +412,13 @@ def train(
     """The ``maw-gym train --agent rllib-ppo`` entry: ``steps`` env steps on ``train_tables``.
 
     The tables travel to workers through Ray's object store (``ray.put``). RLlib has no dev
-    evaluation here: ``dev_tables`` is accepted for the common signature and not used.
+    evaluation here.
     ``hyperparams`` replaces the ``rllib_ppo.yml`` entry.
     """
     import ray
 
     started = init_ray(address, None)
-    params = dict(hyperparams) if hyperparams is not None else load_hyperparams(env_id)
+    params = dict(hyperparams) if hyperparams is not None else load_hyperparams(HYPERPARAMS, env_id)
     batch = int(params.get("train_batch_size_per_learner", 4000))
     env_config = {"env_id": env_id, "tables_ref": ray.put(train_tables)}
     run = RLlibRun(
@@ -474,7 +465,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     source.add_argument("--dataset", help="dataset name or BEIR folder for the env's tables")
     parser.add_argument("--split", default="train")
-    parser.add_argument("--preset", default="smoke")
+    add_preset_arguments(parser, default="smoke")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -483,7 +474,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         env_config = {
             "env_id": args.env,
-            "env_kwargs": {"dataset": args.dataset, "split": args.split, "preset": args.preset},
+            "env_kwargs": {
+                "dataset": args.dataset,
+                "split": args.split,
+                "preset": preset_from_args(args),
+            },
         }
     rl_run = RLlibRun(
         env_config,

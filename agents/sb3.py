@@ -19,7 +19,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import yaml
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
@@ -27,27 +26,18 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from maw_gym.cache import atomic_path
 from maw_gym.tables import Tables
-from maw_gym_agents.common import make_vector_env, read_router_json, write_router_json
+from maw_gym_agents.common import (
+    load_hyperparams,
+    make_vector_env,
+    read_router_json,
+    write_router_json,
+)
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
-HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"
 MODEL_FILE = "model.zip"
 NORMALISATION_FILE = "obs_normalisation.npz"
 # Keys of a hyperparameter entry that configure the run rather than the algorithm's constructor.
 RUN_KEYS = ("n_envs", "normalize", "eval_every_steps")
-
-
-def load_hyperparams(algo: str, env_id: str, path: Path | None = None) -> dict[str, Any]:
-    """The ``env_id`` entry of ``{algo}.yml`` (or its ``default`` entry), as a fresh dict."""
-    path = path or HYPERPARAMS_DIR / f"{algo}.yml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no hyperparameter file for algorithm {algo!r}")
-    entries = yaml.safe_load(path.read_text()) or {}
-    if env_id in entries:
-        return dict(entries[env_id])
-    if "default" in entries:
-        return dict(entries["default"])
-    raise KeyError(f"{path}: no entry for env id {env_id!r} and no 'default' entry")
 
 
 class NativeVecEnv(VecEnv):

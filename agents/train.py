@@ -1,13 +1,13 @@
 """``maw-gym train``: one entry point for every routing agent, through a registry.
 
-An agent is a function ``(env_id, train_tables, dev_tables, seed, steps, out_dir) -> Router``
-registered in :data:`AGENTS` under its command-line name. It trains on ``train_tables``
-(through the env ``env_id``), may evaluate on ``dev_tables`` periodically (None: skip), stops
-after ``steps`` env steps (agents that are not RL document what a step is), may write logs into
-``out_dir`` (TensorBoard, ``metrics.json``) and returns the router and its dev learning curve;
-this module saves the router in ``out_dir`` together with ``curve.json`` (one schema for every
-agent, :class:`CurvePoint`, which the leaderboard plots) and ``training.json``, which
-``maw-gym evaluate`` reads for defaults.
+An agent is a function of a :class:`TrainJob` registered in :data:`AGENTS` under its
+command-line name. It trains on ``train_tables`` (through the env ``env_id``), may evaluate on
+``dev_tables`` periodically (None: skip), stops after ``steps`` env steps (agents that are not
+RL document what a step is), may write logs into ``out_dir`` (TensorBoard, ``metrics.json``)
+and returns the router and its dev learning curve; this module saves the router in
+``out_dir`` together with ``curve.json`` (one schema for every agent, :class:`CurvePoint`,
+which the leaderboard plots) and ``training.json``, which ``maw-gym evaluate`` reads for
+defaults.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
 from maw_gym.cache import write_json
+from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.evaluate import TRAINING_FILE, evaluate_router
@@ -36,9 +38,23 @@ class CurvePoint(TypedDict):
     dev_return: float
 
 
-TrainFn = Callable[
-    [str, Tables, "Tables | None", int, int, Path], "tuple[Router, list[CurvePoint]]"
-]
+@dataclass(frozen=True)
+class TrainJob:
+    """What every agent is trained with (see the module docstring)."""
+
+    env_id: str
+    train_tables: Tables
+    dev_tables: Tables | None
+    """Tables for periodic dev evaluation; None skips it."""
+    seed: int
+    steps: int
+    """Env steps (agents that are not RL say what a step is)."""
+    out_dir: Path
+    """Where the agent may write its logs."""
+
+
+Trained = tuple[Router, list[CurvePoint]]
+TrainFn = Callable[[TrainJob], Trained]
 
 
 def dev_curve(metrics: list[dict[str, float]], steps_per_record: float = 0.0) -> list[CurvePoint]:
@@ -65,106 +81,74 @@ def _write_metrics(out_dir: Path, metrics: list[dict[str, float]]) -> None:
 
 
 def _grpo(enumerate_actions: bool) -> TrainFn:
-    def train_grpo(
-        env_id: str,
-        train_tables: Tables,
-        dev_tables: Tables | None,
-        seed: int,
-        steps: int,
-        out_dir: Path,
-    ) -> tuple[Router, list[CurvePoint]]:
+    def train_grpo(job: TrainJob) -> Trained:
         """Native GRPO (:class:`maw_gym_agents.grpo.GRPOConfig` defaults): sampled groups, or
         every depth once per group for ``grpo-enum``; TensorBoard in out_dir/tb."""
         from maw_gym_agents.grpo import GRPOConfig, train
 
         config = GRPOConfig(
-            seed=seed,
-            total_env_steps=steps,
+            seed=job.seed,
+            total_env_steps=job.steps,
             enumerate_actions=enumerate_actions,
-            log_dir=str(Path(out_dir) / "tb"),
+            log_dir=str(job.out_dir / "tb"),
         )
-        router, metrics = train(env_id, train_tables, config, dev_tables)
-        _write_metrics(out_dir, metrics)
+        router, metrics = train(job.env_id, job.train_tables, config, job.dev_tables)
+        _write_metrics(job.out_dir, metrics)
         return router, dev_curve(metrics)
 
     return train_grpo
 
 
 def _supervised(labels: LabelMode, depth_aware: bool) -> TrainFn:
-    def train_supervised(
-        env_id: str,
-        train_tables: Tables,
-        dev_tables: Tables | None,
-        seed: int,
-        steps: int,
-        out_dir: Path,
-    ) -> tuple[Router, list[CurvePoint]]:
+    def train_supervised(job: TrainJob) -> Trained:
         """The supervised router; a step is one labelled query, so epochs = steps / N."""
         from maw_gym_agents.supervised import SupervisedConfig, train
 
-        epochs = max(1, steps // train_tables.num_queries)
+        queries = job.train_tables.num_queries
+        epochs = max(1, job.steps // queries)
         config = SupervisedConfig(
-            seed=seed,
+            seed=job.seed,
             labels=labels,
             depth_aware=depth_aware,
             epochs=epochs,
             eval_every=max(1, epochs // 5),
         )
-        router, metrics = train(env_id, train_tables, config, dev_tables)
-        _write_metrics(out_dir, metrics)
-        return router, dev_curve(metrics, steps_per_record=train_tables.num_queries)
+        router, metrics = train(job.env_id, job.train_tables, config, job.dev_tables)
+        _write_metrics(job.out_dir, metrics)
+        return router, dev_curve(metrics, steps_per_record=queries)
 
     return train_supervised
 
 
-def train_best_fixed(
-    env_id: str,
-    train_tables: Tables,
-    dev_tables: Tables | None,
-    seed: int,
-    steps: int,
-    out_dir: Path,
-) -> tuple[Router, list[CurvePoint]]:
+def train_best_fixed(job: TrainJob) -> Trained:
     """The best fixed depth on the train split (``steps`` unused: it plays N·D episodes; no
     dev curve)."""
     from maw_gym_agents.heuristics import best_fixed_depth
 
-    router, means = best_fixed_depth(env_id, train_tables)
-    _write_metrics(out_dir, [{"train/mean_return_of_depth": float(m)} for m in means])
+    router, means = best_fixed_depth(job.env_id, job.train_tables)
+    _write_metrics(job.out_dir, [{"train/mean_return_of_depth": float(m)} for m in means])
     return router, []
 
 
 def _sb3(algo: str) -> TrainFn:
-    def train_sb3(
-        env_id: str,
-        train_tables: Tables,
-        dev_tables: Tables | None,
-        seed: int,
-        steps: int,
-        out_dir: Path,
-    ) -> tuple[Router, list[CurvePoint]]:
+    def train_sb3(job: TrainJob) -> Trained:
         """Stable-Baselines3 ``algo`` with its YAML hyperparameters (``maw_gym_agents.sb3``)."""
         from maw_gym_agents.sb3 import eval_curve, train
 
-        router = train(algo, env_id, train_tables, dev_tables, seed, steps, out_dir)
-        return router, eval_curve(out_dir)
+        router = train(
+            algo, job.env_id, job.train_tables, job.dev_tables, job.seed, job.steps, job.out_dir
+        )
+        return router, eval_curve(job.out_dir)
 
     return train_sb3
 
 
-def train_rllib_ppo(
-    env_id: str,
-    train_tables: Tables,
-    dev_tables: Tables | None,
-    seed: int,
-    steps: int,
-    out_dir: Path,
-) -> tuple[Router, list[CurvePoint]]:
+def train_rllib_ppo(job: TrainJob) -> Trained:
     """RLlib PPO in local mode (``maw_gym_agents.rllib``; ``maw-gym rllib`` joins a cluster).
     It evaluates nothing on dev, so its curve is empty."""
     from maw_gym_agents.rllib import train
 
-    return train(env_id, train_tables, dev_tables, seed, steps, out_dir), []
+    return train(job.env_id, job.train_tables, job.seed, job.steps, job.out_dir), []
 
 
 AGENTS: dict[str, TrainFn] = {
@@ -198,7 +182,8 @@ def train_agent(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    router, curve = AGENTS[agent](env_id, train_tables, dev_tables, seed, steps, out_dir)
+    job = TrainJob(env_id, train_tables, dev_tables, seed, steps, out_dir)
+    router, curve = AGENTS[agent](job)
     seconds = time.perf_counter() - started
     router.save(out_dir)
     write_json(out_dir / CURVE_FILE, curve)
@@ -221,7 +206,7 @@ def train_agent(
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", required=True, help="one of: " + ", ".join(sorted(AGENTS)))
     parser.add_argument("--env", default="MAW/DepthSelection-v0", help="a registered MAW/ env id")
-    parser.add_argument("--preset", default="smoke", help="smoke, quick or full")
+    add_preset_arguments(parser, default="smoke")
     parser.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
     parser.add_argument("--encoder", type=Path, default=None, help="trained encoder directory")
     parser.add_argument("--seed", type=int, default=0)
@@ -244,9 +229,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from maw_gym.presets import get_preset
-
-    preset = get_preset(args.preset)
+    preset = preset_from_args(args)
     steps = args.steps if args.steps is not None else preset.agent_steps
     extra: dict[str, Any] = {"preset": preset.name}
     if args.train_tables is not None:

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from maw_gym.cache import write_json
-from maw_gym.presets import PRESETS, Preset, get_preset
+from maw_gym.presets import Preset, add_preset_arguments, preset_from_args
 from maw_gym_leaderboard.policies import (
     ALL_POLICIES,
     LEARNED,
@@ -44,9 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="nave-kjv",
         help="BEIR dataset: embedded name, public BEIR name, or folder path",
     )
-    parser.add_argument(
-        "--preset", default="quick", choices=sorted(PRESETS), help="pipeline size (default: quick)"
-    )
+    add_preset_arguments(parser, default="quick")
     parser.add_argument(
         "--seeds", type=int, default=None, help="seeds per learned policy (default: the preset's)"
     )
@@ -86,7 +84,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """The leaderboard in named steps: check, build the context, score, summarise, write."""
     started = time.perf_counter()
-    preset = get_preset(args.preset)
+    preset = preset_from_args(args)
     seeds, policies = check_arguments(args, preset)
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)

@@ -145,10 +145,16 @@ def parse_overrides(items: list[str] | None) -> dict[str, int]:
     return overrides
 
 
-def add_preset_arguments(parser: argparse.ArgumentParser, default: str) -> None:
-    """``--preset NAME`` and repeatable ``--set KEY=VALUE``, for every command that builds."""
+def add_preset_arguments(
+    parser: argparse.ArgumentParser, default: str | None, default_help: str | None = None
+) -> None:
+    """``--preset NAME`` and repeatable ``--set KEY=VALUE``: the one preset argument of every
+    command (an unknown name is refused by :func:`preset_from_args`, naming the valid ones).
+    ``default=None`` lets a command fill the name in later (``default_help`` says how)."""
     parser.add_argument(
-        "--preset", default=default, help=f"{', '.join(PRESETS)} (default: {default})"
+        "--preset",
+        default=default,
+        help=f"{', '.join(PRESETS)} (default: {default_help or default})",
     )
     parser.add_argument(
         "--set",

@@ -63,13 +63,19 @@ MANIFEST = "manifest.json"
 def ndcg_at_10(
     scores: np.ndarray, relevance: np.ndarray, ideal_gains: np.ndarray, mask: np.ndarray
 ) -> np.ndarray:
-    """NDCG@10 of each row's candidates ranked by ``scores``; leading axes broadcast.
+    """NDCG@10 of each row's candidates ranked by ``scores``.
 
-    ``scores``/``relevance``/``mask``: (..., C); ``ideal_gains``: (..., 10). Ties are broken by
-    candidate position (BM25 order), as a stable sort does. Queries with no relevant document
-    score 0. Uses linear gains ``rel`` and ``log2(rank + 1)`` discounts, as trec_eval (and so
-    beir) does.
+    ``relevance``/``mask``: (N, C) and ``ideal_gains``: (N, 10) for N queries; ``scores``:
+    (N, C), or (N, ..., C) with extra middle axes (depths, say), which broadcast: one NDCG per
+    score row, (N, ...). Ties are broken by candidate position (BM25 order), as a stable sort
+    does. Queries with no relevant document score 0. Uses linear gains ``rel`` and
+    ``log2(rank + 1)`` discounts, as trec_eval (and so beir) does.
     """
+    extra = scores.ndim - relevance.ndim
+    if extra > 0:  # (N, C) -> (N, 1, ..., 1, C): the judgments are the same for every row
+        axes = tuple(range(1, 1 + extra))
+        relevance, mask = np.expand_dims(relevance, axes), np.expand_dims(mask, axes)
+        ideal_gains = np.expand_dims(ideal_gains, axes)
     scores = np.where(mask, scores, -np.inf)
     order = np.argsort(-scores, axis=-1, kind="stable")[..., :NDCG_CUTOFF]
     ranked_rel = np.take_along_axis(np.where(mask, relevance, 0.0), order, axis=-1)
@@ -78,6 +84,15 @@ def ndcg_at_10(
     dcg = (ranked_rel * discounts[:k]).sum(-1)
     idcg = (ideal_gains * discounts).sum(-1)
     return np.where(idcg > 0, dcg / np.maximum(idcg, 1e-12), 0.0).astype(np.float32)
+
+
+def depth_scores(score_base: np.ndarray, score_parts: np.ndarray) -> np.ndarray:
+    """(N, D, C) candidate scores of every hard depth: ``base + Σ_h parts[:, d, h]``.
+
+    ``score_base`` (N, C), ``score_parts`` (N, D, H, C); exact because the reranker's score is
+    linear in the attention output (module docstring).
+    """
+    return score_base[:, None, :] + score_parts.sum(axis=2)
 
 
 @dataclass
@@ -150,15 +165,12 @@ class Tables:
 
     def depth_scores(self) -> np.ndarray:
         """Candidate scores for every hard depth choice: (N, D, C)."""
-        return self.score_base[:, None, :] + self.score_parts.sum(axis=2)
+        return depth_scores(self.score_base, self.score_parts)
 
     def ndcg(self, scores: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
         """NDCG@10 of ``scores`` (rows ``index``, or all; extra middle axes broadcast)."""
         rows = slice(None) if index is None else index
         rel, ideal, mask = self.relevance[rows], self.ideal_gains[rows], self.candidate_mask[rows]
-        extra = scores.ndim - rel.ndim
-        for _ in range(extra):
-            rel, mask, ideal = rel[..., None, :], mask[..., None, :], ideal[..., None, :]
         return ndcg_at_10(scores, rel, ideal, mask)
 
     def arrays(self) -> dict[str, np.ndarray]:

@@ -404,7 +404,7 @@ def test_vector_env_matches_single_envs_step_for_step(
         obs_mode=obs_mode,
     )
     singles = [gym.make(env_id, tables=tables, obs_mode=obs_mode) for _ in range(num_envs)]
-    observations, info = vector.reset(seed=0, options={"query_index": queries, "pin": True})
+    observations, info = vector.reset(seed=0, options={"query_index": queries})
     for i, env in enumerate(singles):
         single_obs, single_info = env.reset(options={"query_index": int(queries[i])})
         assert_rows_equal(observations, i, single_obs)
@@ -420,7 +420,9 @@ def test_vector_env_matches_single_envs_step_for_step(
                 assert info["_final_info"][i]
                 for key, value in single_info.items():
                     assert_rows_equal(info["final_info"][key], i, value)
-                single_obs, single_info = env.reset(options={"query_index": int(queries[i])})
+                # the vector env drew sub-env i's next query: start the single env on it
+                drawn = int(info["query_index"][i])
+                single_obs, single_info = env.reset(options={"query_index": drawn})
             assert_rows_equal(observations, i, single_obs)
             assert info["query_index"][i] == single_info["query_index"]
 
@@ -441,19 +443,6 @@ def test_one_sub_env_draws_the_same_queries_as_the_single_env(env_id: str, table
         observations, rewards, _, _, info = vector.step(np.asarray(action)[None])
         assert rewards[0] == reward and info["query_index"][0] == single_info["query_index"]
         assert_rows_equal(observations, 0, single_obs)
-
-
-def test_pin_keeps_queries_across_autoresets(tables: Tables) -> None:
-    vector = gym.make_vec(
-        "MAW/DepthSelection-v0", num_envs=8, vectorization_mode="vector_entry_point", tables=tables
-    )
-    vector.reset(seed=0, options={"query_index": 7, "pin": True})
-    for _ in range(3):
-        _, _, _, _, info = vector.step(vector.action_space.sample())
-        assert (info["query_index"] == 7).all() and (info["final_info"]["query_index"] == 7).all()
-    vector.reset(options={"query_index": 7})  # not pinned: autoresets draw again
-    _, _, _, _, info = vector.step(vector.action_space.sample())
-    assert (info["final_info"]["query_index"] == 7).all() and (info["query_index"] != 7).any()
 
 
 def test_info_layout_matches_sync_vector_env_same_step(tables: Tables) -> None:

@@ -64,7 +64,7 @@ def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path
     """The registry entry (tables through the object store), 0 env runners, 4 iterations."""
     tables = Tables.synthetic(num_queries=16, best_depth=1)
     params = {**TINY, "train_batch_size_per_learner": 256, "minibatch_size": 64, "num_epochs": 4}
-    router = rllib.train(ENV_ID, tables, None, 0, 1024, tmp_path, hyperparams=params)
+    router = rllib.train(ENV_ID, tables, 0, 1024, tmp_path, hyperparams=params)
     result = evaluate_router(router, ENV_ID, tables)
     # Random scores 0, the best fixed depth (1) about 0.5 here, the per-query oracle 1.
     assert result.normalized_score > 0.4, result.normalized_score

@@ -11,7 +11,7 @@ import torch
 
 from maw_gym.tables import Tables
 from maw_gym_agents import sb3
-from maw_gym_agents.common import load_router
+from maw_gym_agents.common import load_hyperparams, load_router
 from maw_gym_agents.evaluate import evaluate_router
 
 ENV_ID = "MAW/DepthSelection-v0"
@@ -54,7 +54,7 @@ def quick_train(
     dev: Tables | None = None,
 ) -> sb3.SB3Router:
     budget, overrides = BUDGETS[algo]
-    params = {**sb3.load_hyperparams(algo, ENV_ID), **overrides}
+    params = {**load_hyperparams(algo, ENV_ID), **overrides}
     return sb3.train(
         algo,
         ENV_ID,
@@ -118,11 +118,11 @@ def test_native_vec_env_matches_sb3_contract(tables):
 
 
 def test_hyperparams_have_an_entry_or_default_per_env():
-    ppo = sb3.load_hyperparams("ppo", ENV_ID)
+    ppo = load_hyperparams("ppo", ENV_ID)
     assert ppo["n_envs"] >= 1 and ppo["policy"] == "MlpPolicy"
-    assert sb3.load_hyperparams("dqn", "MAW/NotAnEnv-v0")["policy"] == "MlpPolicy"
+    assert load_hyperparams("dqn", "MAW/NotAnEnv-v0")["policy"] == "MlpPolicy"
     with pytest.raises(FileNotFoundError, match="sac"):
-        sb3.load_hyperparams("sac", ENV_ID)
+        load_hyperparams("sac", ENV_ID)
 
 
 def test_dqn_refuses_a_non_discrete_action_space():

@@ -98,3 +98,16 @@ def test_shape_and_range_errors_name_the_field() -> None:
 def _arrays(tables: Tables) -> dict:
     names = [n for n in Tables.__dataclass_fields__ if n != "alignment"]
     return {n: getattr(tables, n) for n in names}
+
+
+def test_ndcg_broadcasts_middle_axes_over_one_query_judgments() -> None:
+    """(N, D, C) scores: the depth axis shares each query's judgments, one NDCG per depth."""
+    tables = Tables.synthetic(num_queries=6, depth=3, seed=1)
+    scores = tables.depth_scores()  # (N, D, C)
+    rel, ideal, mask = tables.relevance, tables.ideal_gains, tables.candidate_mask
+    per_depth = np.stack([ndcg_at_10(scores[:, d], rel, ideal, mask) for d in range(3)], axis=1)
+    np.testing.assert_array_equal(ndcg_at_10(scores, rel, ideal, mask), per_depth)
+    np.testing.assert_array_equal(
+        tables.ndcg(scores[[4, 1]], index=np.array([4, 1])), per_depth[[4, 1]]
+    )
+    assert per_depth.std() > 0  # depths rank differently, so a mixed-up axis would show

@@ -421,7 +421,7 @@ class NonMAWAttention(_AttentionBase):
         hidden: model width of ``x``.
         heads: number of attention heads.
         depth: ignored (this layer has one attention pattern); accepted so that both layers
-            are built from one config, and kept as ``configured_depth``.
+            are built from one config.
         head_dim: per-head width.
         dropout: dropout on attention probabilities during training.
     """
@@ -430,7 +430,6 @@ class NonMAWAttention(_AttentionBase):
         self, hidden: int, heads: int, depth: int = 1, head_dim: int = 64, dropout: float = 0.0
     ) -> None:
         super().__init__(hidden, heads, 1, head_dim, dropout)
-        self.configured_depth = depth
 
     def _depth_queries(self, query: Tensor, depths: slice | None = None) -> Tensor:
         return (query * self.head_dim**-0.5).unsqueeze(3)  # (B, H, Lq, 1, hd)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from maw_gym.cache import write_json
-from maw_gym.presets import get_preset
+from maw_gym.presets import add_preset_arguments, preset_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -17,7 +17,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     report = sub.add_parser("report", help="diagnostics: fixed depths, oracle, router, controls")
     for command in (train, report):
         command.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
-        command.add_argument("--preset", default="smoke", choices=["smoke", "quick", "full"])
+        add_preset_arguments(command, default="smoke")
         command.add_argument("--seed", type=int, default=0, help="training seed")
     train.add_argument(
         "--out",
@@ -40,7 +40,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from maw_gym.encoder.table_builder import resolve_encoder
 
-    preset = get_preset(args.preset)
+    preset = preset_from_args(args)
     started = time.perf_counter()
     if args.encoder_command == "train":
         from maw_gym.encoder.train import train_encoder

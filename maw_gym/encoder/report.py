@@ -43,10 +43,7 @@ from maw_gym.tables import Tables, ndcg_at_10
 
 def _split_ndcg(inputs: SplitInputs, scores: np.ndarray) -> np.ndarray:
     """Per-query NDCG@10 of (N, C) scores, or (N, K, C) for K score sets -> (N, K)."""
-    rel, ideal, mask = inputs.relevance, inputs.ideal_gains, inputs.candidate_mask
-    if scores.ndim == 3:
-        rel, ideal, mask = rel[:, None], ideal[:, None], mask[:, None]
-    return ndcg_at_10(scores, rel, ideal, mask)
+    return ndcg_at_10(scores, inputs.relevance, inputs.ideal_gains, inputs.candidate_mask)
 
 
 def _features(tables: Tables) -> np.ndarray:

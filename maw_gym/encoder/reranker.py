@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from maw_gym.encoder.attention import MAWAttention, NonMAWAttention, compress_attention
 from maw_gym.pipeline import SplitInputs
-from maw_gym.tables import ndcg_at_10
+from maw_gym.tables import depth_scores, ndcg_at_10
 
 AttentionKind = Literal["maw", "nonmaw"]
 Specialisation = Literal["router", "random"]
@@ -373,7 +373,7 @@ class SplitScores:
 
     def depth_scores(self) -> np.ndarray:
         """(N, D, C) scores of each hard depth."""
-        return self.score_base[:, None, :] + self.score_parts.sum(2)
+        return depth_scores(self.score_base, self.score_parts)
 
 
 @torch.no_grad()
@@ -426,11 +426,9 @@ def routed_ndcg(model: MAWReranker, inputs: SplitInputs) -> float:
         lower = np.arange(inputs.num_queries)[:, None] % model.depth
         lower = np.repeat(lower, model.num_layers - 1, axis=1)
         scored = score_split(model, inputs, lower_depths=lower)
-        return float(
-            ndcg_at_10(scored.depth_scores(), rel[:, None], ideal[:, None], mask[:, None]).mean()
-        )
+        return float(ndcg_at_10(scored.depth_scores(), rel, ideal, mask).mean())
     scored = score_split(model, inputs, observe=model.router is not None)
-    per_depth = ndcg_at_10(scored.depth_scores(), rel[:, None], ideal[:, None], mask[:, None])
+    per_depth = ndcg_at_10(scored.depth_scores(), rel, ideal, mask)
     if scored.router_logits is None:
         return float(per_depth.mean())
     choice = scored.router_logits.argmax(1)

@@ -20,6 +20,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
+from maw_gym.presets import Preset
 from maw_gym.tables import Tables
 
 #: Reward component names, in the order of a weight triple.
@@ -88,8 +89,8 @@ class EnvConfig:
     """BEIR dataset name or folder (only without ``tables``)."""
     split: Split = "train"
     """Which split's tables to load (only without ``tables``)."""
-    preset: str = "smoke"
-    """Pipeline preset name (only without ``tables``)."""
+    preset: str | Preset = "smoke"
+    """Pipeline preset, or its name (only without ``tables``)."""
     encoder: str | Path | None = None
     """MAW encoder checkpoint directory; None: the preset's (only without ``tables``)."""
     max_queries: int | None = None
@@ -248,13 +249,12 @@ def choose_queries(
     rng: np.random.Generator,
     num_queries: int,
     batch: int,
-    allowed: tuple[str, ...] = ("query_index",),
 ) -> np.ndarray:
     """Query indices (batch,) from ``options["query_index"]`` (int or (batch,)) or ``rng``."""
     options = options or {}
-    unknown = set(options) - set(allowed)
+    unknown = set(options) - {"query_index"}
     if unknown:
-        raise ValueError(f"reset options {sorted(unknown)} unknown; expected keys among {allowed}")
+        raise ValueError(f"reset options {sorted(unknown)} unknown; the only one is 'query_index'")
     pinned = options.get("query_index")
     if pinned is None:
         return rng.integers(num_queries, size=batch)

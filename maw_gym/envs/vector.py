@@ -18,10 +18,9 @@ observation, and the finished episode's are in ``info``:
 - ``info["query_index"]``, ``info["query_id"]``: each sub-env's current (new) query.
 
 Query pinning: ``reset(options={"query_index": i})`` with ``i`` an int or a ``(num_envs,)``
-array sets each sub-env's query; ``"pin": True`` keeps those queries on every autoreset until the
-next reset without it (GRPO: a group of sub-envs repeatedly evaluates actions on one query).
-Unpinned autoresets draw from the vector env's ``np_random``, seeded by ``reset(seed=...)``;
-with ``num_envs=1`` the draws equal the single env's ``reset()`` draws.
+array sets each sub-env's first query (GRPO: a group of sub-envs plays one query). Autoresets
+draw from the vector env's ``np_random``, seeded by ``reset(seed=...)``; with ``num_envs=1`` the
+draws equal the single env's ``reset()`` draws.
 
 RLlib's ``SingleAgentEnvRunner`` assumes NEXT_STEP semantics: use its default ``"sync"``
 vectorization there, not this entry point.
@@ -71,16 +70,13 @@ class MAWVectorEnv(VectorEnv):
         self._query: np.ndarray | None = None  # (num_envs,) int64; None before the first reset
         self._step = np.zeros(num_envs, dtype=np.int64)
         self._previous = np.zeros(num_envs, dtype=np.int64)
-        self._pinned = False
         self._observations: Any = None
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
-        """Reset every sub-env; ``options``: ``query_index`` (int or (num_envs,)), ``pin``."""
+        """Reset every sub-env; ``options``: ``query_index`` (int or (num_envs,))."""
         super().reset(seed=seed)
-        options = dict(options or {})
-        self._pinned = bool(options.pop("pin", False))
         self._query = choose_queries(
             options, self.np_random, self.tables.num_queries, self.num_envs
         )
@@ -129,12 +125,11 @@ class MAWVectorEnv(VectorEnv):
             "_final_info": final,
         }
         # Advance: finished sub-envs start a new episode, the others move to their next step.
-        if not self._pinned:
-            if all_final:
-                query = self.np_random.integers(self.tables.num_queries, size=self.num_envs)
-            else:
-                query = query.copy()
-                query[final] = self.np_random.integers(self.tables.num_queries, size=final.sum())
+        if all_final:
+            query = self.np_random.integers(self.tables.num_queries, size=self.num_envs)
+        else:
+            query = query.copy()
+            query[final] = self.np_random.integers(self.tables.num_queries, size=final.sum())
         self._query = query
         if variant.horizon > 1:
             self._previous = np.where(final, 0, actions)
