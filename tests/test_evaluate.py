@@ -77,7 +77,7 @@ def test_leaderboard_ndcg_equals_the_env_alignment(env_id: str, tmp_path: Path) 
 
     qrels = candidate_qrels(tables)
     ctx = Context(env_id, tables, tables, tables, qrels, 0, tmp_path, {})
-    scored = score_router(ctx, PlannedRouter(plans), "planned", 0, env_id)
+    scored = score_router(ctx, PlannedRouter(plans), "planned", 0, env_id, tmp_path / "run")
     np.testing.assert_allclose(scored["ndcg_per_query"], alignment, atol=1e-6)
 
 
