@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("maw_gym_agents.train", "train a routing policy (GRPO, supervised, SB3, RLlib)"),
     "evaluate": ("maw_gym_agents.evaluate", "score a saved router on a split"),
     "rllib": ("maw_gym_agents.rllib", "train RLlib PPO/APPO locally or on a Ray cluster"),
+    "show": ("maw_gym.show", "print one query's env frame under an action, save its image"),
     "leaderboard": (
         "maw_gym_leaderboard.run",
         "train and rank every routing policy (the main job)",

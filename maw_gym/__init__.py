@@ -12,6 +12,11 @@ from typing import Any
 from gymnasium.envs.registration import register, registry
 
 
+def env_ids() -> list[str]:
+    """Every registered ``MAW/`` env id, sorted: what docs, tests and the CLI iterate over."""
+    return sorted(env_id for env_id in registry if env_id.startswith("MAW/"))
+
+
 def _register(id: str, **spec: Any) -> None:
     """``gymnasium.register`` unless ``id`` is already there: importing twice (reloads, Ray
     workers) must neither raise nor warn."""

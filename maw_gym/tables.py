@@ -60,6 +60,15 @@ NDCG_CUTOFF = 10
 MANIFEST = "manifest.json"
 
 
+def rank_candidates(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Candidate positions by descending ``scores`` (..., C), padding (``~mask``) last.
+
+    Ties keep candidate position (BM25 order), as a stable sort does: the one ranking that
+    NDCG and the rendered top-10 share.
+    """
+    return np.argsort(-np.where(mask, scores, -np.inf), axis=-1, kind="stable")
+
+
 def ndcg_at_10(
     scores: np.ndarray, relevance: np.ndarray, ideal_gains: np.ndarray, mask: np.ndarray
 ) -> np.ndarray:
@@ -76,8 +85,7 @@ def ndcg_at_10(
         axes = tuple(range(1, 1 + extra))
         relevance, mask = np.expand_dims(relevance, axes), np.expand_dims(mask, axes)
         ideal_gains = np.expand_dims(ideal_gains, axes)
-    scores = np.where(mask, scores, -np.inf)
-    order = np.argsort(-scores, axis=-1, kind="stable")[..., :NDCG_CUTOFF]
+    order = rank_candidates(scores, mask)[..., :NDCG_CUTOFF]
     ranked_rel = np.take_along_axis(np.where(mask, relevance, 0.0), order, axis=-1)
     k = ranked_rel.shape[-1]
     discounts = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))

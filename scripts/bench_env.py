@@ -1,4 +1,5 @@
-"""Steps per second of the MAW environments: one env, SyncVectorEnv of 64, the native vector env.
+"""Steps per second of the MAW environments: one env, SyncVectorEnv of 64, the native vector env;
+and the milliseconds a rendered frame costs (``rgb_array``, ``ansi``).
 
     python scripts/bench_env.py [--json] [--preset synthetic|smoke|quick] [--env-id ID]
 
@@ -6,7 +7,8 @@
 H=12, P=4, C=20), so it runs without an encoder; a pipeline preset loads (or builds) its real
 train tables. Each figure is the median of a few timed repeats after a warm-up, with the
 configurations timed round-robin; actions are pre-sampled so only the env is timed. Table
-build time is measured by the tables' own build.
+build time is measured by the tables' own build. A render figure is a step plus its frame (the
+step is ~1% of it); synthetic tables have no texts, so ``ansi`` there skips the text look-up.
 """
 
 from __future__ import annotations
@@ -57,6 +59,24 @@ def single_env_runner(env_id: str, tables: Tables, steps: int) -> Callable[[], i
     return run
 
 
+def render_runner(env_id: str, tables: Tables, mode: str, frames: int) -> Callable[[], int]:
+    """Steps and renders ``frames`` times (a frame after a step shows the decision)."""
+    env = gym.make(env_id, tables=tables, render_mode=mode)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    actions = [env.action_space.sample() for _ in range(frames)]
+
+    def run() -> int:
+        for action in actions:
+            _, _, terminated, truncated, _ = env.step(action)
+            env.render()
+            if terminated or truncated:
+                env.reset()
+        return frames
+
+    return run
+
+
 def vector_runner(envs: gym.vector.VectorEnv, steps: int) -> Callable[[], int]:
     """Counts sub-env steps (``steps`` batched calls of ``num_envs`` each)."""
     envs.reset(seed=0)
@@ -97,6 +117,8 @@ def benchmark(env_id: str, tables: Tables, repeats: int) -> dict[str, float]:
         "sync_vector_64": vector_runner(sync(64), steps=40),
         "native_vector_64": vector_runner(native(64), steps=400),
         "native_vector_4096": vector_runner(native(4096), steps=60),
+        "render_rgb_array": render_runner(env_id, tables, "rgb_array", frames=100),
+        "render_ansi": render_runner(env_id, tables, "ansi", frames=100),
     }
     for run in runners.values():
         run()  # warm-up
@@ -104,7 +126,13 @@ def benchmark(env_id: str, tables: Tables, repeats: int) -> dict[str, float]:
     for _ in range(repeats):
         for name, run in runners.items():
             rates[name].append(timed(run))
-    results = {name: statistics.median(values) for name, values in rates.items()}
+    results = {
+        name: statistics.median(values)
+        for name, values in rates.items()
+        if not name.startswith("render_")
+    }
+    for mode in ("rgb_array", "ansi"):
+        results[f"render_{mode}_ms_per_frame"] = 1000 / statistics.median(rates[f"render_{mode}"])
     for top, bottom in [
         ("native_vector_4096", "sync_vector_64"),
         ("native_vector_64", "sync_vector_64"),
@@ -153,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{env_id} ({args.preset} tables {report['shapes']}), steps/s:")
             for name, value in figures.items():
                 unit = "x" if "_over_" in name else " steps/s"
-                print(f"  {name:<40} {value:>14,.1f}{unit}")
+                if name.endswith("_ms_per_frame"):
+                    print(f"  {name:<40} {value:>14,.3f} ms")
+                else:
+                    print(f"  {name:<40} {value:>14,.1f}{unit}")
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()

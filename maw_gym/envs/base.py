@@ -20,6 +20,13 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
+from maw_gym.envs.render import (
+    RENDER_FPS,
+    RENDER_MODES,
+    Renderer,
+    RenderState,
+    check_render_mode,
+)
 from maw_gym.presets import Preset
 from maw_gym.tables import Tables
 
@@ -276,11 +283,17 @@ class MAWEnv(gym.Env):
     See the subclasses' docstrings for the spaces, rewards and arguments.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {
+        "render_modes": list(RENDER_MODES),
+        "render_fps": RENDER_FPS,
+    }
     variant_class: ClassVar[type[Variant]]
 
-    def __init__(self, tables: TablesSource = None, **config: Any) -> None:
-        """``config``: the other :class:`EnvConfig` fields, as keywords (``gym.make``'s)."""
+    def __init__(
+        self, tables: TablesSource = None, *, render_mode: str | None = None, **config: Any
+    ) -> None:
+        """``config``: the other :class:`EnvConfig` fields, as keywords (``gym.make``'s);
+        ``render_mode``: see :mod:`maw_gym.envs.render` (drawing never changes an episode)."""
         self.config = EnvConfig.from_keywords(type(self).__name__, tables, config)
         self.variant = self.config.build(self.variant_class)
         self.tables = self.variant.tables
@@ -289,6 +302,9 @@ class MAWEnv(gym.Env):
         self._query: np.ndarray | None = None  # (1,) int64; None when an episode must reset
         self._step = np.zeros(1, dtype=np.int64)
         self._previous = np.zeros(1, dtype=np.int64)
+        self.render_mode = check_render_mode(render_mode)
+        self._renderer = Renderer(self.variant)
+        self._shown: RenderState | None = None  # kept only when render_mode is set
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -298,6 +314,8 @@ class MAWEnv(gym.Env):
         self._query = choose_queries(options, self.np_random, self.tables.num_queries, 1)
         self._step[:] = 0
         self._previous[:] = 0
+        if self.render_mode is not None:
+            self._shown = RenderState(self._query.copy(), self._step.copy(), self._previous.copy())
         return self._observation(), self._query_info()
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -316,13 +334,18 @@ class MAWEnv(gym.Env):
                 f"expected an element of {self.action_space}"
             )
         if self._step[0] < self.variant.horizon - 1:
+            self._remember(actions, None)
             self._previous[:] = actions.reshape(1)
             self._step += 1
             return self._observation(), 0.0, False, False, self._query_info()
         query = self._query
         entropy, focus, alignment = self.variant.components(query, self._previous, actions)
-        reward = float(self.variant.reward(entropy, focus, alignment)[0])
-        oracle = float(self.variant.oracle_reward[query[0]])
+        rewards = self.variant.reward(entropy, focus, alignment)
+        reward, oracle = float(rewards[0]), float(self.variant.oracle_reward[query[0]])
+        self._remember(
+            actions,
+            {"entropy": entropy, "focus": focus, "alignment": alignment, "reward": rewards},
+        )
         info = {
             **self._query_info(),
             "entropy": float(entropy[0]),
@@ -335,6 +358,48 @@ class MAWEnv(gym.Env):
         observation = self._observation()  # the terminal observation repeats the last one
         self._query = None
         return observation, reward, True, False, info
+
+    def render(self) -> str | np.ndarray | None:
+        """The last decision's frame (or the reset state's) in ``render_mode``.
+
+        ``"ansi"``: text; ``"rgb_array"``: ``uint8 (H, W, 3)``; see :mod:`maw_gym.envs.render`.
+        """
+        if self.render_mode is None:
+            gym.logger.warn(
+                f"{type(self).__name__}.render: no render_mode; make the env with "
+                f"render_mode in {RENDER_MODES}"
+            )
+            return None
+        return self.draw(self.render_mode)
+
+    def draw(self, mode: str) -> str | np.ndarray:
+        """The current frame in ``mode``, whichever of ``RENDER_MODES`` the env renders
+        (``maw-gym show`` prints the text and saves the image of one episode)."""
+        if mode not in RENDER_MODES:
+            raise ValueError(f"draw(mode={mode!r}): expected one of {RENDER_MODES}")
+        if self._shown is None:
+            raise ResetNeeded(
+                f"{type(self).__name__}.render: nothing to draw; make the env with a "
+                "render_mode and call reset() first"
+            )
+        env_id = self.spec.id if self.spec is not None else type(self).__name__
+        return self._renderer.render(mode, self._shown, 0, env_id)
+
+    def _remember(self, actions: np.ndarray, parts: dict[str, np.ndarray] | None) -> None:
+        """Keep a decision for render(): its state, action and, if paid, reward parts."""
+        if self.render_mode is None:
+            return
+        assert self._query is not None
+        if parts is not None:
+            parts = {**parts, "oracle_reward": self.variant.oracle_reward[self._query]}
+        self._shown = RenderState(
+            self._query.copy(),
+            self._step.copy(),
+            self._previous.copy(),
+            actions.copy(),
+            np.array([parts is not None]),
+            parts,
+        )
 
     def _observation(self) -> Any:
         assert self._query is not None

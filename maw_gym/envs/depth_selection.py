@@ -117,6 +117,8 @@ class DepthSelectionEnv(MAWEnv):
     | `reward_weights` | `"default"`  | `"default"` (0.3, 0.3, 0.4), `"retrieval"` (0, 0, 1), a |
     |                  |              | (w_e, w_f, w_a) triple or a dict; normalised to sum 1   |
     | `obs_mode`       | `"flat"`     | `"flat"` or `"structured"`                              |
+    | `render_mode`    | `None`       | `"ansi"` (text), `"rgb_array"` (image) or `"human"`     |
+    |                  |              | (a window, `gym.make` only): `maw_gym.envs.render`      |
 
     >>> import gymnasium as gym
     >>> import maw_gym

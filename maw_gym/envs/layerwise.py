@@ -149,7 +149,7 @@ class LayerwiseDepthEnv(MAWEnv):
 
     As `MAW/DepthSelection-v0`: `tables` (must have layer-2 arrays), `dataset`, `split`,
     `preset`, `encoder`, `max_queries`, `depth`, `reward_weights` (`"default"`,
-    `"retrieval"`, a triple or a dict, normalised to sum 1), `obs_mode`.
+    `"retrieval"`, a triple or a dict, normalised to sum 1), `obs_mode`, `render_mode`.
 
     >>> import gymnasium as gym
     >>> import maw_gym

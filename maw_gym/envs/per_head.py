@@ -105,7 +105,7 @@ class PerHeadDepthEnv(MAWEnv):
 
     As `MAW/DepthSelection-v0`: `tables`, `dataset`, `split`, `preset`, `encoder`,
     `max_queries`, `depth`, `reward_weights` (`"default"`, `"retrieval"`, a triple or a dict,
-    normalised to sum 1), `obs_mode`.
+    normalised to sum 1), `obs_mode`, `render_mode`.
 
     >>> import gymnasium as gym
     >>> import numpy as np

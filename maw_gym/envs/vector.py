@@ -39,6 +39,13 @@ from maw_gym.envs.base import EnvConfig, MAWEnv, TablesSource, choose_queries
 from maw_gym.envs.depth_selection import DepthSelectionEnv
 from maw_gym.envs.layerwise import LayerwiseDepthEnv
 from maw_gym.envs.per_head import PerHeadDepthEnv
+from maw_gym.envs.render import (
+    RENDER_FPS,
+    RENDER_MODES,
+    Renderer,
+    RenderState,
+    check_render_mode,
+)
 from maw_gym.envs.soft_mixture import SoftDepthMixtureEnv
 
 
@@ -51,12 +58,21 @@ class MAWVectorEnv(VectorEnv):
 
     metadata: ClassVar[dict[str, Any]] = {
         "autoreset_mode": AutoresetMode.SAME_STEP,
-        "render_modes": [],
+        "render_modes": list(RENDER_MODES),
+        "render_fps": RENDER_FPS,
     }
     single_env_class: ClassVar[type[MAWEnv]]
 
-    def __init__(self, num_envs: int = 1, tables: TablesSource = None, **config: Any) -> None:
-        """``config``: the other :class:`~maw_gym.envs.base.EnvConfig` fields, as keywords."""
+    def __init__(
+        self,
+        num_envs: int = 1,
+        tables: TablesSource = None,
+        *,
+        render_mode: str | None = None,
+        **config: Any,
+    ) -> None:
+        """``config``: the other :class:`~maw_gym.envs.base.EnvConfig` fields, as keywords;
+        ``render_mode`` as the single env's."""
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs={num_envs!r}: expected a positive integer")
         self.num_envs = num_envs
@@ -71,6 +87,9 @@ class MAWVectorEnv(VectorEnv):
         self._step = np.zeros(num_envs, dtype=np.int64)
         self._previous = np.zeros(num_envs, dtype=np.int64)
         self._observations: Any = None
+        self.render_mode = check_render_mode(render_mode)
+        self._renderer = Renderer(self.variant)
+        self._shown: RenderState | None = None  # kept only when render_mode is set
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -83,6 +102,8 @@ class MAWVectorEnv(VectorEnv):
         self._step[:] = 0
         self._previous[:] = 0
         self._observations = self.variant.observe(self._query, self._step, self._previous)
+        if self.render_mode is not None:
+            self._shown = RenderState(self._query.copy(), self._step.copy(), self._previous.copy())
         return self._observations, self._query_info()
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -116,6 +137,8 @@ class MAWVectorEnv(VectorEnv):
             rewards = np.where(final, rewards, 0.0)
             for value in final_info.values():
                 value[~final] = 0 if value.dtype.kind != "U" else ""
+        parts = {"entropy": entropy, "focus": focus, "alignment": alignment, "reward": rewards}
+        self._remember(query, actions, final, {**parts, "oracle_reward": oracle})
         for key in list(final_info):
             final_info[f"_{key}"] = final
         info: dict[str, Any] = {
@@ -138,6 +161,29 @@ class MAWVectorEnv(VectorEnv):
         info.update(self._query_info())
         terminated = final.copy()
         return self._observations, rewards, terminated, np.zeros_like(terminated), info
+
+    def _remember(
+        self, query: np.ndarray, actions: np.ndarray, final: np.ndarray, parts: dict
+    ) -> None:
+        """Keep a step's decisions for render(), as copies (the step reuses its arrays)."""
+        if self.render_mode is None:
+            return
+        state = (query, self._step, self._previous, actions, final)
+        copies = {name: value.copy() for name, value in parts.items()}
+        self._shown = RenderState(*(array.copy() for array in state), copies)
+
+    def render(self) -> tuple[str | np.ndarray, ...] | None:
+        """Every sub-env's frame, as ``SyncVectorEnv.render`` returns them: sub-env ``i``'s
+        last decision (or its state after reset), as the single env draws it."""
+        if self.render_mode is None:
+            return None
+        if self._shown is None:
+            raise ResetNeeded(f"{type(self).__name__}.render: call reset() before render()")
+        env_id = self.spec.id if self.spec is not None else type(self).__name__
+        return tuple(
+            self._renderer.render(self.render_mode, self._shown, i, env_id)
+            for i in range(self.num_envs)
+        )
 
     def _query_info(self) -> dict[str, Any]:
         assert self._query is not None
