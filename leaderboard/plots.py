@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from maw_gym.cache import atomic_path
+from maw_gym_leaderboard.policies import BOUNDS
 
 
 def _save(fig: Any, path: Path) -> None:
@@ -21,42 +22,43 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def plot_scores(out: Path, rows: list[dict[str, Any]]) -> None:
-    """Normalised score (seed CI) and NDCG@10 (query CI), one bar per policy."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(rows) + 1.5), sharey=True)
-    names = [r["policy"] for r in rows]
-    y = np.arange(len(rows))
-    for ax, key, low, high, title in (
-        (
-            axes[0],
-            "normalized_score",
-            "normalized_ci_low",
-            "normalized_ci_high",
-            "normalised env score (random = 0, oracle = 1)",
-        ),
-        (axes[1], "ndcg@10", "ndcg_ci_low", "ndcg_ci_high", "NDCG@10 of the routed rerank"),
-    ):
-        values = np.array([r.get(key, np.nan) for r in rows], dtype=float)
+    """Normalised score (seed CI) and NDCG@10 (query CI), one bar per policy; a hatched grey bar
+    is a tie with best-fixed (paired CI over queries contains 0); bounds are dotted lines."""
+    policies = [r for r in rows if not r["bound"]]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.35 * len(policies) + 1.5), sharey=True)
+    y = np.arange(len(policies))
+    panels = (
+        ("normalized_score", "normalized", "return", "normalised env score (random 0, oracle 1)"),
+        ("ndcg@10", "ndcg", "ndcg", "NDCG@10 of the routed rerank"),
+    )
+    for ax, (key, stem, versus, title) in zip(axes, panels, strict=True):
+        values = np.array([r.get(key, np.nan) for r in policies], dtype=float)
         err = np.array(
             [
-                [r.get(key, np.nan) - r.get(low, np.nan), r.get(high, np.nan) - r.get(key, np.nan)]
-                for r in rows
+                [
+                    r.get(key, np.nan) - r.get(f"{stem}_ci_low", np.nan),
+                    r.get(f"{stem}_ci_high", np.nan) - r.get(key, np.nan),
+                ]
+                for r in policies
             ],
             dtype=float,
         ).T
-        shown = np.isfinite(values)  # rerankers have no env score: no bar rather than a 0
-        ax.barh(y[shown], values[shown], xerr=err[:, shown], color="tab:blue", alpha=0.7, capsize=3)
-        for name in ("best-fixed", "BM25"):
-            match = [r.get(key) for r in rows if r["policy"] == name and key in r]
-            if match:
-                ax.axvline(
-                    match[0],
-                    color="tab:red" if name == "BM25" else "tab:green",
-                    linestyle="--",
-                    label=name,
-                )
+        tie = np.array([bool(r.get(f"{versus}_vs_best_fixed_tie")) for r in policies])
+        for mask, style in (
+            (~tie, {"color": "tab:blue", "alpha": 0.7}),
+            (tie, {"color": "lightgrey", "hatch": "//", "label": "tie with best-fixed"}),
+        ):
+            shown = mask & np.isfinite(values)  # rerankers have no env score: no bar, not 0
+            if shown.any():
+                ax.barh(y[shown], values[shown], xerr=err[:, shown], capsize=3, **style)
+        for r in rows:
+            if key in r and (r["bound"] or r["policy"] in ("best-fixed", "BM25")):
+                style = ":" if r["bound"] else "--"
+                ax.axvline(r[key], linestyle=style, color="black" if r["bound"] else "tab:green")
+                ax.text(r[key], -0.8, r["policy"], fontsize=7, rotation=90, va="bottom")
         ax.set_title(title)
         ax.legend(loc="lower right", fontsize=8)
-    axes[0].set_yticks(y, names)
+    axes[0].set_yticks(y, [r["policy"] for r in policies])
     axes[0].invert_yaxis()
     _save(fig, out / "scores.png")
 
@@ -119,7 +121,7 @@ def plot_improvement(
     others = [
         (p, np.array([r["returns"] for r in runs]))
         for p, runs in results.items()
-        if p != policy and runs and "returns" in runs[0]
+        if p != policy and p not in BOUNDS and runs and "returns" in runs[0]
     ]
     estimates = [(p, *probability_of_improvement(x, y)) for p, y in others]
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(estimates) + 1.2))

@@ -35,7 +35,12 @@ HEURISTICS = (
 #: Rerankers that need no router: their candidate scores come straight from the tables.
 RERANKERS = {"BM25": "bm25_scores", "NON-MAW reranker": "nonmaw_scores"}
 EXTRA = ("uniform-mixture",)
-ALL_POLICIES = (*RERANKERS, *HEURISTICS, *EXTRA, *LEARNED)
+#: Per query, the hard depth with the best NDCG@10 on the test judgments (no env return).
+NDCG_ORACLE = "oracle-ndcg"
+#: Bounds, not policies: they read the test judgments, so they are listed apart, unranked and
+#: without CIs. ``oracle`` maximises the env reward per query, ``oracle-ndcg`` NDCG@10.
+BOUNDS = ("oracle", NDCG_ORACLE)
+ALL_POLICIES = (*RERANKERS, *HEURISTICS, *EXTRA, *LEARNED, NDCG_ORACLE)
 MIXTURE_ENV = "MAW/SoftDepthMixture-v0"
 RESULT_FILE = "result.json"
 #: Fewest judged queries per split the leaderboard accepts (bootstraps need a sample).

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from maw_gym.cache import atomic_path, write_json
-from maw_gym_leaderboard.policies import ALL_POLICIES, LEARNED, Context
+from maw_gym_leaderboard.policies import ALL_POLICIES, BOUNDS, LEARNED, Context
 
 Runs = list[dict[str, Any]]
 """One policy's per-seed results, as ``result.json`` stores them."""
@@ -38,6 +38,7 @@ def return_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
     mean, mean_low, mean_high = seed_interval(returns, "mean")
     iqm, low, high = seed_interval(returns, "iqm")
     return {
+        **_versus_reference(runs, results, "returns", "return"),
         "return_mean": mean,
         "return_iqm": iqm,
         "return_ci_low": low,
@@ -53,7 +54,7 @@ def return_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
 
 def retrieval_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
     """NDCG@10 with its CI over queries, MRR@10, Hit@1, and the paired gain over best-fixed."""
-    from maw_gym.stats import paired_difference, query_interval
+    from maw_gym.stats import query_interval
 
     if "ndcg_per_query" not in runs[0]:
         return {}
@@ -66,18 +67,26 @@ def retrieval_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
         "mrr@10": float(np.mean([r["mrr@10"] for r in runs])),
         "hit@1": float(np.mean([r["hit@1"] for r in runs])),
     }
+    return {**columns, **_versus_reference(runs, results, "ndcg_per_query", "ndcg")}
+
+
+def _versus_reference(runs: Runs, results: dict[str, Runs], key: str, name: str) -> dict[str, Any]:
+    """The paired per-query difference of ``key`` to best-fixed's, with its 95% CI over test
+    queries, and whether it is a tie (the CI contains 0: not significant, so not ranked apart)."""
+    from maw_gym.stats import paired_difference
+
     reference = results.get(REFERENCE)
-    if reference and "ndcg_per_query" in reference[0] and runs is not reference:
-        base = np.array([r["ndcg_per_query"] for r in reference])
-        gain, low, high = paired_difference(per_query, base)
-        columns.update(
-            {
-                "ndcg_vs_best_fixed": gain,
-                "ndcg_vs_best_fixed_ci_low": low,
-                "ndcg_vs_best_fixed_ci_high": high,
-            }
-        )
-    return columns
+    if not reference or key not in reference[0] or runs is reference:
+        return {}
+    values = np.array([r[key] for r in runs])  # (seeds, queries)
+    gain, low, high = paired_difference(values, np.array([r[key] for r in reference]))
+    column = f"{name}_vs_best_fixed"
+    return {
+        column: gain,
+        f"{column}_ci_low": low,
+        f"{column}_ci_high": high,
+        f"{column}_tie": bool(low <= 0.0 <= high),
+    }
 
 
 def cost_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
@@ -101,12 +110,18 @@ def summarise(results: dict[str, Runs]) -> list[dict[str, Any]]:
     for policy, runs in results.items():
         if not runs:
             continue
-        row: dict[str, Any] = {"policy": policy, "seeds": len(runs)}
+        row: dict[str, Any] = {"policy": policy, "seeds": len(runs), "bound": policy in BOUNDS}
         for columns in COLUMN_GROUPS:
             row.update(columns(runs, results))
         rows.append(row)
     order = {p: i for i, p in enumerate(ALL_POLICIES)}
-    rows.sort(key=lambda r: (-r.get("normalized_score", -np.inf), order[r["policy"]]))
+    rows.sort(
+        key=lambda r: (
+            r["bound"],
+            -r.get("normalized_score", -np.inf),
+            order.get(r["policy"], len(order)),
+        )
+    )
     return rows
 
 
@@ -117,34 +132,50 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _interval(row: dict[str, Any], key: str, signed: bool = False) -> str:
-    """``value [low, high]`` of ``key`` and its ``*_ci_low``/``*_ci_high`` columns."""
+    """``value [low, high]`` of ``key`` and its ``*_ci_low``/``*_ci_high`` columns; a
+    comparison to best-fixed whose CI contains 0 is marked ``≈`` (a tie)."""
     if key not in row:
         return "–"
     stem = {"return_iqm": "return", "ndcg@10": "ndcg"}.get(key, key)
     sign = "+" if signed else ""
     low, high = row[f"{stem}_ci_low"], row[f"{stem}_ci_high"]
-    return f"{row[key]:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]"
+    tie = " ≈" if row.get(f"{key}_tie") else ""
+    return f"{row[key]:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]{tie}"
+
+
+def _table(header: list[str], lines: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(cells) + " |" for cells in lines),
+    ]
 
 
 def render_markdown(rows: list[dict[str, Any]], ctx: Context) -> str:
-    header = (
-        "| policy | seeds | norm. score | return IQM [95% CI] | regret | NDCG@10 [95% CI] "
-        "| vs best-fixed [95% CI] | MRR@10 | Hit@1 | depth-use H | train s | env steps "
-        "| ms/query |"
-    )
-    lines = [
-        f"Test split, {ctx.test.num_queries} queries, env {ctx.env_id}, "
-        f"preset {ctx.config['preset']['name']}, D={ctx.test.depth}.",
-        "",
-        header,
-        "|" + "---|" * (header.count("|") - 1),
+    """The ranked policies, then the bounds apart (they read the test judgments)."""
+    header = [
+        "policy",
+        "seeds",
+        "norm. score",
+        "return IQM [95% CI]",
+        "return vs best-fixed [95% CI]",
+        "regret",
+        "NDCG@10 [95% CI]",
+        "NDCG@10 vs best-fixed [95% CI]",
+        "MRR@10",
+        "Hit@1",
+        "depth-use H",
+        "train s",
+        "env steps",
+        "ms/query",
     ]
-    for r in rows:
-        cells = [
+    ranked = [
+        [
             r["policy"],
             str(r["seeds"]),
             _fmt(r.get("normalized_score")),
             _interval(r, "return_iqm"),
+            _interval(r, "return_vs_best_fixed", signed=True),
             _fmt(r.get("regret")),
             _interval(r, "ndcg@10"),
             _interval(r, "ndcg_vs_best_fixed", signed=True),
@@ -155,7 +186,37 @@ def render_markdown(rows: list[dict[str, Any]], ctx: Context) -> str:
             str(r["env_steps"]),
             _fmt(r.get("latency_ms_per_query"), 4),
         ]
-        lines.append("| " + " | ".join(cells) + " |")
+        for r in rows
+        if not r["bound"]
+    ]
+    bounds = [
+        [
+            r["policy"],
+            _fmt(r.get("return_mean")),
+            _fmt(r.get("normalized_score")),
+            _fmt(r.get("ndcg@10")),
+            _fmt(r.get("mrr@10")),
+            _fmt(r.get("hit@1")),
+        ]
+        for r in rows
+        if r["bound"]
+    ]
+    lines = [
+        f"Test split, {ctx.test.num_queries} queries, env {ctx.env_id}, "
+        f"preset {ctx.config['preset']['name']}, D={ctx.test.depth}. Ranked by normalised "
+        "score; ≈ marks a difference to best-fixed whose paired 95% CI over test queries "
+        "contains 0 (a tie, not an improvement).",
+        "",
+        *_table(header, ranked),
+    ]
+    if bounds:
+        lines += [
+            "",
+            "Bounds, not policies: each reads the test judgments per query (`oracle` the best "
+            "env reward, `oracle-ndcg` the best NDCG@10 over depths); not ranked, no CI.",
+            "",
+            *_table(["bound", "return", "norm. score", "NDCG@10", "MRR@10", "Hit@1"], bounds),
+        ]
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from maw_gym_leaderboard.policies import (
     EXTRA,
     HEURISTICS,
     MIXTURE_ENV,
+    NDCG_ORACLE,
     RERANKERS,
     Context,
 )
@@ -32,7 +33,7 @@ class Scorer:
 
     def score(self, policy: str, seed: int, run_dir: Path) -> dict[str, Any]:
         """Train (if it learns) and score ``policy`` with ``seed``; logs go to ``run_dir``."""
-        if policy in RERANKERS:
+        if policy in RERANKERS or policy == NDCG_ORACLE:
             return score_reranker(self.ctx, policy)
         if policy in HEURISTICS or policy in EXTRA:
             env_id = MIXTURE_ENV if policy in EXTRA else self.ctx.env_id
@@ -53,8 +54,13 @@ class Scorer:
 
 
 def score_reranker(ctx: Context, policy: str) -> dict[str, Any]:
-    """A reranker that needs no router: its candidate scores come straight from the tables."""
-    scores = getattr(ctx.test, RERANKERS[policy])
+    """A reranker that needs no router: its candidate scores come straight from the tables
+    (for the NDCG oracle: each query's depth with the best NDCG@10 on the test judgments)."""
+    if policy == NDCG_ORACLE:
+        best = ctx.test.alignment.argmax(axis=1)  # (N,) alignment is each depth's NDCG@10
+        scores = ctx.test.depth_scores()[np.arange(ctx.test.num_queries), best]
+    else:
+        scores = getattr(ctx.test, RERANKERS[policy])
     return {
         "policy": policy,
         "seed": 0,

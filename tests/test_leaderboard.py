@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from maw_gym_leaderboard.cli import main
+from maw_gym_leaderboard.policies import NDCG_ORACLE
 from maw_gym_leaderboard.run import ALL_POLICIES, RERANKERS
 
 REQUIRED = (
@@ -38,7 +39,8 @@ def test_every_policy_is_ranked_with_its_columns(leaderboard: tuple[Path, list[d
     out, rows = leaderboard
     assert sorted(r["policy"] for r in rows) == sorted(ALL_POLICIES)
     for row in rows:
-        keys = REQUIRED if row["policy"] not in RERANKERS else ("policy", "ndcg@10", "mrr@10")
+        no_return = (*RERANKERS, NDCG_ORACLE)
+        keys = REQUIRED if row["policy"] not in no_return else ("policy", "ndcg@10", "mrr@10")
         assert set(keys) <= set(row), row["policy"]
     for name in (
         "leaderboard.md",
@@ -65,6 +67,17 @@ def test_bounds_and_intervals_are_honest(leaderboard: tuple[Path, list[dict]]) -
             assert row["normalized_score"] <= 1.0 + 1e-9, row["policy"]
             assert row["return_ci_low"] <= row["return_iqm"] <= row["return_ci_high"]
         assert row["ndcg_ci_low"] <= row["ndcg@10"] <= row["ndcg_ci_high"], row["policy"]
+
+
+def test_bounds_are_listed_apart_and_unranked(leaderboard: tuple[Path, list[dict]]) -> None:
+    out, rows = leaderboard
+    assert [r["policy"] for r in rows if r["bound"]] == ["oracle", NDCG_ORACLE]
+    assert all(r["bound"] for r in rows[-2:])  # after every policy
+    by_name = {r["policy"]: r for r in rows}
+    # per query the best depth's NDCG@10 is at least the best fixed depth's
+    assert by_name[NDCG_ORACLE]["ndcg@10"] >= by_name["best-fixed"]["ndcg@10"] - 1e-9
+    ranked, bounds = (out / "leaderboard.md").read_text().split("Bounds, not policies")
+    assert "| oracle |" in bounds and "| oracle |" not in ranked
 
 
 def test_a_second_run_resumes_from_finished_results(
@@ -145,3 +158,34 @@ def test_unusable_datasets_are_refused_before_training(
     error = capsys.readouterr().err
     assert all(text in error for text in expected), error
     assert not (out / "leaderboard.json").exists()
+
+
+def _result(policy: str, returns: list[float]) -> dict:
+    return {
+        "policy": policy,
+        "seed": 0,
+        "returns": returns,
+        "random_mean": 0.0,
+        "oracle_mean": 2.0,
+        "depth_usage_entropy": 0.0,
+        "latency_ms_per_query": 0.0,
+        "train_seconds": 0.0,
+        "env_steps": 0,
+    }
+
+
+def test_return_differences_to_best_fixed_are_paired_and_ties_marked() -> None:
+    from maw_gym_leaderboard.report import summarise
+
+    results = {
+        "best-fixed": [_result("best-fixed", [0.0, 0.0, 0.0, 0.0])],
+        "grpo": [_result("grpo", [1.0, 1.0, 1.0, 1.0])],  # better on every query
+        "ppo": [_result("ppo", [1.0, -1.0, 1.0, -1.0])],  # mean 0: a tie
+    }
+    rows = {r["policy"]: r for r in summarise(results)}
+    assert rows["grpo"]["return_vs_best_fixed"] == pytest.approx(1.0)
+    assert rows["grpo"]["return_vs_best_fixed_ci_low"] == pytest.approx(1.0)
+    assert not rows["grpo"]["return_vs_best_fixed_tie"]
+    assert rows["ppo"]["return_vs_best_fixed"] == pytest.approx(0.0)
+    assert rows["ppo"]["return_vs_best_fixed_tie"]
+    assert "return_vs_best_fixed" not in rows["best-fixed"]
