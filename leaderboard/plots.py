@@ -57,7 +57,8 @@ def plot_scores(out: Path, rows: list[dict[str, Any]]) -> None:
                 ax.axvline(r[key], linestyle=style, color="black" if r["bound"] else "tab:green")
                 ax.text(r[key], -0.8, r["policy"], fontsize=7, rotation=90, va="bottom")
         ax.set_title(title)
-        ax.legend(loc="lower right", fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
     axes[0].set_yticks(y, [r["policy"] for r in policies])
     axes[0].invert_yaxis()
     _save(fig, out / "scores.png")
@@ -134,6 +135,28 @@ def plot_improvement(
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"P({policy} > X) over test queries, 95% CI")
     _save(fig, out / "probability_of_improvement.png")
+
+
+def plot_performance_profiles(out: Path, scores: dict[str, np.ndarray]) -> None:
+    """rliable's performance profiles: the share of (seed, task) runs scoring above τ, with a
+    95% CI band (stratified bootstrap), one line per policy."""
+    import warnings
+
+    from rliable import library as rly
+
+    values = np.concatenate([s.ravel() for s in scores.values()])
+    taus = np.linspace(min(values.min(), 0.0), max(values.max(), 1.0), 101)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # rliable's RandomState, as in stats.py
+        profiles, bands = rly.create_performance_profile(scores, taus, reps=500)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for color, policy in zip(plt.cm.tab10.colors, scores, strict=False):
+        ax.plot(taus, profiles[policy], color=color, label=policy)
+        ax.fill_between(taus, *bands[policy], color=color, alpha=0.2)
+    ax.set_xlabel("normalised score τ (random 0, oracle 1)")
+    ax.set_ylabel("fraction of runs with score > τ")
+    ax.legend(fontsize=8)
+    _save(fig, out / "performance_profile.png")
 
 
 def plot_all(

@@ -43,6 +43,8 @@ BOUNDS = ("oracle", NDCG_ORACLE)
 ALL_POLICIES = (*RERANKERS, *HEURISTICS, *EXTRA, *LEARNED, NDCG_ORACLE)
 MIXTURE_ENV = "MAW/SoftDepthMixture-v0"
 RESULT_FILE = "result.json"
+#: A run's command, wall-clock time and whether it resumed (``scripts/readme_tables.py``).
+RUN_FILE = "run.json"
 #: Fewest judged queries per split the leaderboard accepts (bootstraps need a sample).
 MIN_QUERIES = 8
 

@@ -131,16 +131,16 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _interval(row: dict[str, Any], key: str, signed: bool = False) -> str:
+def _interval(row: dict[str, Any], key: str, signed: bool = False, digits: int = 3) -> str:
     """``value [low, high]`` of ``key`` and its ``*_ci_low``/``*_ci_high`` columns; a
     comparison to best-fixed whose CI contains 0 is marked ``≈`` (a tie)."""
     if key not in row:
         return "–"
     stem = {"return_iqm": "return", "ndcg@10": "ndcg"}.get(key, key)
-    sign = "+" if signed else ""
+    form = f"{'+' if signed else ''}.{digits}f"
     low, high = row[f"{stem}_ci_low"], row[f"{stem}_ci_high"]
     tie = " ≈" if row.get(f"{key}_tie") else ""
-    return f"{row[key]:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]{tie}"
+    return f"{row[key]:{form}} [{low:{form}}, {high:{form}}]{tie}"
 
 
 def _table(header: list[str], lines: list[list[str]]) -> list[str]:
@@ -175,7 +175,7 @@ def render_markdown(rows: list[dict[str, Any]], ctx: Context) -> str:
             str(r["seeds"]),
             _fmt(r.get("normalized_score")),
             _interval(r, "return_iqm"),
-            _interval(r, "return_vs_best_fixed", signed=True),
+            _interval(r, "return_vs_best_fixed", signed=True, digits=4),
             _fmt(r.get("regret")),
             _interval(r, "ndcg@10"),
             _interval(r, "ndcg_vs_best_fixed", signed=True),
@@ -215,7 +215,7 @@ def render_markdown(rows: list[dict[str, Any]], ctx: Context) -> str:
             "Bounds, not policies: each reads the test judgments per query (`oracle` the best "
             "env reward, `oracle-ndcg` the best NDCG@10 over depths); not ranked, no CI.",
             "",
-            *_table(["bound", "return", "norm. score", "NDCG@10", "MRR@10", "Hit@1"], bounds),
+            *_table(["bound", "mean return", "norm. score", "NDCG@10", "MRR@10", "Hit@1"], bounds),
         ]
     return "\n".join(lines)
 

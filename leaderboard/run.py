@@ -18,22 +18,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
 
 from maw_gym.cache import write_json
-from maw_gym.presets import Preset, add_preset_arguments, preset_from_args
+from maw_gym.presets import Preset, add_preset_arguments, parse_overrides, preset_from_args
 from maw_gym_leaderboard.policies import (
     ALL_POLICIES,
     LEARNED,
     MIN_QUERIES,
     RERANKERS,
     RESULT_FILE,
+    RUN_FILE,
     Context,
 )
 from maw_gym_leaderboard.report import Runs, render_markdown, summarise, write_outputs
 from maw_gym_leaderboard.score import Scorer
+from maw_gym_leaderboard.suite import SUITES
 
 __all__ = ["ALL_POLICIES", "RERANKERS", "configure", "run"]
 
@@ -45,6 +48,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="BEIR dataset: embedded name, public BEIR name, or folder path",
     )
     add_preset_arguments(parser, default="quick")
+    parser.add_argument(
+        "--suite",
+        default=None,
+        choices=sorted(SUITES),
+        help="rank the policies over a suite of tasks (env x tables) instead of one env",
+    )
+    parser.add_argument(
+        "--add-dataset",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="with --suite: a further dataset whose tables add the suite's envs as tasks",
+    )
     parser.add_argument(
         "--seeds", type=int, default=None, help="seeds per learned policy (default: the preset's)"
     )
@@ -83,23 +99,68 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """The leaderboard in named steps: check, build the context, score, summarise, write."""
+    if args.suite is not None:
+        from maw_gym_leaderboard.suite import run_suite
+
+        return run_suite(args)
+    if args.add_dataset:
+        raise ValueError("--add-dataset needs --suite")
     started = time.perf_counter()
     preset = preset_from_args(args)
     seeds, policies = check_arguments(args, preset)
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
+    resumed = any(args.out.glob(f"runs/*/seed*/{RESULT_FILE}"))
     check_dataset(args.dataset, preset)
     ctx = build_context(args, preset, seeds)
     results = collect(ctx, policies, seeds)
     rows = summarise(results)
     write_outputs(ctx, rows, results)
+    seconds = time.perf_counter() - started
+    write_run_record(args, seconds, resumed)
     print(render_markdown(rows, ctx))
     print(
         f"\nwrote {args.out}/leaderboard.{{md,csv,json}}, raw_scores.json and plots "
-        f"({time.perf_counter() - started:.0f} s)"
+        f"({seconds:.0f} s)"
     )
     return 0
+
+
+def command_line(args: argparse.Namespace, command: str = "leaderboard") -> str:
+    """The shell command that reproduces this run (``--out`` relative to the working directory
+    when inside it), as README tables cite it."""
+    out = args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out
+    parts = ["maw-gym", command, "--dataset", str(args.dataset), "--preset", args.preset]
+    for item in args.overrides:
+        parts += ["--set", item]
+    for flag, value in (("--suite", args.suite), ("--seeds", args.seeds), ("--steps", args.steps)):
+        if value is not None:
+            parts += [flag, str(value)]
+    for path in args.add_dataset:
+        parts += ["--add-dataset", str(path)]
+    if args.suite is None:
+        parts += ["--env", args.env]
+    if args.policies:
+        parts += ["--policies", *args.policies]
+    if args.encoder is not None:
+        parts += ["--encoder", str(args.encoder)]
+    return shlex.join([*parts, "--out", str(out)])
+
+
+def write_run_record(args: argparse.Namespace, seconds: float, resumed: bool) -> None:
+    """``run.json``: the command, its wall-clock time, and whether it reused earlier results
+    (then the time is not a cold run's), for ``scripts/readme_tables.py``."""
+    from maw_gym.artifacts import maw_gym_version
+
+    record = {
+        "command": command_line(args),
+        "seconds": seconds,
+        "resumed": resumed,
+        "maw_gym_version": maw_gym_version(),
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    write_json(args.out / RUN_FILE, record)
 
 
 def check_arguments(args: argparse.Namespace, preset: Preset) -> tuple[int, tuple[str, ...]]:
@@ -127,6 +188,7 @@ def build_context(args: argparse.Namespace, preset: Preset, seeds: int) -> Conte
     config = {
         "dataset": str(args.dataset),
         "preset": preset.to_dict(),
+        "overrides": parse_overrides(args.overrides),
         "env": args.env,
         "steps": steps,
         "seeds": seeds,

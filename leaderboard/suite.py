@@ -1,0 +1,203 @@
+"""``maw-gym leaderboard --suite NAME``: rank policies over many tasks, as rliable intends.
+
+A task is one env id over one dataset's tables. Each task runs as an ordinary leaderboard in
+``OUT/tasks/<dataset>--<env>/`` (resumable, validated by ``maw-gym validate`` like any other);
+then every (policy, seed, task) becomes one normalised score, ``(mean test return − random) /
+(oracle − random)`` on that task, and policies are ranked over the ``(seeds, tasks)`` matrix with
+rliable's IQM, mean and optimality gap, stratified over seeds within tasks, with performance
+profiles and the probability of improvement over best-fixed (Agarwal et al. 2021). The bounds
+(``oracle``, ``oracle-ndcg``) and rerankers without env return are not part of a suite.
+
+Suites: ``smoke-suite`` (tests), ``quick-suite`` (the quick tables with the 2-layer stack, so
+``MAW/LayerwiseDepth`` has its tables: one encoder for all five tasks) and ``full-suite``; any
+suite takes more datasets by path with ``--add-dataset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maw_gym.cache import atomic_path, write_json
+
+REFERENCE = "best-fixed"
+#: The hard, retrieval-only, per-head, mixture and layerwise envs.
+TASK_ENVS = (
+    "MAW/DepthSelection-v0",
+    "MAW/DepthSelectionRetrieval-v0",
+    "MAW/PerHeadDepth-v0",
+    "MAW/SoftDepthMixture-v0",
+    "MAW/LayerwiseDepth-v0",
+)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of tasks: ``envs`` over the tables of ``preset`` (with ``overrides``)."""
+
+    preset: str
+    overrides: tuple[str, ...]
+    envs: tuple[str, ...]
+    policies: tuple[str, ...]
+    """Ranked on every task: each must accept every env's action space."""
+
+
+SUITES: dict[str, Suite] = {
+    "smoke-suite": Suite("smoke", (), TASK_ENVS, ("random", REFERENCE, "grpo")),
+    "quick-suite": Suite(
+        "quick",
+        ("layers=2",),
+        TASK_ENVS,
+        ("random", REFERENCE, "entropy-min", "attention-norm", "joint-router", "grpo", "ppo"),
+    ),
+    "full-suite": Suite(
+        "full",
+        (),
+        TASK_ENVS,
+        ("random", REFERENCE, "entropy-min", "attention-norm", "joint-router", "grpo", "ppo"),
+    ),
+}
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(text).name or text)
+
+
+def suite_tasks(args: argparse.Namespace) -> dict[str, argparse.Namespace]:
+    """Task name → the arguments of its own leaderboard run."""
+    suite = SUITES[args.suite]
+    policies = tuple(dict.fromkeys([*(args.policies or suite.policies), REFERENCE]))
+    tasks = {}
+    for dataset in (args.dataset, *args.add_dataset):
+        for env_id in suite.envs:
+            name = f"{_slug(str(dataset))}--{_slug(env_id)}"
+            tasks[name] = argparse.Namespace(
+                **{
+                    **vars(args),
+                    "suite": None,
+                    "add_dataset": [],
+                    "dataset": dataset,
+                    "env": env_id,
+                    "preset": suite.preset,
+                    "overrides": [*suite.overrides, *args.overrides],
+                    "policies": list(policies),
+                    "out": args.out / "tasks" / name,
+                    "fresh": False,
+                }
+            )
+    return tasks
+
+
+def normalised_scores(
+    task_dirs: dict[str, Path], policies: list[str]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Policy → ``(seeds, tasks)`` normalised scores (random 0, oracle 1) from each task's
+    ``raw_scores.json``, and the tasks left out because their oracle equals random (no
+    headroom: every policy would score 0/0)."""
+    columns: dict[str, list[list[float]]] = {p: [] for p in policies}
+    flat = []
+    for name, directory in task_dirs.items():
+        raw = json.loads((directory / "raw_scores.json").read_text())
+        low, high = raw[REFERENCE][0]["random_mean"], raw[REFERENCE][0]["oracle_mean"]
+        if high - low <= 1e-12:
+            flat.append(name)
+            continue
+        for policy in policies:
+            runs = sorted(raw[policy], key=lambda r: r["seed"])
+            columns[policy].append([(np.mean(r["returns"]) - low) / (high - low) for r in runs])
+    if not columns[REFERENCE]:
+        raise ValueError(f"no task of the suite has headroom (oracle > random): {flat}")
+    return {p: np.array(task_columns).T for p, task_columns in columns.items()}, flat
+
+
+def rank(scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One row per policy: rliable aggregates and P(policy > best-fixed), best IQM first."""
+    from maw_gym.stats import AGGREGATES, probability_of_improvement, task_aggregates
+
+    aggregates = task_aggregates(scores)
+    rows = []
+    for policy, matrix in scores.items():
+        row: dict[str, Any] = {"policy": policy, "seeds": matrix.shape[0]}
+        for name in AGGREGATES:
+            row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = aggregates[policy][name]
+        if policy != REFERENCE:
+            point, low, high = probability_of_improvement(matrix, scores[REFERENCE])
+            row.update(p_improve=point, p_improve_ci_low=low, p_improve_ci_high=high)
+        row["per_task"] = matrix.mean(axis=0).tolist()
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["iqm"])
+
+
+def render_markdown(
+    args: argparse.Namespace, tasks: list[str], flat: list[str], rows: list[dict]
+) -> str:
+    suite = SUITES[args.suite]
+    settings = " ".join(f"--set {item}" for item in (*suite.overrides, *args.overrides))
+
+    def cell(row: dict[str, Any], key: str) -> str:
+        if key not in row:
+            return "–"
+        return f"{row[key]:.3f} [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
+
+    lines = [
+        f"Suite {args.suite}: {len(tasks)} tasks (env × tables), preset {suite.preset} "
+        f"{settings}".rstrip()
+        + ". Normalised test score per task (random 0, oracle 1); rliable aggregates over "
+        "(seeds × tasks), 95% CIs from a bootstrap stratified over seeds within tasks. "
+        "Optimality gap: mean shortfall below the oracle (lower is better).",
+        "",
+        "| policy | seeds | IQM [95% CI] | mean [95% CI] | optimality gap [95% CI] "
+        "| P(policy > best-fixed) [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [r["policy"], str(r["seeds"]), cell(r, "iqm"), cell(r, "mean")]
+        lines.append(
+            "| " + " | ".join([*cells, cell(r, "optimality_gap"), cell(r, "p_improve")]) + " |"
+        )
+    lines += ["", "| policy | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for r in rows:
+        lines.append(f"| {r['policy']} | " + " | ".join(f"{v:.3f}" for v in r["per_task"]) + " |")
+    if flat:
+        lines += ["", f"Left out (oracle = random on test, nothing to route): {', '.join(flat)}."]
+    return "\n".join(lines)
+
+
+def run_suite(args: argparse.Namespace) -> int:
+    """Every task's leaderboard, then the suite's ranking in ``suite.{md,json}`` and plots."""
+    from maw_gym_leaderboard.plots import plot_performance_profiles
+    from maw_gym_leaderboard.run import run, write_run_record
+
+    started = time.perf_counter()
+    if args.fresh and args.out.exists():
+        shutil.rmtree(args.out)
+    resumed = any(args.out.glob("tasks/*/runs/*/seed*/result.json"))
+    tasks = suite_tasks(args)
+    for task_args in tasks.values():
+        run(task_args)
+    policies = next(iter(tasks.values())).policies
+    scores, flat = normalised_scores({name: t.out for name, t in tasks.items()}, policies)
+    rows = rank(scores)
+    markdown = render_markdown(args, [t for t in tasks if t not in flat], flat, rows)
+    with atomic_path(args.out / "suite.md") as tmp:
+        tmp.write_text(markdown + "\n")
+    write_json(
+        args.out / "suite.json",
+        {
+            "tasks": [t for t in tasks if t not in flat],
+            "left_out": flat,
+            "rows": rows,
+            "scores": {p: s.tolist() for p, s in scores.items()},
+        },
+    )
+    plot_performance_profiles(args.out, scores)
+    write_run_record(args, time.perf_counter() - started, resumed)
+    print(markdown)
+    return 0

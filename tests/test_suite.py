@@ -1,0 +1,84 @@
+"""Suites: rliable aggregates over tasks, by hand and end to end at smoke."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maw_gym.cache import write_json
+from maw_gym.stats import task_aggregates
+from maw_gym_leaderboard.cli import main
+from maw_gym_leaderboard.suite import SUITES, normalised_scores
+
+
+def test_task_aggregates_hand_computed() -> None:
+    # one run per task: nothing to resample, so every CI is the point itself
+    scores = {"a": np.array([[0.0, 0.5, 1.0, 1.5]]), "b": np.array([[0.2, 0.2, 0.2, 0.2]])}
+    result = task_aggregates(scores)
+    assert result["a"]["mean"] == pytest.approx((0.75, 0.75, 0.75))
+    assert result["a"]["iqm"][0] == pytest.approx(0.75)  # trims 0.0 and 1.5: mean of 0.5, 1.0
+    # optimality gap: mean of max(1 - x, 0) = (1 + 0.5 + 0 + 0) / 4
+    assert result["a"]["optimality_gap"] == pytest.approx((0.375, 0.375, 0.375))
+    assert result["b"]["optimality_gap"][0] == pytest.approx(0.8)
+
+
+def _raw(directory: Path, random_mean: float, oracle_mean: float, returns: dict) -> Path:
+    write_json(
+        directory / "raw_scores.json",
+        {
+            policy: [
+                {"seed": s, "returns": r, "random_mean": random_mean, "oracle_mean": oracle_mean}
+                for s, r in enumerate(runs)
+            ]
+            for policy, runs in returns.items()
+        },
+    )
+    return directory
+
+
+def test_normalised_scores_per_task_and_flat_tasks_left_out(tmp_path) -> None:
+    tasks = {
+        "t1": _raw(
+            tmp_path / "t1",
+            1.0,
+            3.0,
+            {"best-fixed": [[2.0, 2.0]], "grpo": [[3.0, 3.0], [1.0, 2.0]]},
+        ),
+        "t2": _raw(tmp_path / "t2", 0.0, 1.0, {"best-fixed": [[0.5]], "grpo": [[1.0], [0.0]]}),
+        "flat": _raw(tmp_path / "t3", 0.4, 0.4, {"best-fixed": [[0.4]], "grpo": [[0.4], [0.4]]}),
+    }
+    scores, flat = normalised_scores(tasks, ["best-fixed", "grpo"])
+    assert flat == ["flat"]
+    np.testing.assert_allclose(scores["best-fixed"], [[0.5, 0.5]])
+    # grpo seed 0: (3 - 1) / 2 = 1 and 1; seed 1: (1.5 - 1) / 2 = 0.25 and 0
+    np.testing.assert_allclose(scores["grpo"], [[1.0, 1.0], [0.25, 0.0]])
+
+
+def test_smoke_suite_end_to_end(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["leaderboard", "--suite", "smoke-suite", "--seeds", "2", "--steps", "128"]
+    argv += ["--policies", "random", "best-fixed", "--out", "suite"]
+    assert main(argv) == 0
+    out = tmp_path / "suite"
+    summary = json.loads((out / "suite.json").read_text())
+    assert len(summary["tasks"]) + len(summary["left_out"]) == len(SUITES["smoke-suite"].envs)
+    rows = {r["policy"]: r for r in summary["rows"]}
+    assert set(rows) == {"random", "best-fixed"}
+    for policy, row in rows.items():
+        scores = np.array(summary["scores"][policy])  # (seeds, tasks)
+        assert scores.shape == (row["seeds"], len(summary["tasks"]))
+        assert row["mean"] == pytest.approx(scores.mean())
+        assert row["optimality_gap"] == pytest.approx(np.maximum(1.0 - scores, 0.0).mean())
+        assert row["iqm_ci_low"] <= row["iqm"] <= row["iqm_ci_high"]
+    assert rows["random"]["seeds"] == 2 and "p_improve" in rows["random"]
+    assert (out / "performance_profile.png").stat().st_size > 0
+    markdown = (out / "suite.md").read_text()
+    assert "IQM [95% CI]" in markdown and "optimality gap [95% CI]" in markdown
+    record = json.loads((out / "run.json").read_text())
+    assert "--suite smoke-suite" in record["command"] and "--out suite" in record["command"]
+    capsys.readouterr()
+    task = next((out / "tasks").iterdir())
+    assert main(["validate", str(task)]) == 0
