@@ -114,11 +114,12 @@ def run(args: argparse.Namespace) -> int:
     resumed = any(args.out.glob(f"runs/*/seed*/{RESULT_FILE}"))
     check_dataset(args.dataset, preset)
     ctx = build_context(args, preset, seeds)
+    tables_seconds = time.perf_counter() - started
     results = collect(ctx, policies, seeds)
     rows = summarise(results)
     write_outputs(ctx, rows, results)
     seconds = time.perf_counter() - started
-    write_run_record(args, seconds, resumed)
+    write_run_record(args, seconds, resumed, tables_seconds)
     print(render_markdown(rows, ctx))
     print(
         f"\nwrote {args.out}/leaderboard.{{md,csv,json}}, raw_scores.json and plots "
@@ -148,14 +149,18 @@ def command_line(args: argparse.Namespace, command: str = "leaderboard") -> str:
     return shlex.join([*parts, "--out", str(out)])
 
 
-def write_run_record(args: argparse.Namespace, seconds: float, resumed: bool) -> None:
-    """``run.json``: the command, its wall-clock time, and whether it reused earlier results
-    (then the time is not a cold run's), for ``scripts/readme_tables.py``."""
+def write_run_record(
+    args: argparse.Namespace, seconds: float, resumed: bool, tables_seconds: float | None = None
+) -> None:
+    """``run.json`` for ``scripts/readme_tables.py``: the command, its wall-clock time (and the
+    part spent loading or building the encoder and tables: near 0 when they were cached), and
+    whether it reused earlier results (then it is no cold run's time)."""
     from maw_gym.artifacts import maw_gym_version
 
     record = {
         "command": command_line(args),
         "seconds": seconds,
+        "tables_seconds": tables_seconds,
         "resumed": resumed,
         "maw_gym_version": maw_gym_version(),
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

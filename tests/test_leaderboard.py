@@ -80,6 +80,27 @@ def test_bounds_are_listed_apart_and_unranked(leaderboard: tuple[Path, list[dict
     assert "| oracle |" in bounds and "| oracle |" not in ranked
 
 
+def test_readme_tables_prints_the_command_and_the_table(
+    leaderboard: tuple[Path, list[dict]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import runpy
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "readme_tables.py"
+    readme_main = runpy.run_path(str(script))["main"]
+    out, _ = leaderboard
+    record = json.loads((out / "run.json").read_text())
+    assert record["command"].startswith("maw-gym leaderboard --dataset nave-kjv --preset smoke")
+    assert "--seeds 2 --steps 256" in record["command"]
+    assert 0 < record["tables_seconds"] <= record["seconds"]
+    capsys.readouterr()
+    assert readme_main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"`{record['command']}`" in printed
+    assert (out / "leaderboard.md").read_text().strip() in printed
+    assert readme_main([str(out / "runs")]) == 2
+    assert "needs run.json" in capsys.readouterr().err
+
+
 def test_a_second_run_resumes_from_finished_results(
     leaderboard: tuple[Path, list[dict]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
