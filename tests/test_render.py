@@ -6,6 +6,7 @@ at the smoke preset (its tables are cached by the other pipeline tests).
 
 from __future__ import annotations
 
+import pickle
 import re
 import shutil
 import subprocess
@@ -145,6 +146,34 @@ def test_vector_env_renders_each_sub_env_as_the_single_env(env_id, tables) -> No
         for actions in decisions:
             env.step(actions[i])
         assert np.array_equal(frames[i], env.render())
+
+
+@pytest.mark.filterwarnings("ignore:.*not in the possible render_modes")
+@pytest.mark.filterwarnings("ignore:.*autoreset mode is same-step")
+def test_gymnasium_vector_record_video_records_the_native_vector_env(tables, tmp_path) -> None:
+    envs = gym.make_vec(
+        "MAW/SoftDepthMixture-v0",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        tables=tables,
+        render_mode="rgb_array",
+    )
+    folder = tmp_path / "videos"
+    envs = gym.wrappers.vector.RecordVideo(envs, str(folder), step_trigger=lambda step: step == 0)
+    envs.reset(seed=0)
+    for _ in range(3):
+        envs.step(envs.action_space.sample())
+    envs.close()
+    assert [path.name for path in folder.glob("*.mp4")] == ["rl-video-step-0.mp4"]
+
+
+def test_a_pickled_env_leaves_the_texts_behind_and_renders_the_same(tables) -> None:
+    env = gym.make("MAW/DepthSelection-v0", split="test", render_mode="ansi").unwrapped
+    play(env, query=1, seed=0)
+    text = env.render()
+    assert env._renderer._split is not None  # the texts were read for the frame
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy._renderer._split is None and copy.render() == text
 
 
 @pytest.mark.filterwarnings("ignore:.*not in the possible render_modes")

@@ -122,6 +122,10 @@ class Renderer:
         self.tables: Tables = variant.tables
         self._split: Split | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the split's texts (a whole corpus): they are re-read on demand."""
+        return {**self.__dict__, "_split": None}
+
     def render(self, mode: str, state: RenderState, index: int, env_id: str) -> Any:
         """Sub-env ``index``'s frame of ``state`` in ``mode`` ("ansi" or "rgb_array")."""
         frame = self.frame(state, index)

@@ -22,6 +22,11 @@ array sets each sub-env's first query (GRPO: a group of sub-envs plays one query
 draw from the vector env's ``np_random``, seeded by ``reset(seed=...)``; with ``num_envs=1`` the
 draws equal the single env's ``reset()`` draws.
 
+Rendering (``render_mode="ansi"`` or ``"rgb_array"``): ``render()`` returns one frame per
+sub-env, as ``SyncVectorEnv.render`` does (so Gymnasium's vector ``RecordVideo`` and
+``HumanRendering`` work); frame ``i`` is sub-env ``i``'s last decision, drawn as the single env
+draws it, not the next episode's first state that SAME_STEP autoreset already moved it to.
+
 RLlib's ``SingleAgentEnvRunner`` assumes NEXT_STEP semantics: use its default ``"sync"``
 vectorization there, not this entry point.
 """
