@@ -42,6 +42,7 @@ from maw_gym_agents.common import (
     run_episodes,
     torch_threads,
 )
+from maw_gym_agents.curve import DevCurve
 
 SCALE_REWARDS = ("group", "batch", "none")
 
@@ -156,8 +157,6 @@ class GRPOConfig:
     """AdamW weight decay (decoupled): restrains memorising per-query noise in observations."""
     max_grad_norm: float = 1.0
     """Gradient norm clipping."""
-    eval_every: int = 10
-    """Iterations between dev evaluations (0: never)."""
     log_dir: str | None = None
     """TensorBoard directory (None: no TensorBoard files)."""
 
@@ -221,10 +220,13 @@ def train(
     env_id: str,
     tables: Tables,
     config: GRPOConfig,
-    dev_tables: Tables | None = None,
+    curve: DevCurve | None = None,
     progress: bool = True,
 ) -> tuple[PolicyRouter, list[dict[str, float]]]:
-    """Train a GRPO router on ``env_id`` over ``tables``; returns it and per-iteration metrics."""
+    """Train a GRPO router on ``env_id`` over ``tables``; returns it and per-iteration metrics.
+
+    ``curve`` (if given) is called after every iteration (its dev points also land in the
+    metrics as ``eval/mean_return``)."""
     if config.group_size < 2:
         raise ValueError(f"GRPOConfig.group_size={config.group_size}: GRPO needs groups of >= 2")
     torch.manual_seed(config.seed)
@@ -330,13 +332,10 @@ def train(
         }
         for key in ("loss", "policy_loss", "kl", "clip_fraction", "approx_kl_old"):
             record[f"losses/{key}"] = float(np.mean([s[key] for s in epoch_stats]))
-        if dev_tables is not None and config.eval_every and iteration % config.eval_every == 0:
-            from maw_gym_agents.evaluate import evaluate_router
-
-            result = evaluate_router(router, env_id, dev_tables)
-            record["eval/mean_return"] = result.mean_return
-            record["eval/normalized_score"] = result.normalized_score
-            bar.set_postfix(dev_score=f"{result.normalized_score:.3f}")
+        dev_return = curve(router, env_steps) if curve is not None else None
+        if dev_return is not None:
+            record["eval/mean_return"] = dev_return
+            bar.set_postfix(dev_return=f"{dev_return:.4f}")
         metrics.append(record)
         if writer is not None:
             for key, value in record.items():

@@ -44,6 +44,7 @@ from maw_gym.cache import atomic_path
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.common import load_hyperparams, read_router_json, write_router_json
+from maw_gym_agents.curve import DevCurve
 
 ENV_NAME = "maw_gym_env"
 HYPERPARAMS = "rllib_ppo"
@@ -256,8 +257,9 @@ def build_config(run: RLlibRun) -> Any:
     )
 
 
-def train_run(run: RLlibRun) -> RLlibRouter:
-    """Train ``run.iterations`` iterations, checkpoint, and return the final policy as a router."""
+def train_run(run: RLlibRun, curve: DevCurve | None = None) -> RLlibRouter:
+    """Train ``run.iterations`` iterations, checkpoint, and return the final policy as a router;
+    ``curve`` (if given) is called after every iteration."""
     import ray
     from ray import tune
 
@@ -273,7 +275,7 @@ def train_run(run: RLlibRun) -> RLlibRouter:
             preflight(run.env_config)
         algo = build_config(run).build_algo()
         try:
-            return _train_algo(algo, run)
+            return _train_algo(algo, run, curve)
         finally:
             algo.stop()
     finally:
@@ -281,8 +283,11 @@ def train_run(run: RLlibRun) -> RLlibRouter:
             ray.shutdown()
 
 
-def _train_algo(algo: Any, run: RLlibRun) -> RLlibRouter:
+def _train_algo(algo: Any, run: RLlibRun, curve: DevCurve | None) -> RLlibRouter:
     out_dir = Path(run.out_dir)
+    stats = run.env_config.get("obs_normalisation")
+    normalisation = None if stats is None else ObsNormalisation.from_dict(stats)
+    name = f"rllib-{run.algo}"
     run.env_runner_module_files = algo.env_runner_group.foreach_env_runner(
         _module_files, local_env_runner=False
     )
@@ -299,12 +304,13 @@ def _train_algo(algo: Any, run: RLlibRun) -> RLlibRouter:
         }
         run.metrics.append(row)
         bar.set_postfix(ret=f"{row['episode_return_mean']:.3f}")
+        steps = int(runners.get("num_env_steps_sampled_lifetime", 0))
+        if curve is not None and curve.due(steps):
+            curve(RLlibRouter(name, algo.get_module(), normalisation), steps)
         if run.checkpoint_every and iteration % run.checkpoint_every == 0:
             algo.save(out_dir / "checkpoints" / f"iteration_{iteration:05d}")
     algo.save(out_dir / "checkpoints" / "final")
-    stats = run.env_config.get("obs_normalisation")
-    normalisation = None if stats is None else ObsNormalisation.from_dict(stats)
-    return RLlibRouter(f"rllib-{run.algo}", algo.get_module(), normalisation)
+    return RLlibRouter(name, algo.get_module(), normalisation)
 
 
 def _module_files(env_runner: Any) -> dict[str, str]:
@@ -408,12 +414,12 @@ def train(
     num_env_runners: int = 0,
     address: str | None = None,
     hyperparams: dict[str, Any] | None = None,
+    curve: DevCurve | None = None,
 ) -> RLlibRouter:
     """The ``maw-gym train --agent rllib-ppo`` entry: ``steps`` env steps on ``train_tables``.
 
-    The tables travel to workers through Ray's object store (``ray.put``). RLlib has no dev
-    evaluation here.
-    ``hyperparams`` replaces the ``rllib_ppo.yml`` entry.
+    The tables travel to workers through Ray's object store (``ray.put``); ``curve`` records
+    the dev learning curve in the driver. ``hyperparams`` replaces the ``rllib_ppo.yml`` entry.
     """
     import ray
 
@@ -432,7 +438,7 @@ def train(
         hyperparams=params,
     )
     try:
-        return train_run(run)
+        return train_run(run, curve)
     finally:
         if started:
             ray.shutdown()

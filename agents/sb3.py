@@ -7,8 +7,9 @@ mapping here, not a Python string to ``eval``) and ``normalize`` (observation no
 ``VecNormalize``: attention maps are tiny probabilities whose informative differences are
 smaller still, so an unnormalised MLP barely sees them).
 
-Training writes TensorBoard logs under ``out_dir/tb`` and evaluates on the dev tables
-periodically (``out_dir/eval/evaluations.npz``); the result is an :class:`SB3Router`.
+Training writes TensorBoard logs under ``out_dir/tb`` and, given a
+:class:`~maw_gym_agents.curve.DevCurve`, records its dev learning curve at the curve's step
+budgets (every dev query, deterministic actions); the result is an :class:`SB3Router`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from maw_gym.cache import atomic_path
@@ -32,12 +33,13 @@ from maw_gym_agents.common import (
     read_router_json,
     write_router_json,
 )
+from maw_gym_agents.curve import DevCurve
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 MODEL_FILE = "model.zip"
 NORMALISATION_FILE = "obs_normalisation.npz"
 # Keys of a hyperparameter entry that configure the run rather than the algorithm's constructor.
-RUN_KEYS = ("n_envs", "normalize", "eval_every_steps")
+RUN_KEYS = ("n_envs", "normalize")
 
 
 class NativeVecEnv(VecEnv):
@@ -101,21 +103,25 @@ class NativeVecEnv(VecEnv):
 def make_vec_env(env_id: str, tables: Tables, n_envs: int) -> VecEnv:
     """The env's native vector env with ``n_envs`` sub-envs over ``tables``, for SB3."""
     venv = make_vector_env(env_id, n_envs, tables)
-    # VecMonitor: SB3's episode statistics (rollout/ep_rew_mean) and EvalCallback's returns.
+    # VecMonitor: SB3's episode statistics (rollout/ep_rew_mean).
     return VecMonitor(NativeVecEnv(venv))
 
 
-def eval_curve(out_dir: Path) -> list[dict[str, float]]:
-    """Dev mean return by env step from ``EvalCallback``'s ``out_dir/eval/evaluations.npz``
-    (the :class:`maw_gym_agents.train.CurvePoint` schema; [] without dev evaluation)."""
-    path = Path(out_dir) / "eval" / "evaluations.npz"
-    if not path.exists():
-        return []
-    with np.load(path) as logged:
-        return [
-            {"env_steps": float(t), "dev_return": float(r.mean())}
-            for t, r in zip(logged["timesteps"], logged["results"], strict=True)
-        ]
+class CurveCallback(BaseCallback):
+    """Calls a :class:`~maw_gym_agents.curve.DevCurve` with the policy as trained so far (its
+    observation normalisation included) whenever a budget is due."""
+
+    def __init__(self, curve: DevCurve, name: str, algo: str) -> None:
+        super().__init__()
+        self.curve, self.name, self.algo = curve, name, algo
+
+    def _on_step(self) -> bool:
+        if self.curve.due(self.num_timesteps):
+            router = SB3Router.from_vec_normalize(
+                self.name, self.algo, self.model, self.training_env
+            )
+            self.curve(router, self.num_timesteps)
+        return True
 
 
 def check_action_space(algo: str, env_id: str, space: gym.Space) -> None:
@@ -207,7 +213,7 @@ def train(
     algo: str,
     env_id: str,
     train_tables: Tables,
-    dev_tables: Tables | None,
+    curve: DevCurve | None,
     seed: int,
     steps: int,
     out_dir: Path,
@@ -219,8 +225,8 @@ def train(
     """Train ``algo`` ("ppo", "a2c" or "dqn") for ``steps`` env steps; same seed, same result.
 
     ``hyperparams`` replaces the YAML entry for ``env_id`` (tests pass tiny budgets this way).
-    TensorBoard logs go to ``out_dir/tb``; with ``dev_tables`` the deterministic policy is
-    evaluated on dev every ``eval_every_steps`` env steps (``out_dir/eval``). ``num_threads``
+    TensorBoard logs go to ``out_dir/tb``; ``curve`` (if given) records the dev learning curve
+    (:class:`CurveCallback`). ``num_threads``
     sets torch's (process-wide) intra-op threads: these MLPs are tiny, and on a busy 2-core
     machine 2 threads made PPO 4× and DQN 20× slower than 1 (None: leave torch's setting).
     """
@@ -231,7 +237,6 @@ def train(
     params = dict(hyperparams if hyperparams is not None else load_hyperparams(algo, env_id))
     n_envs = int(params.pop("n_envs", 1))
     normalize = bool(params.pop("normalize", False))
-    eval_every = int(params.pop("eval_every_steps", max(steps // 10, 1)))
     policy = params.pop("policy", "MlpPolicy")
     out_dir = Path(out_dir)
 
@@ -242,20 +247,7 @@ def train(
     model = ALGORITHMS[algo](
         policy, env, seed=seed, device="cpu", tensorboard_log=str(out_dir / "tb"), **params
     )
-    callback = None
-    if dev_tables is not None:
-        dev_env = make_vec_env(env_id, dev_tables, 1)
-        if normalize:
-            # Shares nothing with training but its statistics, synced by EvalCallback each time.
-            dev_env = VecNormalize(dev_env, norm_obs=True, norm_reward=False, training=False)
-        dev_env.seed(seed + 1)
-        callback = EvalCallback(
-            dev_env,
-            n_eval_episodes=dev_tables.num_queries,
-            eval_freq=max(eval_every // n_envs, 1),
-            log_path=str(out_dir / "eval"),
-            deterministic=True,
-            verbose=0,
-        )
+    name = f"sb3-{algo}"
+    callback = CurveCallback(curve, name, algo) if curve is not None else None
     model.learn(total_timesteps=steps, callback=callback, tb_log_name=algo, progress_bar=progress)
-    return SB3Router.from_vec_normalize(f"sb3-{algo}", algo, model, env)
+    return SB3Router.from_vec_normalize(name, algo, model, env)

@@ -46,6 +46,7 @@ from maw_gym_agents.common import (
     torch_threads,
     write_router_json,
 )
+from maw_gym_agents.curve import DevCurve
 
 LabelMode = Literal["rule", "oracle"]
 LABEL_MODES: tuple[str, ...] = get_args(LabelMode)
@@ -169,8 +170,6 @@ class SupervisedConfig:
     """Weight of the listwise ranking term."""
     ranking_temperature: float = 0.1
     """τ of the target distribution softmax(alignment / τ)."""
-    eval_every: int = 20
-    """Epochs between dev evaluations (0: never)."""
 
 
 @torch_threads(1)
@@ -178,10 +177,13 @@ def train(
     env_id: str,
     tables: Tables,
     config: SupervisedConfig,
-    dev_tables: Tables | None = None,
+    curve: DevCurve | None = None,
     progress: bool = True,
 ) -> tuple[SupervisedRouter, list[dict[str, float]]]:
-    """Fit the router on the training tables; returns it and per-epoch metrics."""
+    """Fit the router on the training tables; returns it and per-epoch metrics.
+
+    A step is one labelled query, so ``curve`` (if given) is called after every epoch with
+    ``epoch · N`` steps."""
     if config.labels not in LABEL_MODES:
         raise ValueError(
             f"SupervisedConfig.labels={config.labels!r}; expected one of {LABEL_MODES}"
@@ -225,12 +227,9 @@ def train(
             optimizer.step()
             losses.append(float(loss.detach()))
         record = {"epoch": float(epoch), "losses/loss": float(np.mean(losses))}
-        if dev_tables is not None and config.eval_every and epoch % config.eval_every == 0:
-            from maw_gym_agents.evaluate import evaluate_router
-
-            result = evaluate_router(router, env_id, dev_tables)
-            record["eval/mean_return"] = result.mean_return
-            record["eval/normalized_score"] = result.normalized_score
+        dev_return = curve(router, epoch * tables.num_queries) if curve is not None else None
+        if dev_return is not None:
+            record["eval/mean_return"] = dev_return
         metrics.append(record)
     with torch.no_grad():
         accuracy = (net(observations).argmax(1) == targets).float().mean()

@@ -1,14 +1,13 @@
 """``maw-gym train``: one entry point for every routing agent, through a registry.
 
 An agent is a function of a :class:`TrainJob` registered in :data:`AGENTS` under its
-command-line name. It trains on ``train_tables`` (through the env ``env_id``), may evaluate on
-``dev_tables`` periodically (None: skip), stops after ``steps`` env steps (agents that are not
-RL document what a step is), may write logs into ``out_dir`` (TensorBoard, ``metrics.json``)
-and returns the router and its dev learning curve; this module saves the router in
-``out_dir`` together with ``curve.json`` (one schema for every agent, :class:`CurvePoint`,
-which the leaderboard plots) and ``training.json``, which ``maw-gym evaluate`` reads for
-defaults.
-"""
+command-line name. It trains on ``train_tables`` (through the env ``env_id``), stops after
+``steps`` env steps (agents that are not RL document what a step is), records its dev learning
+curve with ``job.curve()`` (the same budgets and protocol for every agent, see
+:mod:`maw_gym_agents.curve`), may write logs into ``out_dir`` (TensorBoard, ``metrics.json``)
+and returns the router and the curve's points; this module saves the router in ``out_dir``
+together with ``curve.json``, which the leaderboard plots, and ``training.json``, which
+``maw-gym evaluate`` reads for defaults."""
 
 from __future__ import annotations
 
@@ -18,24 +17,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 from maw_gym.cache import write_json
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
+from maw_gym_agents.curve import CurvePoint, DevCurve
 from maw_gym_agents.evaluate import TRAINING_FILE, evaluate_router
 from maw_gym_agents.supervised import LabelMode
 
 CURVE_FILE = "curve.json"
 """Written by :func:`train_agent` beside every router: its dev learning curve."""
-
-
-class CurvePoint(TypedDict):
-    """One point of a dev learning curve; every agent's ``curve.json`` is a list of these."""
-
-    env_steps: float
-    dev_return: float
 
 
 @dataclass(frozen=True)
@@ -52,22 +45,13 @@ class TrainJob:
     out_dir: Path
     """Where the agent may write its logs."""
 
+    def curve(self) -> DevCurve:
+        """A fresh dev curve at this job's step budgets (it stays empty without dev tables)."""
+        return DevCurve(self.env_id, self.dev_tables, self.steps)
+
 
 Trained = tuple[Router, list[CurvePoint]]
 TrainFn = Callable[[TrainJob], Trained]
-
-
-def dev_curve(metrics: list[dict[str, float]], steps_per_record: float = 0.0) -> list[CurvePoint]:
-    """The dev points of a native agent's metrics (``eval/mean_return`` by ``env_steps``; a
-    record without ``env_steps`` is at ``epoch · steps_per_record``)."""
-    return [
-        {
-            "env_steps": float(m.get("env_steps", m.get("epoch", 0.0) * steps_per_record)),
-            "dev_return": float(m["eval/mean_return"]),
-        }
-        for m in metrics
-        if "eval/mean_return" in m
-    ]
 
 
 def read_curve(run_dir: Path) -> list[CurvePoint]:
@@ -92,9 +76,10 @@ def _grpo(enumerate_actions: bool) -> TrainFn:
             enumerate_actions=enumerate_actions,
             log_dir=str(job.out_dir / "tb"),
         )
-        router, metrics = train(job.env_id, job.train_tables, config, job.dev_tables)
+        curve = job.curve()
+        router, metrics = train(job.env_id, job.train_tables, config, curve)
         _write_metrics(job.out_dir, metrics)
-        return router, dev_curve(metrics)
+        return router, curve.points
 
     return train_grpo
 
@@ -111,11 +96,11 @@ def _supervised(labels: LabelMode, depth_aware: bool) -> TrainFn:
             labels=labels,
             depth_aware=depth_aware,
             epochs=epochs,
-            eval_every=max(1, epochs // 5),
         )
-        router, metrics = train(job.env_id, job.train_tables, config, job.dev_tables)
+        curve = job.curve()
+        router, metrics = train(job.env_id, job.train_tables, config, curve)
         _write_metrics(job.out_dir, metrics)
-        return router, dev_curve(metrics, steps_per_record=queries)
+        return router, curve.points
 
     return train_supervised
 
@@ -133,22 +118,22 @@ def train_best_fixed(job: TrainJob) -> Trained:
 def _sb3(algo: str) -> TrainFn:
     def train_sb3(job: TrainJob) -> Trained:
         """Stable-Baselines3 ``algo`` with its YAML hyperparameters (``maw_gym_agents.sb3``)."""
-        from maw_gym_agents.sb3 import eval_curve, train
+        from maw_gym_agents.sb3 import train
 
-        router = train(
-            algo, job.env_id, job.train_tables, job.dev_tables, job.seed, job.steps, job.out_dir
-        )
-        return router, eval_curve(job.out_dir)
+        curve = job.curve()
+        router = train(algo, job.env_id, job.train_tables, curve, job.seed, job.steps, job.out_dir)
+        return router, curve.points
 
     return train_sb3
 
 
 def train_rllib_ppo(job: TrainJob) -> Trained:
-    """RLlib PPO in local mode (``maw_gym_agents.rllib``; ``maw-gym rllib`` joins a cluster).
-    It evaluates nothing on dev, so its curve is empty."""
+    """RLlib PPO in local mode (``maw_gym_agents.rllib``; ``maw-gym rllib`` joins a cluster)."""
     from maw_gym_agents.rllib import train
 
-    return train(job.env_id, job.train_tables, job.seed, job.steps, job.out_dir), []
+    curve = job.curve()
+    router = train(job.env_id, job.train_tables, job.seed, job.steps, job.out_dir, curve=curve)
+    return router, curve.points
 
 
 AGENTS: dict[str, TrainFn] = {

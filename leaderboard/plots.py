@@ -81,7 +81,7 @@ def plot_learning_curves(out: Path, curves: dict[str, list[list[dict[str, float]
             )
             drawn += 1
     ax.set_xlabel("env steps (supervised: labelled queries seen)")
-    ax.set_ylabel("dev mean return")
+    ax.set_ylabel("dev mean return (every dev query, deterministic)")
     ax.set_title("learning curves")
     if drawn:
         ax.legend(fontsize=7)

@@ -164,7 +164,7 @@ def synthetic():
 def _train(tables, env_id=ENV, **overrides):
     from maw_gym_agents.grpo import GRPOConfig, train
 
-    config = GRPOConfig(**{"total_env_steps": 1024, "eval_every": 0, **overrides})
+    config = GRPOConfig(**{"total_env_steps": 1024, **overrides})
     return train(env_id, tables, config, progress=False)
 
 
@@ -234,7 +234,6 @@ def test_grpo_learns_on_every_variant(env_id) -> None:
 
     config = GRPOConfig(
         total_env_steps=2048,
-        eval_every=0,
         queries_per_batch=16,
         learning_rate=3e-3,
         enumerate_actions=False,

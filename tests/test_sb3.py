@@ -12,6 +12,7 @@ import torch
 from maw_gym.tables import Tables
 from maw_gym_agents import sb3
 from maw_gym_agents.common import load_hyperparams, load_router
+from maw_gym_agents.curve import DevCurve
 from maw_gym_agents.evaluate import evaluate_router
 
 ENV_ID = "MAW/DepthSelection-v0"
@@ -51,7 +52,7 @@ def quick_train(
     out_dir: Path,
     seed: int = 0,
     steps: int | None = None,
-    dev: Tables | None = None,
+    curve: DevCurve | None = None,
 ) -> sb3.SB3Router:
     budget, overrides = BUDGETS[algo]
     params = {**load_hyperparams(algo, ENV_ID), **overrides}
@@ -59,7 +60,7 @@ def quick_train(
         algo,
         ENV_ID,
         tables,
-        dev,
+        curve,
         seed,
         steps or budget,
         out_dir,
@@ -93,12 +94,15 @@ def test_same_seed_same_policy_other_seed_differs(tables, tmp_path):
     assert not all(torch.equal(x, y) for x, y in zip(first, other, strict=True))
 
 
-def test_tensorboard_and_dev_evaluations_are_written(tables, tmp_path):
+def test_tensorboard_and_the_dev_curve_at_its_budgets(tables, tmp_path):
     dev = Tables.synthetic(num_queries=8, best_depth=1, seed=1)
-    quick_train("ppo", tables, tmp_path, steps=256, dev=dev)
+    curve = DevCurve(ENV_ID, dev, total_steps=256, points=4)
+    router = quick_train("ppo", tables, tmp_path, steps=256, curve=curve)
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
-    with np.load(tmp_path / "eval" / "evaluations.npz") as evaluations:
-        assert evaluations["results"].shape[1] == dev.num_queries
+    # one point at the first step count at or past each budget of 64, 128, 192, 256 steps
+    steps = [p["env_steps"] for p in curve.points]
+    assert len(steps) == 4 and all(s >= b for s, b in zip(steps, (64, 128, 192, 256), strict=True))
+    assert router.name == "sb3-ppo"
 
 
 def test_native_vec_env_matches_sb3_contract(tables):

@@ -113,7 +113,7 @@ def test_trust_routers_reruns_saved_routers_and_warns(tables, tmp_path, capsys) 
     from maw_gym_agents.evaluate import evaluate_router
     from maw_gym_agents.grpo import GRPOConfig, train
 
-    router, _ = train(ENV, tables, GRPOConfig(total_env_steps=256, eval_every=0), progress=False)
+    router, _ = train(ENV, tables, GRPOConfig(total_env_steps=256), progress=False)
     run_dir = tmp_path / "runs" / "grpo" / "seed0"
     router.save(run_dir)
     result = evaluate_router(router, ENV, tables)

@@ -45,7 +45,7 @@ def test_oracle_labels_are_the_best_reward(synthetic) -> None:
 @pytest.mark.parametrize("depth_aware", [False, True])
 def test_supervised_router_learns_and_round_trips(synthetic, depth_aware, tmp_path) -> None:
     train_tables, dev_tables = synthetic
-    config = SupervisedConfig(epochs=30, depth_aware=depth_aware, eval_every=0)
+    config = SupervisedConfig(epochs=30, depth_aware=depth_aware)
     router, metrics = train(CLEAR_ENV, train_tables, config, progress=False)
     result = evaluate_router(router, CLEAR_ENV, dev_tables)
     assert result.normalized_score > 0.6  # random is 0
@@ -59,7 +59,7 @@ def test_supervised_router_learns_and_round_trips(synthetic, depth_aware, tmp_pa
 
 
 def test_rule_labels_train_and_seeds_are_deterministic(synthetic) -> None:
-    config = SupervisedConfig(epochs=5, labels="rule", eval_every=0, seed=7)
+    config = SupervisedConfig(epochs=5, labels="rule", seed=7)
     first, metrics_a = train(ENV, synthetic[0], config, progress=False)
     second, metrics_b = train(ENV, synthetic[0], config, progress=False)
     assert first.name == "supervised-rule"
