@@ -31,7 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--action",
         required=True,
-        help="every decision of the episode, comma-separated (see `maw-gym show --help`)",
+        help="every decision of the episode, comma-separated: a depth '2', per-head depths "
+        "'0,3,1,2', mixture weights '0.5,0.5,0,0', or layer 1's then layer 2's depth '1,3'",
     )
     parser.add_argument("--out", type=Path, default=None, help="write the image frame here (PNG)")
     parser.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
@@ -87,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--action {args.action!r}: {error}") from error
     print(env.render(), end="")
     if args.out is not None:
-        write_png(env.draw("rgb_array"), args.out)
+        try:
+            write_png(env.draw("rgb_array"), args.out)
+        except OSError as error:  # a file where a folder should be, no permission, disk full
+            raise ValueError(f"--out {args.out}: cannot write the image ({error})") from error
         print(f"wrote {args.out}")
     return 0

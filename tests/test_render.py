@@ -245,6 +245,8 @@ def test_show_prints_the_frame_and_writes_the_image(tmp_path, monkeypatch, capsy
     assert "MAW/DepthSelection-v0" in capsys.readouterr().err
     assert main([*argv[:-1], "99", "--action", "0,1,2,3"]) == 2
     assert "--query-index 99" in capsys.readouterr().err
+    assert main([*argv, "--action", "0,1,2,3", "--out", "frame.png/inside.png"]) == 2
+    assert "--out" in capsys.readouterr().err and (tmp_path / "frame.png").is_file()
 
 
 def run_docs(*args: str) -> subprocess.CompletedProcess:

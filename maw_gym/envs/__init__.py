@@ -25,6 +25,10 @@ tables of ``dataset``/``split``/``preset``. Two-line starts::
     config = PPOConfig().environment("maw_gym:MAW/DepthSelection-v0", env_config={"split": "train"})
     config.build_algo().train()
 
+Every env renders (``render_mode="ansi"``, ``"rgb_array"``, or ``"human"`` through ``gym.make``;
+see :mod:`maw_gym.envs.render`). ``docs/envs/<id>.md`` is generated from each registered env's
+class docstring by ``scripts/env_docs.py`` (a test fails when a page is stale: rerun it).
+
 ``base`` holds what every variant shares; each variant module holds its single env, and
 ``vector`` the native vector envs. These modules import only numpy and gymnasium (torch is
 imported only when an env is built without ``tables=``).
