@@ -8,8 +8,9 @@ sampling seed, so that the encoder, the tables and the leaderboard all see the s
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -18,6 +19,37 @@ from maw_gym.tables import NDCG_CUTOFF
 
 #: Seed of the preset's query sampling (fixed: every stage must see the same queries).
 SAMPLE_SEED = 0
+#: Queries whose token states are computed and cached together (see :func:`split_inputs`); also
+#: the unit of work of a sharded tables build. 256 queries x 30 candidates = 7,680 pairs.
+SHARD_QUERIES = 256
+
+
+class ShardedRows:
+    """Several ``(n_i, ...)`` arrays read as one ``(sum n_i, ...)`` array, without copying them
+    (each shard's states stay a memory map of its cache file). Supports ``x[rows]`` and
+    ``x[rows, ...]`` with an int, a slice or an integer array for ``rows``."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.offsets = np.cumsum([0] + [len(part) for part in parts])
+        self.shape = (int(self.offsets[-1]), *parts[0].shape[1:])
+        self.dtype = parts[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        """``x[rows]`` or ``x[rows, *rest]``: rows gathered shard by shard, then ``rest``."""
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        index = np.arange(self.shape[0])[rows]  # (k,), or () for an int
+        flat = index.ravel()
+        shard = np.searchsorted(self.offsets, flat, side="right") - 1
+        picked = np.empty((flat.size, *self.shape[1:]), dtype=self.dtype)
+        for part in np.unique(shard):
+            here = shard == part
+            picked[here] = self.parts[part][flat[here] - self.offsets[part]]
+        picked = picked.reshape(*index.shape, *self.shape[1:])
+        return picked[(slice(None),) * index.ndim + rest]
 
 
 @dataclass
@@ -33,7 +65,7 @@ class SplitInputs:
     bm25_scores: np.ndarray  # (N, C) float32, 0 where masked
     relevance: np.ndarray  # (N, C) float32 qrels grade
     ideal_gains: np.ndarray  # (N, 10) float32, the query's best grades (incl. non-candidates)
-    states: np.ndarray  # (N, C, L, hidden) float16 base-encoder last hidden states
+    states: np.ndarray | ShardedRows  # (N, C, L, hidden) float16 base-encoder last hidden states
     token_mask: np.ndarray  # (N, C, L) bool, True for real tokens
     base_model_id: str
 
@@ -78,14 +110,61 @@ def split_fingerprint(dataset: str, split: str, preset: Preset) -> tuple[str, st
     return data.dataset, data.fingerprint
 
 
-def split_inputs(dataset: str, split: str, preset: Preset) -> SplitInputs:
-    """Load (or build and cache) the candidates, judgments and token states of one split."""
+def query_shards(count: int, size: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of ``size`` queries (the last one shorter) covering ``count``."""
+    if size < 1:
+        raise ValueError(f"shard size {size}: expected a positive number of queries")
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def split_inputs(
+    dataset: str,
+    split: str,
+    preset: Preset,
+    rows: tuple[int, int] | None = None,
+    device: str = "cpu",
+) -> SplitInputs:
+    """Load (or build and cache) the candidates, judgments and token states of one split, or of
+    its queries ``rows`` = (start, stop) in sorted-id order.
+
+    States are computed and cached per shard of :data:`SHARD_QUERIES` queries (a whole split is
+    its shards, concatenated lazily): a pair's states depend, in the last float16 bit, on the
+    pairs batched with it, so the encoder's training and every tables build, local or on Ray,
+    must batch the same shards to see bit-identical states.
+    """
+    data = preset_split(dataset, split, preset)
+    query_ids = sorted(data.queries)
+    if rows is not None:
+        return _shard_inputs(data, query_ids[rows[0] : rows[1]], preset, device)
+    shards = [
+        _shard_inputs(data, query_ids[start:stop], preset, device)
+        for start, stop in query_shards(len(query_ids), SHARD_QUERIES)
+    ]
+    if len(shards) == 1:
+        return shards[0]
+    joined = {
+        f.name: np.concatenate([getattr(shard, f.name) for shard in shards])
+        for f in fields(SplitInputs)
+        if f.type == "np.ndarray"
+    }
+    return dataclasses.replace(
+        shards[0], **joined, states=ShardedRows([shard.states for shard in shards])
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _base_encoder(max_length: int, device: str):
+    """The base encoder, loaded once per process (a split, or a Ray worker, has many shards)."""
     from maw_gym.encoder.base import BaseEncoder
+
+    return BaseEncoder(max_length=max_length, device=device)
+
+
+def _shard_inputs(data, query_ids: list[str], preset: Preset, device: str) -> SplitInputs:
+    """The inputs of ``query_ids`` of the split ``data`` (a ``maw_gym.data.Split``)."""
     from maw_gym.retrieval import bm25_candidates
 
-    data = preset_split(dataset, split, preset)
     candidates = bm25_candidates(data, preset.candidates)
-    query_ids = sorted(data.queries)
     n, c = len(query_ids), preset.candidates
     candidate_ids = np.full((n, c), "", dtype=object)
     mask = np.zeros((n, c), dtype=bool)
@@ -106,12 +185,12 @@ def split_inputs(dataset: str, split: str, preset: Preset) -> SplitInputs:
             doc = data.corpus.get(candidate_ids[i, j], {}) if mask[i, j] else {}
             pair_queries.append(data.queries[qid])
             pair_docs.append(document_text(doc))
-    encoder = BaseEncoder(max_length=preset.max_length)
+    encoder = _base_encoder(preset.max_length, device)
     states, token_mask = encoder.encode_pairs(pair_queries, pair_docs)
     length = states.shape[1]
     return SplitInputs(
         dataset=data.dataset,
-        split=split,
+        split=data.name,
         fingerprint=data.fingerprint,
         query_ids=np.array(query_ids, dtype=str),
         candidate_ids=candidate_ids.astype(str),

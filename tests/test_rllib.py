@@ -11,12 +11,8 @@ import os
 
 # Loopback only; Ray reads this when imported (tests/conftest.py should set it for the session).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -105,59 +101,6 @@ def test_unknown_algorithm_is_refused_before_ray_starts(tmp_path):
 def test_env_config_without_env_id_names_the_missing_key():
     with pytest.raises(KeyError, match="env_id"):
         rllib.make_env({"synthetic": {"best_depth": 1}})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def ray_head():
-    """A real local head (2 CPUs) on loopback, in a short temp dir outside the shipped code."""
-    pytest.importorskip("ray")
-    port = free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # socket paths must stay < 108 bytes
-    from ray._private import ray_constants
-
-    if ray_constants.ENABLE_RAY_CLUSTER:
-        pytest.fail(
-            "ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set (conftest)"
-        )
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
-    ray_cli = Path(sys.executable).with_name("ray")
-    head = subprocess.Popen(
-        [
-            str(ray_cli),
-            "start",
-            "--head",
-            "--block",
-            f"--port={port}",
-            "--num-cpus=2",
-            "--node-ip-address=127.0.0.1",
-            f"--temp-dir={temp_dir}",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        import ray
-
-        ray.shutdown()
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)  # Ray's session logs and sockets
 
 
 @pytest.mark.ray

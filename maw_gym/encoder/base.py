@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path, cache_dir, file_hash, stable_hash
+from maw_gym.device import half_autocast, resolve_device
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Names that mean the packaged copy, not a hub download.
@@ -42,10 +43,16 @@ class BaseEncoder:
         max_length: tokens per pair, ``[CLS]``/``[SEP]`` included; longer pairs are truncated
             longest-first (in practice the document).
         batch_size: pairs per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda`` (:func:`maw_gym.device.resolve_device`); on a GPU
+            the forward pass runs under half-precision autocast (states are float16 anyway).
     """
 
     def __init__(
-        self, model: str | Path | None = None, max_length: int = 64, batch_size: int = 32
+        self,
+        model: str | Path | None = None,
+        max_length: int = 64,
+        batch_size: int = 32,
+        device: str = "cpu",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -65,6 +72,8 @@ class BaseEncoder:
                 "Offline, pass a local model folder instead, or no model for the packaged "
                 f"{DEFAULT_MODEL}."
             ) from None
+        self.device = resolve_device(device)
+        self.model.to(self.device)
         self.max_length = max_length
         self.batch_size = batch_size
         self.hidden_size: int = self.model.config.hidden_size
@@ -121,6 +130,7 @@ class BaseEncoder:
         """Fill ``states``/``mask`` rows, batching pairs of similar length together."""
         with (
             torch.inference_mode(),
+            half_autocast(self.device),
             tqdm(total=len(queries), desc=desc, unit="pair", disable=None) as bar,
         ):
             for chunk_start in range(0, len(queries), _CHUNK):
@@ -138,13 +148,16 @@ class BaseEncoder:
                 for batch_start in range(0, len(order), self.batch_size):
                     rows = order[batch_start : batch_start + self.batch_size]
                     width = int(lengths[rows].max())  # right padding: drop all-padding columns
-                    batch = {name: values[rows, :width] for name, values in tokens.items()}
+                    batch = {
+                        name: values[rows, :width].to(self.device)
+                        for name, values in tokens.items()
+                    }
                     hidden = self.model(**batch).last_hidden_state  # (b, width, hidden)
                     batch_mask = batch["attention_mask"].bool()
                     hidden = hidden.masked_fill(~batch_mask.unsqueeze(-1), 0.0)
                     out_rows = (rows + chunk_start).numpy()
-                    states[out_rows, :width] = hidden.to(torch.float16).numpy()
-                    mask[out_rows, :width] = batch_mask.numpy()
+                    states[out_rows, :width] = hidden.to(torch.float16).cpu().numpy()
+                    mask[out_rows, :width] = batch_mask.cpu().numpy()
                     bar.update(len(rows))
 
 

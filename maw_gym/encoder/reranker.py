@@ -41,6 +41,7 @@ from training (they still appear in the tables and in evaluation).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -245,7 +246,10 @@ class QueryBatch:
     relevance: Tensor  # (Bq, C)
 
     @classmethod
-    def from_inputs(cls, inputs: SplitInputs, index: np.ndarray) -> QueryBatch:
+    def from_inputs(
+        cls, inputs: SplitInputs, index: np.ndarray, device: torch.device | None = None
+    ) -> QueryBatch:
+        """Queries ``index`` of ``inputs``, on ``device`` (default: CPU)."""
         bq, c = len(index), inputs.candidate_mask.shape[1]
         states = torch.from_numpy(inputs.states[index].astype(np.float32))
         token_mask = torch.from_numpy(inputs.token_mask[index])
@@ -253,13 +257,16 @@ class QueryBatch:
         # Padding candidates keep their CLS token valid so attention rows stay defined.
         token_mask = token_mask.clone()
         token_mask[..., 0] = True
-        return cls(
+        batch = cls(
             x=states.view(bq * c, *states.shape[2:]),
             mask=token_mask.view(bq * c, -1),
             bm25_z=bm25_zscore(torch.from_numpy(inputs.bm25_scores[index]), candidate_mask),
             candidate_mask=candidate_mask,
             relevance=torch.from_numpy(inputs.relevance[index]),
         )
+        if device is None or device.type == "cpu":
+            return batch
+        return QueryBatch(*(getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)))
 
     def leading(self, count: int) -> QueryBatch:
         """The batch restricted to each query's first ``count`` (top BM25) candidates."""
@@ -328,10 +335,11 @@ def training_step(
     """Loss of one batch: listwise on the depth(s) chosen per query, plus router balancing."""
     bq = batch.shape[0]
     depth = model.depth
+    device = batch.x.device  # draws come from the CPU generator: the same on every device
     lower = None
     if model.num_layers > 1:
         lower_q = torch.randint(depth, (bq, model.num_layers - 1), generator=generator)
-        lower = lower_q.repeat_interleave(batch.shape[1], dim=0)
+        lower = lower_q.repeat_interleave(batch.shape[1], dim=0).to(device)
     all_scores = depth_candidate_scores(model, batch, lower)  # (Bq, D, C)
     logs: dict[str, float] = {}
     if use_router and model.router is not None:
@@ -342,7 +350,7 @@ def training_step(
         logits = model.router(observation)
         gumbel = -torch.log(
             -torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-10))
-        )
+        ).to(device)
         soft = torch.softmax((logits + gumbel) / config.gumbel_tau, dim=-1)
         assignment = soft.argmax(-1)
         hard = F.one_hot(assignment, depth).float()
@@ -353,8 +361,8 @@ def training_step(
         logs["balance"] = float(balance.detach())
         loss = loss + config.balance_weight * balance
     else:
-        chosen = torch.randint(depth, (bq,), generator=generator)
-        scores = all_scores[torch.arange(bq), chosen]
+        chosen = torch.randint(depth, (bq,), generator=generator).to(device)
+        scores = all_scores[torch.arange(bq, device=device), chosen]
         loss = listwise_loss(scores, batch.relevance, batch.candidate_mask)
     logs["loss"] = float(loss.detach())
     return loss, logs
@@ -387,32 +395,37 @@ def score_split(
 ) -> SplitScores:
     """Score every query of ``inputs`` (eval mode); with ``observe`` also the compressed
     observation, entropy, focus and the router's logits. ``lower_depths`` (N, layers-1) fixes
-    the lower layers' depths of a stack."""
+    the lower layers' depths of a stack. Runs on the model's device; returns numpy arrays."""
     model.eval()
+    device = next(model.parameters()).device
     n, c = inputs.candidate_mask.shape
     out: dict[str, list[np.ndarray]] = {}
     starts = range(0, n, batch_queries)
     for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
         index = np.arange(start, min(start + batch_queries, n))
-        batch = QueryBatch.from_inputs(inputs, index)
+        batch = QueryBatch.from_inputs(inputs, index, device)
         lower = None
         if lower_depths is not None:
             lower = torch.from_numpy(lower_depths[index]).long().repeat_interleave(c, dim=0)
+            lower = lower.to(device)
         base, parts = model.score_terms(batch.x, batch.mask, batch.bm25_z.flatten(), lower)
-        out.setdefault("score_base", []).append(batch.per_query(base).numpy())
-        out.setdefault("score_parts", []).append(batch.per_query(parts).permute(0, 2, 3, 1).numpy())
+        out.setdefault("score_base", []).append(batch.per_query(base).cpu().numpy())
+        parts = batch.per_query(parts).permute(0, 2, 3, 1)
+        out.setdefault("score_parts", []).append(parts.cpu().numpy())
         if observe:
             observed = batch.leading(model.observe_candidates)
             observed_lower = None
             if lower_depths is not None:
                 observed_lower = torch.from_numpy(lower_depths[index]).long()
                 observed_lower = observed_lower.repeat_interleave(observed.shape[1], dim=0)
+                observed_lower = observed_lower.to(device)
             compressed = model.observe(observed.x, observed.mask, observed_lower)
-            for key, value in compressed.items():
-                out.setdefault(key, []).append(observed.candidate_mean(value).numpy())
+            means = {key: observed.candidate_mean(value) for key, value in compressed.items()}
+            for key, value in means.items():
+                out.setdefault(key, []).append(value.cpu().numpy())
             if model.router is not None:
-                logits = model.router(torch.from_numpy(out["observation"][-1]))
-                out.setdefault("router_logits", []).append(logits.numpy())
+                logits = model.router(means["observation"])
+                out.setdefault("router_logits", []).append(logits.cpu().numpy())
     arrays = {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
     return SplitScores(**arrays)
 
@@ -456,10 +469,12 @@ def train_reranker(
     resume: dict | None = None,
     on_epoch=None,
 ) -> TrainState:
-    """Train ``model`` in place (listwise loss, AdamW, early stopping on dev NDCG@10) and load
-    its best dev epoch. ``resume`` is a dict saved by ``on_epoch(dict)`` after an epoch."""
+    """Train ``model`` in place, on its device (listwise loss, AdamW, early stopping on dev
+    NDCG@10) and load its best dev epoch. ``resume`` is a dict saved by ``on_epoch(dict)``
+    after an epoch."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -489,7 +504,7 @@ def train_reranker(
         batches = list(_query_batches(len(teach), config.batch_queries, generator))
         bar = tqdm(batches, desc=f"{name} epoch {state.epoch + 1}/{config.epochs}", leave=False)
         for picked in bar:
-            batch = QueryBatch.from_inputs(train, teach[picked])
+            batch = QueryBatch.from_inputs(train, teach[picked], device)
             loss, logs = training_step(model, batch, config, use_router, generator)
             optimizer.zero_grad()
             loss.backward()

@@ -10,21 +10,27 @@ does not match are rebuilt, never silently used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from maw_gym.cache import cache_dir, stable_hash
+from maw_gym.device import add_device_argument, resolve_device
+from maw_gym.pipeline import SHARD_QUERIES
 from maw_gym.presets import Preset, add_preset_arguments, get_preset, preset_from_args
 from maw_gym.tables import Tables
 
 logger = logging.getLogger(__name__)
 
 #: Bump when the tables' contents change for the same encoder and split.
-TABLES_VERSION = 1
+TABLES_VERSION = 2
 SPLITS = ("train", "dev", "test")
 
 
@@ -32,77 +38,66 @@ def _preset(preset: str | Preset) -> Preset:
     return get_preset(preset) if isinstance(preset, str) else preset
 
 
-def build_tables(split_name: str, dataset: str, preset: str | Preset, encoder_dir: Path) -> Tables:
-    """Compute the tables of one split with the frozen encoder in ``encoder_dir`` (no cache)."""
-    from maw_gym.encoder.reranker import score_split
-    from maw_gym.encoder.train import TrainedEncoder
-    from maw_gym.pipeline import split_inputs
+def build_tables(
+    split_name: str,
+    dataset: str,
+    preset: str | Preset,
+    encoder_dir: Path,
+    *,
+    device: str = "auto",
+    ray_address: str | None = None,
+    shard_queries: int = SHARD_QUERIES,
+    shard_dir: Path | None = None,
+) -> Tables:
+    """Compute the tables of one split with the frozen encoder in ``encoder_dir`` (no tables
+    cache), shard by shard (:mod:`maw_gym.encoder.shards`): in this process, or as Ray tasks
+    at ``ray_address`` (``local``, ``auto``, ``HOST:PORT``). Finished shards are kept in
+    ``shard_dir`` (default: a temporary directory, removed after) to resume from."""
+    from maw_gym.encoder.shards import ShardJob, run_shards
+    from maw_gym.encoder.train import base_model_id
+    from maw_gym.pipeline import preset_split, query_shards
 
     preset = _preset(preset)
+    device = resolve_device(device).type
+    threads = torch.get_num_threads()
     started = time.perf_counter()
-    inputs = split_inputs(dataset, split_name, preset)
-    encoder = TrainedEncoder.load(encoder_dir)
-    inputs_seconds = time.perf_counter() - started
-    maw = score_split(
-        encoder.models["maw"], inputs, observe=True, progress=f"tables {split_name}: MAW depths"
-    )
-    nonmaw = score_split(encoder.models["nonmaw_0"], inputs).depth_scores()[:, 0]
-    layer2: dict[str, np.ndarray] = {}
-    stack = encoder.models.get("stack")
-    if stack is not None:
-        per_lower = [
-            score_split(
-                stack,
-                inputs,
-                observe=True,
-                lower_depths=np.full((inputs.num_queries, 1), lower),
-                progress=f"tables {split_name}: layer 2 after depth {lower}",
-            )
-            for lower in range(stack.depth)
-        ]
-        layer2 = {
-            "layer2_observation": np.stack([s.observation for s in per_lower], axis=1),
-            "layer2_entropy": np.stack([s.entropy for s in per_lower], axis=1),
-            "layer2_focus": np.stack([s.focus for s in per_lower], axis=1),
-            "layer2_scores": np.stack([s.depth_scores() for s in per_lower], axis=1),
-        }
-    assert maw.observation is not None and maw.router_logits is not None
-    assert maw.entropy is not None and maw.focus is not None
-    return Tables(
-        query_ids=inputs.query_ids,
-        candidate_ids=inputs.candidate_ids,
-        candidate_mask=inputs.candidate_mask,
-        relevance=inputs.relevance,
-        ideal_gains=inputs.ideal_gains,
-        observation=maw.observation,
-        entropy=maw.entropy,
-        focus=maw.focus,
-        score_parts=maw.score_parts,
-        score_base=maw.score_base,
-        bm25_scores=inputs.bm25_scores,
-        nonmaw_scores=nonmaw,
-        joint_router_logits=maw.router_logits,
-        meta={
-            "dataset": inputs.dataset,
-            "split": split_name,
-            "fingerprint": inputs.fingerprint,
-            "encoder": str(encoder_dir),
-            "encoder_hash": encoder.content_hash,
-            "preset": preset.to_dict(),
-            "base_model": inputs.base_model_id,
-            "version": TABLES_VERSION,
-            "inputs_seconds": inputs_seconds,
-            "build_seconds": time.perf_counter() - started,
-        },
-        **layer2,
-    )
+    data = preset_split(dataset, split_name, preset)
+    jobs = [
+        ShardJob(dataset, split_name, preset, str(encoder_dir), rows, device, threads)
+        for rows in query_shards(len(data.queries), shard_queries)
+    ]
+    with contextlib.ExitStack() as stack:
+        if shard_dir is None:
+            shard_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        arrays = run_shards(jobs, Path(shard_dir), ray_address)
+    encoder_config = json.loads((Path(encoder_dir) / "config.json").read_text())
+    meta = {
+        "dataset": data.dataset,
+        "split": split_name,
+        "fingerprint": data.fingerprint,
+        "encoder": str(encoder_dir),
+        "encoder_hash": encoder_config["content_hash"],
+        "preset": preset.to_dict(),
+        "base_model": base_model_id(preset.max_length),
+        "version": TABLES_VERSION,
+        "device": device,
+        "shards": len(jobs),
+        "ray_address": ray_address,
+        "build_seconds": time.perf_counter() - started,
+    }
+    return Tables(**arrays, meta=meta)
 
 
 def resolve_encoder(
-    dataset: str, preset: str | Preset, encoder: Path | str | None = None, seed: int = 0
+    dataset: str,
+    preset: str | Preset,
+    encoder: Path | str | None = None,
+    seed: int = 0,
+    device: str = "auto",
 ) -> Path:
     """The encoder directory to use: ``encoder`` if given (must be finished), else the
-    preset's default directory, trained first if it does not exist yet."""
+    preset's default directory, trained first (on ``device``, in this process: training is
+    never sharded) if it does not exist yet."""
     from maw_gym.encoder.train import train_encoder
 
     if encoder is not None:
@@ -113,7 +108,7 @@ def resolve_encoder(
                 "`maw-gym encoder train --out DIR`"
             )
         return directory
-    return train_encoder(dataset, _preset(preset), seed=seed)
+    return train_encoder(dataset, _preset(preset), seed=seed, device=resolve_device(device).type)
 
 
 def tables_path(dataset: str, split: str, preset: Preset, encoder_dir: Path) -> tuple[Path, str]:
@@ -131,15 +126,19 @@ def get_tables(
     split: str = "train",
     preset: str | Preset = "smoke",
     encoder: Path | str | None = None,
+    device: str = "auto",
+    ray_address: str | None = None,
 ) -> Tables:
-    """Load the cached tables of ``split``, building them (and the encoder) if needed.
+    """Load the cached tables of ``split``, building them (and the encoder) if needed, on
+    ``device``, sharded over Ray at ``ray_address`` if given (see :func:`build_tables`).
 
-    A cached file that does not load, or whose stored key differs, is rebuilt (with a warning).
+    Tables that do not verify, or whose stored key differs, are rebuilt (with a warning). The
+    shards of an interrupted build are kept beside the tables and reused by the next call.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     preset = _preset(preset)
-    encoder_dir = resolve_encoder(dataset, preset, encoder)
+    encoder_dir = resolve_encoder(dataset, preset, encoder, device=device)
     path, key = tables_path(dataset, split, preset, encoder_dir)
     if path.exists():
         try:
@@ -152,10 +151,20 @@ def get_tables(
             logger.warning(
                 "rebuilding %s: its meta key %s is not %s", path, tables.meta.get("key"), key
             )
-    tables = build_tables(split, dataset, preset, encoder_dir)
+    shard_dir = path.with_suffix(".shards")
+    tables = build_tables(
+        split,
+        dataset,
+        preset,
+        encoder_dir,
+        device=device,
+        ray_address=ray_address,
+        shard_dir=shard_dir,
+    )
     tables.meta["key"] = key
     tables.save(path)
-    return tables
+    shutil.rmtree(shard_dir)  # named by this key: ours, and no longer needed
+    return Tables.load(path, verify=False)  # memory-mapped, as a later call would see it
 
 
 def routed_results(tables: Tables, scores: np.ndarray) -> dict[str, dict[str, float]]:
@@ -210,6 +219,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
             help="a trained encoder directory (default: the preset's, trained if new)",
         )
     build.add_argument("--split", default="all", choices=[*SPLITS, "all"])
+    add_device_argument(build)
+    build.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="{local,auto,HOST:PORT}",
+        help="compute the shards as Ray tasks: a new local Ray, the running cluster (auto) or "
+        "a head's address; the encoder still trains in this process",
+    )
     export.add_argument("out", type=Path, help="the artifact file to write (a tar)")
     install = sub.add_parser(
         "import", help="verify a tables artifact and install it into the cache"
@@ -233,7 +250,9 @@ def run(args: argparse.Namespace) -> int:
     preset = preset_from_args(args)
     for split in splits:
         started = time.perf_counter()
-        tables = get_tables(args.dataset, split, preset, args.encoder)
+        tables = get_tables(
+            args.dataset, split, preset, args.encoder, args.device, args.ray_address
+        )
         print(
             f"{split}: {tables.num_queries} queries, D={tables.depth}, H={tables.heads}, "
             f"layers={'2' if tables.has_layers else '1'} "

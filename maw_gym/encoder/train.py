@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from maw_gym.cache import atomic_path, cache_dir, stable_hash, write_json
+from maw_gym.device import resolve_device
 from maw_gym.encoder.reranker import MAWReranker, TrainConfig, train_reranker
 from maw_gym.pipeline import SplitInputs, split_fingerprint, split_inputs
 from maw_gym.presets import Preset
@@ -136,7 +137,8 @@ class TrainedEncoder:
         )
 
     @classmethod
-    def load(cls, directory: Path) -> TrainedEncoder:
+    def load(cls, directory: Path, device: str = "cpu") -> TrainedEncoder:
+        """Load a finished directory, every model on ``device`` in eval mode."""
         directory = Path(directory)
         config_path, checkpoint_path = directory / "config.json", directory / "checkpoint.pt"
         if not config_path.exists() or not checkpoint_path.exists():
@@ -156,7 +158,7 @@ class TrainedEncoder:
         for name, state in states.items():
             model = MAWReranker(**config["architectures"][name])
             model.load_state_dict(state)
-            models[name] = model.eval()
+            models[name] = model.to(resolve_device(device)).eval()
         return cls(directory=directory, config=config, models=models)
 
 
@@ -167,6 +169,8 @@ def _train_one(
     train: SplitInputs,
     dev: SplitInputs,
     directory: Path,
+    *,
+    device: str,
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Train (or resume, or reuse) one model; returns its best state dict and its log."""
     progress = directory / f"progress-{name}.pt"
@@ -174,7 +178,7 @@ def _train_one(
         torch.load(progress, map_location="cpu", weights_only=False) if progress.exists() else None
     )
     torch.manual_seed(train_config.seed)
-    model = MAWReranker(**kwargs)
+    model = MAWReranker(**kwargs).to(resolve_device(device))
 
     def save(payload: dict) -> None:
         with atomic_path(progress) as tmp:
@@ -192,7 +196,9 @@ def _train_one(
     return model.state_dict(), log
 
 
-def train_encoder(dataset: str, preset: Preset, out: Path | None = None, seed: int = 0) -> Path:
+def train_encoder(
+    dataset: str, preset: Preset, out: Path | None = None, seed: int = 0, device: str = "cpu"
+) -> Path:
     """Train every model of ``model_specs`` into ``out`` (default: :func:`default_encoder_dir`)
     and return the directory; a finished directory with the same config is reused."""
     config = encoder_config(dataset, preset, seed)
@@ -208,13 +214,15 @@ def train_encoder(dataset: str, preset: Preset, out: Path | None = None, seed: i
         )
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    train = split_inputs(dataset, "train", preset)
-    dev = split_inputs(dataset, "dev", preset)
+    train = split_inputs(dataset, "train", preset, device=device)
+    dev = split_inputs(dataset, "dev", preset, device=device)
     timings["inputs_seconds"] = time.perf_counter() - started
     hidden = int(train.states.shape[-1])
     states, logs, architectures = {}, {}, {}
     for name, (kwargs, train_config) in model_specs(preset, hidden, seed).items():
-        states[name], logs[name] = _train_one(name, kwargs, train_config, train, dev, directory)
+        states[name], logs[name] = _train_one(
+            name, kwargs, train_config, train, dev, directory, device=device
+        )
         architectures[name] = kwargs
     timings["train_seconds"] = time.perf_counter() - started - timings["inputs_seconds"]
     content_hash = state_hash(states)
