@@ -47,7 +47,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="nave-kjv",
         help="BEIR dataset: embedded name, public BEIR name, or folder path",
     )
-    add_preset_arguments(parser, default="quick")
+    add_preset_arguments(parser, default=None, default_help="quick; with --suite, the suite's")
     parser.add_argument(
         "--suite",
         default=None,
@@ -102,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
     if args.suite is not None:
         from maw_gym_leaderboard.suite import run_suite
 
+        if args.preset is not None:
+            raise ValueError(f"--suite {args.suite} names its own preset; drop --preset")
         return run_suite(args)
     if args.add_dataset:
         raise ValueError("--add-dataset needs --suite")
+    args.preset = args.preset or "quick"
     started = time.perf_counter()
     preset = preset_from_args(args)
     seeds, policies = check_arguments(args, preset)
@@ -132,7 +135,9 @@ def command_line(args: argparse.Namespace, command: str = "leaderboard") -> str:
     """The shell command that reproduces this run (``--out`` relative to the working directory
     when inside it), as README tables cite it."""
     out = args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out
-    parts = ["maw-gym", command, "--dataset", str(args.dataset), "--preset", args.preset]
+    parts = ["maw-gym", command, "--dataset", str(args.dataset)]
+    if args.suite is None:
+        parts += ["--preset", args.preset]
     for item in args.overrides:
         parts += ["--set", item]
     for flag, value in (("--suite", args.suite), ("--seeds", args.seeds), ("--steps", args.steps)):

@@ -79,6 +79,9 @@ def test_smoke_suite_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     assert "IQM [95% CI]" in markdown and "optimality gap [95% CI]" in markdown
     record = json.loads((out / "run.json").read_text())
     assert "--suite smoke-suite" in record["command"] and "--out suite" in record["command"]
+    assert "--preset" not in record["command"]
     capsys.readouterr()
     task = next((out / "tasks").iterdir())
     assert main(["validate", str(task)]) == 0
+    assert main([*argv, "--preset", "quick"]) == 2  # a suite names its own preset
+    assert "drop --preset" in capsys.readouterr().err
