@@ -249,6 +249,21 @@ def test_show_prints_the_frame_and_writes_the_image(tmp_path, monkeypatch, capsy
     assert "--out" in capsys.readouterr().err and (tmp_path / "frame.png").is_file()
 
 
+@pytest.mark.parametrize(
+    ("env_id", "action", "shown"),
+    [
+        ("MAW/DepthSelection-v0", "3", "action: depth 3"),
+        ("MAW/SoftDepthMixture-v0", "0.2,0,0,0.6", "action: mixture weights 0.25 0.00 0.00 0.75"),
+        ("MAW/LayerwiseDepth-v0", "1,3", "action: layer 1 depth 1, layer 2 depth 3"),
+    ],
+)
+def test_show_reads_every_kind_of_action(env_id, action, shown, capsys) -> None:
+    argv = ["show", "--env", env_id, "--split", "test", "--query-index", "1", "--action", action]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert shown in lines and lines[3].startswith("reward ")
+
+
 def run_docs(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "env_docs.py"), *args],
