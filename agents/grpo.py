@@ -47,6 +47,27 @@ from maw_gym_agents.curve import DevCurve
 SCALE_REWARDS = ("group", "batch", "none")
 
 
+def _check_loss_inputs(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    step_mask: torch.Tensor,
+    scale_rewards: str,
+) -> None:
+    """Bad shapes or options fail here, naming the tensor, before any arithmetic broadcasts."""
+    if rewards.ndim != 2 or rewards.shape[1] < 2:
+        raise ValueError(f"rewards must be (B, G) with G >= 2, got shape {tuple(rewards.shape)}")
+    for name, tensor in (("logp", logp), ("old_logp", old_logp), ("ref_logp", ref_logp)):
+        if tensor.shape != step_mask.shape or tensor.shape[:2] != rewards.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}, rewards {tuple(rewards.shape)}, "
+                f"step_mask {tuple(step_mask.shape)}"
+            )
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards={scale_rewards!r}; expected one of {SCALE_REWARDS}")
+
+
 def grpo_loss(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -71,19 +92,10 @@ def grpo_loss(
     KL(π‖π_ref); the loss is the mean over all B·G elements. A group whose rewards are all equal
     has zero advantage, so it contributes no policy gradient (only the KL term).
     """
-    if rewards.ndim != 2 or rewards.shape[1] < 2:
-        raise ValueError(f"rewards must be (B, G) with G >= 2, got shape {tuple(rewards.shape)}")
     if step_mask is None:
         logp, old_logp, ref_logp = logp[..., None], old_logp[..., None], ref_logp[..., None]
         step_mask = torch.ones_like(logp)
-    for name, tensor in (("logp", logp), ("old_logp", old_logp), ("ref_logp", ref_logp)):
-        if tensor.shape != step_mask.shape or tensor.shape[:2] != rewards.shape:
-            raise ValueError(
-                f"{name} has shape {tuple(tensor.shape)}, rewards {tuple(rewards.shape)}, "
-                f"step_mask {tuple(step_mask.shape)}"
-            )
-    if scale_rewards not in SCALE_REWARDS:
-        raise ValueError(f"scale_rewards={scale_rewards!r}; expected one of {SCALE_REWARDS}")
+    _check_loss_inputs(logp, old_logp, ref_logp, rewards, step_mask, scale_rewards)
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if scale_rewards == "group":
         advantages = centred / (rewards.std(dim=1, keepdim=True, unbiased=True) + eps)

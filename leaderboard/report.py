@@ -151,71 +151,69 @@ def _table(header: list[str], lines: list[list[str]]) -> list[str]:
     ]
 
 
+RANKED_COLUMNS = (
+    "policy",
+    "seeds",
+    "norm. score",
+    "return IQM [95% CI]",
+    "return vs best-fixed [95% CI]",
+    "regret",
+    "NDCG@10 [95% CI]",
+    "NDCG@10 vs best-fixed [95% CI]",
+    "MRR@10",
+    "Hit@1",
+    "depth-use H",
+    "train s",
+    "env steps",
+    "ms/query",
+)
+BOUND_COLUMNS = ("bound", "mean return", "norm. score", "NDCG@10", "MRR@10", "Hit@1")
+
+
+def _ranked_cells(r: dict[str, Any]) -> list[str]:
+    """One policy's row, in :data:`RANKED_COLUMNS` order."""
+    return [
+        r["policy"],
+        str(r["seeds"]),
+        _fmt(r.get("normalized_score")),
+        _interval(r, "return_iqm"),
+        _interval(r, "return_vs_best_fixed", signed=True, digits=4),
+        _fmt(r.get("regret")),
+        _interval(r, "ndcg@10"),
+        _interval(r, "ndcg_vs_best_fixed", signed=True),
+        _fmt(r.get("mrr@10")),
+        _fmt(r.get("hit@1")),
+        _fmt(r.get("depth_usage_entropy"), 2),
+        f"{r['train_seconds']:.1f}",
+        str(r["env_steps"]),
+        _fmt(r.get("latency_ms_per_query"), 4),
+    ]
+
+
+def _bound_cells(r: dict[str, Any]) -> list[str]:
+    """One bound's row, in :data:`BOUND_COLUMNS` order: values only, no CI."""
+    keys = ("return_mean", "normalized_score", "ndcg@10", "mrr@10", "hit@1")
+    return [r["policy"], *(_fmt(r.get(key)) for key in keys)]
+
+
 def render_markdown(rows: list[dict[str, Any]], ctx: Context) -> str:
     """The ranked policies, then the bounds apart (they read the test judgments)."""
-    header = [
-        "policy",
-        "seeds",
-        "norm. score",
-        "return IQM [95% CI]",
-        "return vs best-fixed [95% CI]",
-        "regret",
-        "NDCG@10 [95% CI]",
-        "NDCG@10 vs best-fixed [95% CI]",
-        "MRR@10",
-        "Hit@1",
-        "depth-use H",
-        "train s",
-        "env steps",
-        "ms/query",
-    ]
-    ranked = [
-        [
-            r["policy"],
-            str(r["seeds"]),
-            _fmt(r.get("normalized_score")),
-            _interval(r, "return_iqm"),
-            _interval(r, "return_vs_best_fixed", signed=True, digits=4),
-            _fmt(r.get("regret")),
-            _interval(r, "ndcg@10"),
-            _interval(r, "ndcg_vs_best_fixed", signed=True),
-            _fmt(r.get("mrr@10")),
-            _fmt(r.get("hit@1")),
-            _fmt(r.get("depth_usage_entropy"), 2),
-            f"{r['train_seconds']:.1f}",
-            str(r["env_steps"]),
-            _fmt(r.get("latency_ms_per_query"), 4),
-        ]
-        for r in rows
-        if not r["bound"]
-    ]
-    bounds = [
-        [
-            r["policy"],
-            _fmt(r.get("return_mean")),
-            _fmt(r.get("normalized_score")),
-            _fmt(r.get("ndcg@10")),
-            _fmt(r.get("mrr@10")),
-            _fmt(r.get("hit@1")),
-        ]
-        for r in rows
-        if r["bound"]
-    ]
     lines = [
         f"Test split, {ctx.test.num_queries} queries, env {ctx.env_id}, "
         f"preset {ctx.config['preset']['name']}, D={ctx.test.depth}. Ranked by normalised "
         "score; ≈ marks a difference to best-fixed whose paired 95% CI over test queries "
         "contains 0 (a tie, not an improvement).",
         "",
-        *_table(header, ranked),
+        *_table(list(RANKED_COLUMNS), [_ranked_cells(r) for r in rows if not r["bound"]]),
     ]
+    bounds = [_bound_cells(r) for r in rows if r["bound"]]
     if bounds:
         lines += [
             "",
             "Bounds, not policies: each reads the test judgments per query (`oracle` the best "
             "env reward, `oracle-ndcg` the best NDCG@10 over depths); not ranked, no CI.",
             "",
-            *_table(["bound", "mean return", "norm. score", "NDCG@10", "MRR@10", "Hit@1"], bounds),
+            *_table(list(BOUND_COLUMNS), bounds),
         ]
     return "\n".join(lines)
 
