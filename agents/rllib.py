@@ -27,6 +27,7 @@ import argparse
 import math
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path
+from maw_gym.command import run_command
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.common import load_hyperparams, read_router_json, write_router_json
@@ -185,6 +187,9 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return False
+    # ray.init replaces a SIGTERM handler with one that only exits; keep the caller's (the
+    # command line's raises, so the caller's clean-up, ray.shutdown included, runs first).
+    sigterm = signal.getsignal(signal.SIGTERM)
     if address is None:
         ray.init(
             num_cpus=num_cpus,
@@ -192,14 +197,16 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
             log_to_driver=False,
             _node_ip_address="127.0.0.1",
         )
-        return True
-    env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
-    with staged_agents() as agents_package:
-        ray.init(
-            address=address,
-            log_to_driver=False,
-            runtime_env={"py_modules": [maw_gym, str(agents_package)], "env_vars": env_vars},
-        )
+    else:
+        env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
+        with staged_agents() as agents_package:
+            ray.init(
+                address=address,
+                log_to_driver=False,
+                runtime_env={"py_modules": [maw_gym, str(agents_package)], "env_vars": env_vars},
+            )
+    if callable(sigterm):
+        signal.signal(signal.SIGTERM, sigterm)
     return True
 
 
@@ -291,10 +298,16 @@ def _train_algo(algo: Any, run: RLlibRun, curve: DevCurve | None) -> RLlibRouter
     run.env_runner_module_files = algo.env_runner_group.foreach_env_runner(
         _module_files, local_env_runner=False
     )
-    bar = tqdm(range(1, run.iterations + 1), desc=f"rllib-{run.algo}", unit="iter")
+    done = _resume(algo, out_dir / "checkpoints")
+    bar = tqdm(range(done + 1, run.iterations + 1), desc=f"rllib-{run.algo}", unit="iter")
     for iteration in bar:
         start = time.perf_counter()
-        result = algo.train()
+        try:
+            result = algo.train()
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is done for the rerun
+            if iteration > 1:
+                algo.save(out_dir / "checkpoints" / f"iteration_{iteration - 1:05d}")
+            raise
         runners = result.get("env_runners", {})
         row = {
             "iteration": iteration,
@@ -311,6 +324,16 @@ def _train_algo(algo: Any, run: RLlibRun, curve: DevCurve | None) -> RLlibRouter
             algo.save(out_dir / "checkpoints" / f"iteration_{iteration:05d}")
     algo.save(out_dir / "checkpoints" / "final")
     return RLlibRouter(name, algo.get_module(), normalisation)
+
+
+def _resume(algo: Any, checkpoints: Path) -> int:
+    """Restore the latest ``iteration_<n>`` checkpoint, if any (written every
+    ``checkpoint_every`` iterations and on an interruption); return n (0: start afresh)."""
+    saved = sorted(checkpoints.glob("iteration_*"))
+    if not saved:
+        return 0
+    algo.restore_from_path(saved[-1])
+    return int(saved[-1].name.removeprefix("iteration_"))
 
 
 def _module_files(env_runner: Any) -> dict[str, str]:
@@ -516,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # RLlib checkpoints need absolute URIs: resolve the user's path once, here.
     args.out = args.out.expanduser().resolve()
-    return run(args)
+    return run_command(parser.prog, lambda: run(args), resumable=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ import importlib
 import sys
 from pathlib import Path
 
+from maw_gym.command import run_command
+
 # name -> (module, one-line help). A module may declare nested subcommands in configure().
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "retrieve": ("maw_gym.retrieval", "BM25 first stage and its BEIR metrics on a split"),
@@ -30,6 +32,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "replay a leaderboard's recorded test actions and check every score",
     ),
 }
+
+
+#: Subcommands that continue where they stopped when rerun (cached stages, finished runs, RLlib
+#: checkpoints); ``train`` and ``evaluate`` start over.
+RESUMABLE = frozenset({"retrieve", "encoder", "tables", "rllib", "leaderboard"})
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -63,12 +70,7 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = resolve_paths(build_parser(argv).parse_args(argv))
-    try:
-        return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        # Bad input (datasets, ids, options) is the user's to fix: say what, without a traceback.
-        print(f"maw-gym {argv[0]}: error: {error}", file=sys.stderr)
-        return 2
+    return run_command(f"maw-gym {argv[0]}", lambda: args._run(args), argv[0] in RESUMABLE)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from maw_gym.cache import cache_dir, stable_hash, write_json
+from maw_gym.cache import (
+    CORRUPT_ERRORS,
+    cache_dir,
+    load_or_build,
+    locked,
+    read_json,
+    remove_cache_entry,
+    stable_hash,
+    write_json,
+)
 from maw_gym.data import DatasetError, Split, load_split
 from maw_gym.data.sources import rename_into_place
+
+logger = logging.getLogger(__name__)
 
 HEADLINE_METRICS = ("NDCG@10", "MRR@10", "Hit@1", "Recall@100")
 STOPWORDS = "en"
@@ -49,26 +61,33 @@ def bm25_candidates(
     results_path = (
         cache_dir("bm25") / f"candidates-{stable_hash(index_key, split.fingerprint, k)}.json"
     )
-    if not results_path.is_file():
+    query_ids = list(split.queries)
+
+    def build(tmp: Path) -> None:
         retriever, doc_ids = _load_or_build_index(split.corpus, index_key, stemmer)
-        query_ids = list(split.queries)
         query_tokens = _tokenize([split.queries[qid] for qid in query_ids], stemmer)
         doc_indices, scores = retriever.retrieve(
             query_tokens, k=min(k, len(doc_ids)), show_progress=False
         )
-        write_json(
-            results_path,
-            {
-                qid: [
-                    [doc_ids[index], float(score)]
-                    for index, score in zip(row, row_scores, strict=True)
-                ]
-                for qid, row, row_scores in zip(query_ids, doc_indices, scores, strict=True)
-            },
-        )
-    with open(results_path) as handle:
-        cached = json.load(handle)
-    return {qid: [(doc_id, score) for doc_id, score in ranked] for qid, ranked in cached.items()}
+        ranked = {
+            qid: [
+                [doc_ids[index], float(score)] for index, score in zip(row, row_scores, strict=True)
+            ]
+            for qid, row, row_scores in zip(query_ids, doc_indices, scores, strict=True)
+        }
+        tmp.write_text(json.dumps(ranked))
+
+    return load_or_build(results_path, build, lambda path: _read_candidates(path, query_ids))
+
+
+def _read_candidates(path: Path, query_ids: list[str]) -> dict[str, list[tuple[str, float]]]:
+    """A candidates file, verified: every query of the split, each a list of (doc id, score)."""
+    cached = read_json(path)
+    if not isinstance(cached, dict) or set(cached) != set(query_ids):
+        raise ValueError(f"{path}: does not hold this split's {len(query_ids)} queries")
+    return {
+        qid: [(str(doc_id), float(score)) for doc_id, score in cached[qid]] for qid in query_ids
+    }
 
 
 def candidates_to_results(
@@ -92,11 +111,19 @@ def _tokenize(texts: list[str], stemmer: str | None) -> list[list[str]]:
 
 
 def _load_or_build_index(corpus: dict[str, dict[str, str]], index_key: str, stemmer: str | None):
-    """The bm25s retriever and its doc ids (row order), from the cache or built and cached."""
+    """The bm25s retriever and its doc ids (row order), from the cache or built and cached; an
+    index folder that does not load (truncated, partial) is rebuilt."""
     import bm25s
 
     index_dir = cache_dir("bm25") / f"index-{index_key}"
-    if not index_dir.is_dir():
+    with locked(index_dir):
+        if index_dir.is_dir():
+            try:
+                doc_ids = read_json(index_dir / "doc_ids.json")
+                return bm25s.BM25.load(str(index_dir)), doc_ids
+            except CORRUPT_ERRORS as error:
+                logger.warning("rebuilding %s: %s", index_dir, error)
+                remove_cache_entry(index_dir)
         doc_ids = list(corpus)
         texts = [f"{corpus[d].get('title') or ''} {corpus[d]['text']}" for d in doc_ids]
         retriever = bm25s.BM25()
@@ -107,11 +134,8 @@ def _load_or_build_index(corpus: dict[str, dict[str, str]], index_key: str, stem
             write_json(tmp / "doc_ids.json", doc_ids)
             rename_into_place(tmp, index_dir)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, if not renamed
         return retriever, doc_ids
-    with open(index_dir / "doc_ids.json") as handle:
-        doc_ids = json.load(handle)
-    return bm25s.BM25.load(str(index_dir)), doc_ids
 
 
 def _judged_results(

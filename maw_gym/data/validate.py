@@ -63,8 +63,11 @@ def check_qrels(path: Path, query_ids: set[str], doc_ids: set[str]) -> None:
     """Validate a BEIR ``qrels/{split}.tsv`` against the ids of the queries and the corpus.
 
     The first row must be a header (beir skips it unread); every other row must be
-    ``query-id<TAB>corpus-id<TAB>integer score`` naming an existing query and document, and a
-    (query, document) pair may not be judged twice with different scores.
+    ``query-id<TAB>corpus-id<TAB>integer score >= 0`` naming an existing query and document,
+    and a (query, document) pair may not be judged twice with different scores. BEIR's grades
+    are non-negative (0 = judged not relevant), so a negative one is refused rather than
+    silently treated as 0; a split without a single grade above 0 is refused too, since every
+    metric on it would be 0.
     """
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
@@ -92,10 +95,20 @@ def check_qrels(path: Path, query_ids: set[str], doc_ids: set[str]) -> None:
             if doc_id not in doc_ids:
                 raise DatasetError(f"{where}: document {doc_id!r} is not in {CORPUS_FILE}")
             score = int(score_text)
+            if score < 0:
+                raise DatasetError(
+                    f"{where}: score {score} is negative; BEIR grades are 0 (not relevant) or "
+                    "more (relevant)"
+                )
             if scores.setdefault((query_id, doc_id), score) != score:
                 raise DatasetError(
                     f"{where}: ({query_id!r}, {doc_id!r}) judged again with a different score"
                 )
+    if not any(score > 0 for score in scores.values()):
+        raise DatasetError(
+            f"{path}: no relevant judgment (no score above 0); nothing on this split can be "
+            "evaluated"
+        )
 
 
 def _is_int(text: str) -> bool:

@@ -12,14 +12,17 @@ with ``local_files_only=True`` so it works offline.
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maw_gym.cache import atomic_path, cache_dir, file_hash, stable_hash
+from maw_gym.cache import CORRUPT_ERRORS, atomic_path, cache_dir, file_hash, locked, stable_hash
 from maw_gym.device import half_autocast, resolve_device
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Names that mean the packaged copy, not a hub download.
@@ -95,9 +98,14 @@ class BaseEncoder:
         key = stable_hash(self.model_id, self.max_length, list(queries), list(docs))
         states_path = cache_dir("states") / f"{key}.states.npy"
         mask_path = states_path.with_name(f"{key}.mask.npy")
-        if not (states_path.is_file() and mask_path.is_file()):
+        shape = (len(queries), self.max_length)
+        with locked(states_path):
+            try:
+                return self._read_states(states_path, mask_path, shape)
+            except CORRUPT_ERRORS as error:
+                if states_path.exists() or mask_path.exists():
+                    logger.warning("rebuilding %s: %s", states_path, error)
             with atomic_path(states_path) as states_tmp, atomic_path(mask_path) as mask_tmp:
-                shape = (len(queries), self.max_length)
                 states = np.lib.format.open_memmap(
                     states_tmp, mode="w+", dtype=np.float16, shape=(*shape, self.hidden_size)
                 )
@@ -107,7 +115,21 @@ class BaseEncoder:
                 del states
                 with open(mask_tmp, "wb") as handle:  # a handle: np.save would append ".npy"
                     np.save(handle, mask)
-        return np.load(states_path, mmap_mode="r"), np.load(mask_path)
+            return self._read_states(states_path, mask_path, shape)
+
+    def _read_states(
+        self, states_path: Path, mask_path: Path, shape: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Both cached arrays, verified: a truncated or foreign file raises naming itself."""
+        states = np.load(states_path, mmap_mode="r")
+        mask = np.load(mask_path)
+        for path, array, expected in (
+            (states_path, states, (*shape, self.hidden_size)),
+            (mask_path, mask, shape),
+        ):
+            if array.shape != expected:
+                raise ValueError(f"{path}: shape {array.shape}, expected {expected}")
+        return states, mask
 
     def compute_pairs(
         self, queries: list[str], docs: list[str], desc: str = "encoding pairs"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maw_gym.cache import cache_dir, stable_hash
+from maw_gym.cache import cache_dir, locked, read_json, slug, stable_hash
 from maw_gym.device import add_device_argument, resolve_device
 from maw_gym.pipeline import SHARD_QUERIES
 from maw_gym.presets import Preset, add_preset_arguments, get_preset, preset_from_args
@@ -70,7 +69,7 @@ def build_tables(
         if shard_dir is None:
             shard_dir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         arrays = run_shards(jobs, Path(shard_dir), ray_address)
-    encoder_config = json.loads((Path(encoder_dir) / "config.json").read_text())
+    encoder_config = read_json(Path(encoder_dir) / "config.json")
     meta = {
         "dataset": data.dataset,
         "split": split_name,
@@ -98,7 +97,7 @@ def resolve_encoder(
     """The encoder directory to use: ``encoder`` if given (must be finished), else the
     preset's default directory, trained first (on ``device``, in this process: training is
     never sharded) if it does not exist yet."""
-    from maw_gym.encoder.train import train_encoder
+    from maw_gym.encoder.train import read_verified, train_encoder
 
     if encoder is not None:
         directory = Path(encoder)
@@ -107,6 +106,7 @@ def resolve_encoder(
                 f"encoder={directory}: no config.json; train it with "
                 "`maw-gym encoder train --out DIR`"
             )
+        read_verified(directory)  # a user's encoder is refused if bad, never retrained here
         return directory
     return train_encoder(dataset, _preset(preset), seed=seed, device=resolve_device(device).type)
 
@@ -115,10 +115,13 @@ def tables_path(dataset: str, split: str, preset: Preset, encoder_dir: Path) -> 
     """(cache directory, key) of a split's tables for the encoder in ``encoder_dir``."""
     from maw_gym.pipeline import split_fingerprint
 
-    encoder_hash = json.loads((Path(encoder_dir) / "config.json").read_text())["content_hash"]
+    config_path = Path(encoder_dir) / "config.json"
+    encoder_hash = read_json(config_path).get("content_hash")
+    if encoder_hash is None:
+        raise ValueError(f"{config_path}: no content_hash; not a finished encoder's config")
     name, fingerprint = split_fingerprint(dataset, split, preset)
     key = stable_hash(fingerprint, encoder_hash, preset.to_dict(), TABLES_VERSION)
-    return cache_dir("tables") / f"{name}-{split}-{preset.name}-{key}.tables", key
+    return cache_dir("tables") / f"{slug(name)}-{split}-{preset.name}-{key}.tables", key
 
 
 def get_tables(
@@ -140,30 +143,31 @@ def get_tables(
     preset = _preset(preset)
     encoder_dir = resolve_encoder(dataset, preset, encoder, device=device)
     path, key = tables_path(dataset, split, preset, encoder_dir)
-    if path.exists():
-        try:
-            tables = Tables.load(path)
-        except (ValueError, KeyError, TypeError) as error:  # unreadable, foreign or partial
-            logger.warning("rebuilding %s: %s", path, error)
-        else:
-            if tables.meta.get("key") == key:
-                return tables
-            logger.warning(
-                "rebuilding %s: its meta key %s is not %s", path, tables.meta.get("key"), key
-            )
-    shard_dir = path.with_suffix(".shards")
-    tables = build_tables(
-        split,
-        dataset,
-        preset,
-        encoder_dir,
-        device=device,
-        ray_address=ray_address,
-        shard_dir=shard_dir,
-    )
-    tables.meta["key"] = key
-    tables.save(path)
-    shutil.rmtree(shard_dir)  # named by this key: ours, and no longer needed
+    with locked(path):  # a concurrent build of the same tables waits, then loads these
+        if path.exists():
+            try:
+                tables = Tables.load(path)
+            except (ValueError, KeyError, TypeError) as error:  # unreadable, foreign or partial
+                logger.warning("rebuilding %s: %s", path, error)
+            else:
+                if tables.meta.get("key") == key:
+                    return tables
+                logger.warning(
+                    "rebuilding %s: its meta key %s is not %s", path, tables.meta.get("key"), key
+                )
+        shard_dir = path.with_suffix(".shards")
+        tables = build_tables(
+            split,
+            dataset,
+            preset,
+            encoder_dir,
+            device=device,
+            ray_address=ray_address,
+            shard_dir=shard_dir,
+        )
+        tables.meta["key"] = key
+        tables.save(path)
+        shutil.rmtree(shard_dir)  # guarded: named by this key, under its lock: ours
     return Tables.load(path, verify=False)  # memory-mapped, as a later call would see it
 
 
@@ -194,7 +198,7 @@ def export_tables(
     preset = _preset(preset)
     encoder_dir = resolve_encoder(dataset, preset, encoder)
     splits = {split: get_tables(dataset, split, preset, encoder_dir) for split in SPLITS}
-    encoder_config = json.loads((encoder_dir / "config.json").read_text())
+    encoder_config = read_json(encoder_dir / "config.json")
     info = {
         "maw_gym_version": maw_gym_version(),
         "dataset": str(splits["train"].meta.get("dataset", dataset)),

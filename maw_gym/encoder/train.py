@@ -20,19 +20,32 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
+import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from maw_gym.cache import atomic_path, cache_dir, stable_hash, write_json
+from maw_gym.cache import (
+    CORRUPT_ERRORS,
+    atomic_path,
+    cache_dir,
+    locked,
+    read_json,
+    slug,
+    stable_hash,
+    write_json,
+)
 from maw_gym.device import resolve_device
 from maw_gym.encoder.reranker import MAWReranker, TrainConfig, train_reranker
 from maw_gym.pipeline import SplitInputs, split_fingerprint, split_inputs
 from maw_gym.presets import Preset
+
+logger = logging.getLogger(__name__)
 
 #: Bump when training changes in a way that makes old encoders stale.
 ENCODER_VERSION = 3
@@ -102,10 +115,10 @@ def encoder_config(dataset: str, preset: Preset, seed: int = 0) -> dict[str, Any
 
 
 def default_encoder_dir(config: dict[str, Any]) -> Path:
-    """cache_dir("encoders", "<dataset>-<preset>-<hash of config>")."""
-    return cache_dir(
-        "encoders", f"{config['dataset']}-{config['preset']['name']}-{stable_hash(config)}"
-    )
+    """cache_dir("encoders", "<dataset slug>-<preset>-<hash of config>"): under the cache root
+    even for a dataset given as an absolute folder (the config holds its full path)."""
+    name = f"{slug(config['dataset'])}-{config['preset']['name']}-{stable_hash(config)}"
+    return cache_dir("encoders", name)
 
 
 def state_hash(states: dict[str, dict[str, torch.Tensor]]) -> str:
@@ -138,28 +151,40 @@ class TrainedEncoder:
 
     @classmethod
     def load(cls, directory: Path, device: str = "cpu") -> TrainedEncoder:
-        """Load a finished directory, every model on ``device`` in eval mode."""
+        """Load and verify a finished directory, every model on ``device`` in eval mode;
+        anything wrong is a ``ValueError`` naming the file (a missing one: FileNotFoundError)."""
         directory = Path(directory)
-        config_path, checkpoint_path = directory / "config.json", directory / "checkpoint.pt"
-        if not config_path.exists() or not checkpoint_path.exists():
-            raise FileNotFoundError(
-                f"{directory}: not a finished encoder directory (expected "
-                "config.json and checkpoint.pt; run `maw-gym encoder train`)"
-            )
-        config = json.loads(config_path.read_text())
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        states = checkpoint["models"]
-        if state_hash(states) != config["content_hash"]:
-            raise ValueError(
-                f"{checkpoint_path}: content hash differs from config.json's "
-                f"{config['content_hash']}; the checkpoint is corrupt or stale"
-            )
+        config, states = read_verified(directory)
         models = {}
         for name, state in states.items():
             model = MAWReranker(**config["architectures"][name])
             model.load_state_dict(state)
             models[name] = model.to(resolve_device(device)).eval()
         return cls(directory=directory, config=config, models=models)
+
+
+def read_verified(directory: Path) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """(config, state dicts) of a finished encoder directory, checked against the content hash:
+    a truncated, bit-flipped or foreign ``checkpoint.pt`` or ``config.json`` raises, naming it."""
+    config_path, checkpoint_path = directory / "config.json", directory / "checkpoint.pt"
+    if not config_path.exists() or not checkpoint_path.exists():
+        raise FileNotFoundError(
+            f"{directory}: not a finished encoder directory (expected "
+            "config.json and checkpoint.pt; run `maw-gym encoder train`)"
+        )
+    config = read_json(config_path)
+    if not isinstance(config, dict) or "content_hash" not in config:
+        raise ValueError(f"{config_path}: no content_hash; not an encoder config")
+    try:
+        states = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["models"]
+    except CORRUPT_ERRORS as error:
+        raise ValueError(f"{checkpoint_path}: unreadable ({error}); the file is corrupt") from None
+    if state_hash(states) != config["content_hash"]:
+        raise ValueError(
+            f"{checkpoint_path}: content hash differs from config.json's "
+            f"{config['content_hash']}; the checkpoint is corrupt or stale"
+        )
+    return config, states
 
 
 def _train_one(
@@ -174,9 +199,12 @@ def _train_one(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Train (or resume, or reuse) one model; returns its best state dict and its log."""
     progress = directory / f"progress-{name}.pt"
-    resume = (
-        torch.load(progress, map_location="cpu", weights_only=False) if progress.exists() else None
-    )
+    resume = None
+    if progress.exists():
+        try:
+            resume = torch.load(progress, map_location="cpu", weights_only=False)
+        except CORRUPT_ERRORS as error:
+            logger.warning("%s: unreadable (%s); training %s from scratch", progress, error, name)
     torch.manual_seed(train_config.seed)
     model = MAWReranker(**kwargs).to(resolve_device(device))
 
@@ -200,18 +228,37 @@ def train_encoder(
     dataset: str, preset: Preset, out: Path | None = None, seed: int = 0, device: str = "cpu"
 ) -> Path:
     """Train every model of ``model_specs`` into ``out`` (default: :func:`default_encoder_dir`)
-    and return the directory; a finished directory with the same config is reused."""
+    and return the directory.
+
+    A finished directory with the same config is reused once it verifies (``read_verified``);
+    one that does not (truncated or bit-flipped checkpoint, corrupt config) is retrained. The
+    directory's lock makes a concurrent second call wait, then reuse the first one's result.
+    """
     config = encoder_config(dataset, preset, seed)
     directory = Path(out) if out is not None else default_encoder_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
-    if (directory / "config.json").exists() and (directory / "checkpoint.pt").exists():
-        existing = json.loads((directory / "config.json").read_text())
-        if {k: existing.get(k) for k in config} == config:
-            return directory
-        raise ValueError(
-            f"{directory}: holds an encoder with a different config; "
-            "choose another --out or delete it"
-        )
+    with locked(directory):
+        if (directory / "config.json").exists() or (directory / "checkpoint.pt").exists():
+            try:
+                existing, _ = read_verified(directory)
+            except (ValueError, FileNotFoundError) as error:
+                logger.warning("retraining %s: %s", directory, error)
+            else:
+                if {k: existing.get(k) for k in config} == config:
+                    return directory
+                raise ValueError(
+                    f"{directory}: holds an encoder with a different config; "
+                    "choose another --out or delete it"
+                )
+        _train_all(config, dataset, preset, directory, seed, device)
+    return directory
+
+
+def _train_all(
+    config: dict[str, Any], dataset: str, preset: Preset, directory: Path, seed: int, device: str
+) -> None:
+    """Train every model (deterministically: bit-identical results for equal inputs) and write
+    ``checkpoint.pt`` then ``config.json``, the latter marking the directory finished."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     train = split_inputs(dataset, "train", preset, device=device)
@@ -219,11 +266,12 @@ def train_encoder(
     timings["inputs_seconds"] = time.perf_counter() - started
     hidden = int(train.states.shape[-1])
     states, logs, architectures = {}, {}, {}
-    for name, (kwargs, train_config) in model_specs(preset, hidden, seed).items():
-        states[name], logs[name] = _train_one(
-            name, kwargs, train_config, train, dev, directory, device=device
-        )
-        architectures[name] = kwargs
+    with deterministic_torch():
+        for name, (kwargs, train_config) in model_specs(preset, hidden, seed).items():
+            states[name], logs[name] = _train_one(
+                name, kwargs, train_config, train, dev, directory, device=device
+            )
+            architectures[name] = kwargs
     timings["train_seconds"] = time.perf_counter() - started - timings["inputs_seconds"]
     content_hash = state_hash(states)
     with atomic_path(directory / "checkpoint.pt") as tmp:
@@ -243,4 +291,17 @@ def train_encoder(
     )
     for progress in directory.glob("progress-*.pt"):
         progress.unlink()
-    return directory
+
+
+@contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Run a block with torch's deterministic kernels: the 2-layer stack's training otherwise
+    differs between two identical runs on CPU (issue 10: two solo builds, two content hashes).
+    ``warn_only``: an op with no deterministic kernel (on some GPUs) warns instead of failing."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
