@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib
 import itertools
-import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,7 +27,7 @@ import yaml
 from torch import nn
 from torch.distributions import Categorical, Dirichlet, Distribution, Independent
 
-from maw_gym.cache import atomic_path, write_json
+from maw_gym.cache import CORRUPT_ERRORS, atomic_path, read_json, write_json
 from maw_gym.envs.vector import MAWVectorEnv
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
@@ -178,7 +177,10 @@ def read_router_json(directory: Path) -> dict[str, Any]:
     path = Path(directory) / ROUTER_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no router.json; expected a directory written by save()")
-    return json.loads(path.read_text())
+    config = read_json(path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 def save_state(directory: Path, module: nn.Module) -> None:
@@ -187,8 +189,17 @@ def save_state(directory: Path, module: nn.Module) -> None:
 
 
 def load_state(directory: Path, module: nn.Module) -> None:
-    state = torch.load(Path(directory) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    module.load_state_dict(state)
+    """Load ``policy.pt`` into ``module``; a corrupt file, or weights of another shape than
+    ``router.json`` describes, is a ``ValueError`` naming the file."""
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        module.load_state_dict(state)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; the router directory is incomplete") from None
+    except CORRUPT_ERRORS as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(f"{path}: not the weights router.json describes ({reason})") from None
 
 
 def load_router(directory: Path | str) -> Router:

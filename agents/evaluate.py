@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from maw_gym.cache import read_json
+from maw_gym.command import env_id
 from maw_gym.envs.base import Variant
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
@@ -252,11 +255,55 @@ def candidate_qrels(tables: Tables) -> dict[str, dict[str, int]]:
     }
 
 
+def observation_source(tables: Tables) -> dict[str, Any]:
+    """What a router's observations are a function of (recorded in ``training.json``): the
+    encoder that computed them, the data, and their shape."""
+    return {
+        "encoder_hash": tables.meta.get("encoder_hash"),
+        "dataset": tables.meta.get("dataset"),
+        "split": tables.meta.get("split"),
+        "split_fingerprint": tables.meta.get("fingerprint"),
+        "observation_shape": list(tables.observation.shape[1:]),
+    }
+
+
+def check_trained_on(trained: dict[str, Any] | None, tables: Tables, where: Path) -> list[str]:
+    """Refuse scoring a router on observations it was not trained for; return warnings for
+    what is scored but worth knowing.
+
+    Another observation shape or another encoder is refused: the numbers would be a tensor-size
+    error, or silently another encoder's observations (issue 10). The same encoder on another
+    dataset is scored with a warning (a transfer test), and so is the router's own training
+    split (optimistic). ``trained`` is ``training.json``'s record (None for an older router).
+    """
+    if not trained:
+        return []
+    now = observation_source(tables)
+    for key, what in (("observation_shape", "observations of shape"), ("encoder_hash", "encoder")):
+        if trained.get(key) != now[key]:
+            raise ValueError(
+                f"{where}: the router was trained on {what} {trained.get(key)}, these tables "
+                f"have {now[key]}; evaluate with the tables (or --encoder) it was trained with"
+            )
+    warnings = []
+    if trained.get("dataset") != now["dataset"]:
+        warnings.append(
+            f"router trained on dataset {trained.get('dataset')!r}, scored on "
+            f"{now['dataset']!r} (same encoder)"
+        )
+    if trained.get("split_fingerprint") == now["split_fingerprint"]:
+        warnings.append(
+            f"scored on the queries it was trained on (split {now['split']!r}): optimistic"
+        )
+    return warnings
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--router", type=Path, required=True, help="a saved router directory")
     parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
     parser.add_argument(
         "--env",
+        type=env_id,
         default=None,
         help=f"env id (default: the one in DIR/{TRAINING_FILE}, else MAW/DepthSelection-v0)",
     )
@@ -277,8 +324,13 @@ def run(args: argparse.Namespace) -> int:
     from maw_gym_agents.common import load_router
 
     training_file = args.router / TRAINING_FILE
-    trained = json.loads(training_file.read_text()) if training_file.exists() else {}
+    trained = read_json(training_file) if training_file.exists() else {}
     env_id = args.env or trained.get("env_id", "MAW/DepthSelection-v0")
+    if trained.get("env_id", env_id) != env_id:
+        raise ValueError(
+            f"{training_file}: the router was trained on {trained['env_id']}, not {env_id}; "
+            "evaluate it on its own env (omit --env)"
+        )
     router = load_router(args.router)
     if args.tables is not None:
         tables = Tables.load(args.tables)
@@ -294,6 +346,8 @@ def run(args: argparse.Namespace) -> int:
         tables = get_tables(dataset, args.split, preset, args.encoder)
         qrels = preset_split(dataset, args.split, preset).qrels
         source = {"dataset": dataset, "split": args.split, "preset": preset.name}
+    for warning in check_trained_on(trained.get("tables"), tables, training_file):
+        print(f"warning: {warning}", file=sys.stderr)
     result = evaluate_router(router, env_id, tables)
     summary = result.summary() | source
     metrics = retrieval_metrics(tables, result.candidate_scores, qrels)

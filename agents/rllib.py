@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path
-from maw_gym.command import run_command
+from maw_gym.command import env_id, output_dir, positive_int, run_command
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.common import load_hyperparams, read_router_json, write_router_json
@@ -468,9 +468,11 @@ def train(
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", required=True, help="Gymnasium id, e.g. MAW/DepthSelection-v0")
+    parser.add_argument(
+        "--env", type=env_id, required=True, help="Gymnasium id, e.g. MAW/DepthSelection-v0"
+    )
     parser.add_argument("--algo", choices=ALGORITHMS, default="ppo")
-    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--iterations", type=positive_int, default=5)
     parser.add_argument(
         "--num-env-runners",
         type=int,
@@ -484,7 +486,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a private local Ray")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--out", type=output_dir, required=True, help="output directory")
     parser.add_argument("--checkpoint-every", type=int, default=0)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -536,9 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m maw_gym_agents.rllib", description=__doc__.split("\n")[0]
     )
     configure(parser)
-    args = parser.parse_args(argv)
-    # RLlib checkpoints need absolute URIs: resolve the user's path once, here.
-    args.out = args.out.expanduser().resolve()
+    args = parser.parse_args(argv)  # --out is resolved by its type: RLlib needs absolute URIs
     return run_command(parser.prog, lambda: run(args), resumable=True)
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from maw_gym.cache import write_json
+from maw_gym.command import env_id, output_dir, positive_int
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.curve import CurvePoint, DevCurve
-from maw_gym_agents.evaluate import TRAINING_FILE, evaluate_router
+from maw_gym_agents.evaluate import TRAINING_FILE, evaluate_router, observation_source
 from maw_gym_agents.supervised import LabelMode
 
 CURVE_FILE = "curve.json"
@@ -178,6 +179,7 @@ def train_agent(
         "seed": seed,
         "steps": steps,
         "train_seconds": seconds,
+        "tables": observation_source(train_tables),
         **(extra or {}),
     }
     if dev_tables is not None:
@@ -190,15 +192,20 @@ def train_agent(
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", required=True, help="one of: " + ", ".join(sorted(AGENTS)))
-    parser.add_argument("--env", default="MAW/DepthSelection-v0", help="a registered MAW/ env id")
+    parser.add_argument(
+        "--env", type=env_id, default="MAW/DepthSelection-v0", help="a registered MAW/ env id"
+    )
     add_preset_arguments(parser, default="smoke")
     parser.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
     parser.add_argument("--encoder", type=Path, default=None, help="trained encoder directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--steps", type=int, default=None, help="env steps (default: the preset's agent_steps)"
+        "--steps",
+        type=positive_int,
+        default=None,
+        help="env steps (default: the preset's agent_steps)",
     )
-    parser.add_argument("--out", type=Path, required=True, help="directory for the router")
+    parser.add_argument("--out", type=output_dir, required=True, help="directory for the router")
     parser.add_argument(
         "--train-tables",
         type=Path,

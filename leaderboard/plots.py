@@ -14,6 +14,18 @@ import numpy as np
 from maw_gym.cache import atomic_path
 from maw_gym_leaderboard.policies import BOUNDS
 
+#: Every PNG this module writes into the leaderboard's folder, by plot.
+PLOT_FILES = {
+    name: f"{name}.png"
+    for name in (
+        "scores",
+        "learning_curves",
+        "depth_usage",
+        "probability_of_improvement",
+        "performance_profile",
+    )
+}
+
 
 def _save(fig: Any, path: Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
@@ -61,7 +73,7 @@ def plot_scores(out: Path, rows: list[dict[str, Any]]) -> None:
             ax.legend(loc="lower right", fontsize=8)
     axes[0].set_yticks(y, [r["policy"] for r in policies])
     axes[0].invert_yaxis()
-    _save(fig, out / "scores.png")
+    _save(fig, out / PLOT_FILES["scores"])
 
 
 def plot_learning_curves(out: Path, curves: dict[str, list[list[dict[str, float]]]]) -> None:
@@ -85,7 +97,7 @@ def plot_learning_curves(out: Path, curves: dict[str, list[list[dict[str, float]
     ax.set_title("learning curves")
     if drawn:
         ax.legend(fontsize=7)
-    _save(fig, out / "learning_curves.png")
+    _save(fig, out / PLOT_FILES["learning_curves"])
 
 
 def plot_depth_usage(out: Path, results: dict[str, list[dict[str, Any]]]) -> None:
@@ -107,7 +119,7 @@ def plot_depth_usage(out: Path, results: dict[str, list[dict[str, Any]]]) -> Non
     for ax in axes.ravel()[len(usage) :]:
         ax.axis("off")
     fig.suptitle("depth usage on test")
-    _save(fig, out / "depth_usage.png")
+    _save(fig, out / PLOT_FILES["depth_usage"])
 
 
 def plot_improvement(
@@ -134,7 +146,7 @@ def plot_improvement(
     ax.set_yticks(y, [e[0] for e in estimates])
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"P({policy} > X) over test queries, 95% CI")
-    _save(fig, out / "probability_of_improvement.png")
+    _save(fig, out / PLOT_FILES["probability_of_improvement"])
 
 
 def plot_performance_profiles(out: Path, scores: dict[str, np.ndarray]) -> None:
@@ -156,7 +168,7 @@ def plot_performance_profiles(out: Path, scores: dict[str, np.ndarray]) -> None:
     ax.set_xlabel("normalised score τ (random 0, oracle 1)")
     ax.set_ylabel("fraction of runs with score > τ")
     ax.legend(fontsize=8)
-    _save(fig, out / "performance_profile.png")
+    _save(fig, out / PLOT_FILES["performance_profile"])
 
 
 def plot_all(

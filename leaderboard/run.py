@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 from maw_gym.cache import write_json
+from maw_gym.command import env_id, output_dir, positive_int
 from maw_gym.presets import Preset, add_preset_arguments, parse_overrides, preset_from_args
+from maw_gym_leaderboard.plots import PLOT_FILES
 from maw_gym_leaderboard.policies import (
     ALL_POLICIES,
     LEARNED,
@@ -37,6 +39,23 @@ from maw_gym_leaderboard.policies import (
 from maw_gym_leaderboard.report import Runs, render_markdown, summarise, write_outputs
 from maw_gym_leaderboard.score import Scorer
 from maw_gym_leaderboard.suite import SUITES
+
+#: Marks a folder as a leaderboard's --out: the only kind of folder --fresh deletes from.
+MARKER = ".maw-gym-leaderboard"
+#: What a leaderboard writes into --out, so all that --fresh deletes (other files stay).
+OUTPUTS = (
+    "runs",
+    "tasks",
+    RUN_FILE,
+    "config.json",
+    "leaderboard.md",
+    "leaderboard.csv",
+    "leaderboard.json",
+    "raw_scores.json",
+    "suite.md",
+    "suite.json",
+    *PLOT_FILES.values(),
+)
 
 __all__ = ["ALL_POLICIES", "RERANKERS", "configure", "run"]
 
@@ -62,20 +81,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="with --suite: a further dataset whose tables add the suite's envs as tasks",
     )
     parser.add_argument(
-        "--seeds", type=int, default=None, help="seeds per learned policy (default: the preset's)"
+        "--seeds",
+        type=positive_int,
+        default=None,
+        help="seeds per learned policy (default: the preset's)",
     )
     parser.add_argument(
         "--out",
-        type=Path,
-        default=Path("runs/leaderboard"),
+        type=output_dir,
+        default="runs/leaderboard",
         help="output directory (default: runs/leaderboard)",
     )
     parser.add_argument(
-        "--env", default="MAW/DepthSelection-v0", help="env the policies are trained and scored on"
+        "--env",
+        type=env_id,
+        default="MAW/DepthSelection-v0",
+        help="env the policies are trained and scored on",
     )
     parser.add_argument(
         "--steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="env steps per RL agent (default: the preset's agent_steps)",
     )
@@ -93,7 +118,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a trained encoder directory (default: built or reused for preset)",
     )
     parser.add_argument(
-        "--fresh", action="store_true", help="discard finished results in --out instead of resuming"
+        "--fresh",
+        action="store_true",
+        help="delete what an earlier leaderboard wrote in --out (a folder it marked) instead "
+        "of resuming; other files stay",
     )
 
 
@@ -111,11 +139,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     preset = preset_from_args(args)
     seeds, policies = check_arguments(args, preset)
-    if args.fresh and args.out.exists():
-        shutil.rmtree(args.out)
-    args.out.mkdir(parents=True, exist_ok=True)
-    resumed = any(args.out.glob(f"runs/*/seed*/{RESULT_FILE}"))
     check_dataset(args.dataset, preset)
+    prepare_out(args.out, args.fresh)  # only once every input is known to be good
+    resumed = any(args.out.glob(f"runs/*/seed*/{RESULT_FILE}"))
     ctx = build_context(args, preset, seeds)
     tables_seconds = time.perf_counter() - started
     results = collect(ctx, policies, seeds)
@@ -176,13 +202,40 @@ def write_run_record(
 def check_arguments(args: argparse.Namespace, preset: Preset) -> tuple[int, tuple[str, ...]]:
     """The number of seeds and the policies to rank; bad values name the argument."""
     seeds = args.seeds if args.seeds is not None else preset.seeds
-    if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
     policies = tuple(args.policies or ALL_POLICIES)
     unknown = sorted(set(policies) - set(ALL_POLICIES))
     if unknown:
         raise ValueError(f"unknown policies {unknown}; choose from {list(ALL_POLICIES)}")
+    if args.encoder is not None:
+        from maw_gym.encoder.train import read_verified
+
+        read_verified(args.encoder)  # a bad --encoder is refused before --out is touched
     return seeds, policies
+
+
+def prepare_out(out: Path, fresh: bool) -> None:
+    """Make ``out`` a marked leaderboard folder; with ``fresh``, first delete what a leaderboard
+    wrote there (:data:`OUTPUTS`), and nothing else.
+
+    A folder that is not empty and has no :data:`MARKER` is refused, with or without ``fresh``:
+    ``--out ~/myproject --fresh`` used to delete the whole project (issue 10).
+    """
+    marker = out / MARKER
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise ValueError(
+            f"--out {out}: not empty and not a maw-gym leaderboard folder (no {MARKER} file); "
+            "choose a new or empty folder (for a leaderboard folder made before the marker "
+            f"existed, create {marker} by hand)"
+        )
+    if fresh:
+        for name in OUTPUTS:
+            path = out / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)  # guarded: a leaderboard's own output, in a marked folder
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"written_by": "maw-gym leaderboard", "outputs": list(OUTPUTS)})
 
 
 def build_context(args: argparse.Namespace, preset: Preset, seeds: int) -> Context:

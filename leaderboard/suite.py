@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,14 +171,16 @@ def render_markdown(
 
 def run_suite(args: argparse.Namespace) -> int:
     """Every task's leaderboard, then the suite's ranking in ``suite.{md,json}`` and plots."""
+    from maw_gym.presets import preset_from_args
     from maw_gym_leaderboard.plots import plot_performance_profiles
-    from maw_gym_leaderboard.run import run, write_run_record
+    from maw_gym_leaderboard.run import check_dataset, prepare_out, run, write_run_record
 
     started = time.perf_counter()
-    if args.fresh and args.out.exists():
-        shutil.rmtree(args.out)
-    resumed = any(args.out.glob("tasks/*/runs/*/seed*/result.json"))
     tasks = suite_tasks(args)
+    for task in tasks.values():  # every input checked before --fresh deletes anything
+        check_dataset(task.dataset, preset_from_args(task))
+    prepare_out(args.out, args.fresh)
+    resumed = any(args.out.glob("tasks/*/runs/*/seed*/result.json"))
     for task_args in tasks.values():
         run(task_args)
     policies = next(iter(tasks.values())).policies

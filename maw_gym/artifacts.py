@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import cache_dir
+from maw_gym.cache import cache_dir, slug
 from maw_gym.tables import Tables
 
 FORMAT = "maw-gym-tables-artifact"
@@ -227,7 +227,9 @@ def install_artifact(path: Path) -> tuple[Path, dict[str, Any]]:
     """
     manifest, splits = read_artifact(path)
     first = next(iter(splits.values())).meta
-    name = f"{first.get('dataset', 'tables')}-{manifest.get('preset', {}).get('name', 'x')}"
+    # A folder dataset's name is its absolute path: slug it, or the entry lands beside the data.
+    preset = manifest.get("preset", {}).get("name", "x")
+    name = f"{slug(first.get('dataset', 'tables'))}-{slug(preset)}"
     target = cache_dir("benchmarks") / f"{name}-{artifact_id(manifest)}"
     if (target / MANIFEST).is_file():  # the same id means the same manifest, so same arrays
         return target, manifest

@@ -160,7 +160,7 @@ def remove_cache_entry(path: Path) -> None:
     if path == root or not path.is_relative_to(root):
         raise ValueError(f"{path}: not inside the cache {root}; refusing to delete it")
     if path.is_dir():
-        shutil.rmtree(path)
+        shutil.rmtree(path)  # guarded: inside the cache root, checked above
     else:
         path.unlink(missing_ok=True)
 

@@ -7,13 +7,19 @@ work through :func:`run_command`, so they report alike:
   user's to fix: ``<prog>: error: <message>``, exit 2;
 - Ctrl-C (SIGINT) and SIGTERM unwind the stack, so every ``finally`` runs (a private Ray is shut
   down, issue 10), then print one line and exit 130 / 143 (128 + the signal's number).
+
+Its argparse types (:func:`positive_int`, :func:`env_id`, :func:`output_dir`) refuse bad values
+while the arguments are parsed, before any work: argparse prints one line and exits 2.
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 
 
@@ -45,3 +51,42 @@ def run_command(prog: str, work: Callable[[], int], resumable: bool) -> int:
         return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1 (``--steps 0`` used to train nothing silently)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def env_id(text: str) -> str:
+    """argparse type: a registered ``MAW/`` env id, checked before any work (a wrong one used to
+    fail with a traceback after the tables were built)."""
+    import gymnasium as gym
+
+    import maw_gym  # noqa: F401  (registers the MAW/ ids)
+
+    valid = sorted(name for name in gym.registry if name.startswith("MAW/"))
+    if text.removeprefix("maw_gym:") not in valid:
+        raise argparse.ArgumentTypeError(f"unknown env id {text!r}; choose one of {valid}")
+    return text
+
+
+def output_dir(text: str) -> Path:
+    """argparse type: an output folder that exists or can be created (absolute, ``~`` expanded).
+
+    An existing file, or a folder whose nearest existing ancestor is not writable, is refused
+    here rather than after minutes of work.
+    """
+    path = Path(text).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} exists and is not a folder")
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: {existing} is not writable")
+    return path

@@ -356,3 +356,210 @@ def test_a_signal_during_rllib_training_is_one_line_and_leaves_no_ray(
         time.sleep(0.5)
     assert not _alive(ray_processes)
     assert list((tmp_path / "out" / "checkpoints").glob("iteration_*"))
+
+
+# --- item 4: --fresh deletes only what a leaderboard wrote, in a folder it marked ------------
+
+
+def test_fresh_on_a_bad_dataset_deletes_nothing(tmp_path: Path, capsys) -> None:
+    """``--out ~/myproject --fresh`` on a test-only dataset deleted the project, then failed."""
+    from maw_gym_leaderboard.cli import main
+
+    project = tmp_path / "myproject"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "notes.txt").write_text("mine")
+    folder = tiny_dataset(tmp_path / "data", {"test": {"test0": {"d0": 1}}})
+    argv = ["leaderboard", "--dataset", str(folder), "--preset", "smoke"]
+    assert main([*argv, "--out", str(project), "--fresh"]) == 2
+    assert "'train'" in capsys.readouterr().err
+    assert (project / "src" / "notes.txt").read_text() == "mine"
+
+
+def test_fresh_refuses_a_folder_it_did_not_mark(tmp_path: Path, capsys) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    project = tmp_path / "myproject"
+    project.mkdir()
+    (project / "config.json").write_text("{}")
+    argv = ["leaderboard", "--preset", "smoke", "--policies", "BM25", "--out", str(project)]
+    assert main([*argv, "--fresh"]) == 2
+    assert "not a maw-gym leaderboard folder" in capsys.readouterr().err
+    assert (project / "config.json").read_text() == "{}"
+
+
+def test_fresh_deletes_only_its_own_outputs(tmp_path: Path) -> None:
+    from maw_gym_leaderboard.cli import main
+    from maw_gym_leaderboard.run import MARKER
+
+    out = tmp_path / "board"
+    argv = ["leaderboard", "--preset", "smoke", "--policies", "BM25", "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / MARKER).is_file()
+    (out / "my-notes.md").write_text("keep me")
+    stale = out / "runs" / "stale-policy" / "seed0"
+    stale.mkdir(parents=True)
+    assert main([*argv, "--fresh"]) == 0
+    assert (out / "my-notes.md").read_text() == "keep me"
+    assert not stale.parent.exists()
+    assert (out / "leaderboard.json").is_file()
+
+
+def test_every_rmtree_is_guarded() -> None:
+    """Each ``rmtree`` call site deletes a folder the code just created, a cache entry (through
+    ``remove_cache_entry``) or a marked leaderboard's output: each is listed here."""
+    root = Path(__file__).resolve().parent.parent
+    sites = sorted(
+        f"{path.relative_to(root)}: {line.strip()}"
+        for folder in ("maw_gym", "agents", "leaderboard")
+        for path in (root / folder).rglob("*.py")
+        for line in path.read_text().splitlines()
+        if "rmtree(" in line
+    )
+    guarded = (
+        "shutil.rmtree(tmp, ignore_errors=True)",  # a mkdtemp folder of the same function
+        "shutil.rmtree(path)  # guarded",  # remove_cache_entry and prepare_out
+    )
+    assert sites and all(any(g in site for g in guarded) for site in sites), sites
+
+
+# --- items 9-10: a router is scored only on what it was trained for; corrupt files named ----
+
+
+def _tables(path: Path, encoder_hash: str, dataset: str, split: str, seed: int) -> Path:
+    from maw_gym.tables import Tables
+
+    tables = Tables.synthetic(num_queries=12, best_depth=1, seed=seed)
+    tables.meta = {"encoder_hash": encoder_hash, "dataset": dataset, "split": split}
+    tables.meta["fingerprint"] = f"{dataset}/{split}/{seed}"
+    tables.save(path)
+    return path
+
+
+@pytest.fixture
+def trained_router(tmp_path: Path) -> Path:
+    from maw_gym_leaderboard.cli import main
+
+    train = _tables(tmp_path / "train.npz", "enc-A", "data-A", "train", seed=0)
+    out = tmp_path / "router"
+    argv = ["train", "--agent", "best-fixed", "--train-tables", str(train), "--out", str(out)]
+    assert main(argv) == 0
+    return out
+
+
+def test_router_is_refused_on_another_env_or_encoder(
+    trained_router: Path, tmp_path: Path, capsys
+) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    capsys.readouterr()
+    evaluate = ["evaluate", "--router", str(trained_router), "--tables"]
+    same = _tables(tmp_path / "test.npz", "enc-A", "data-A", "test", seed=1)
+    assert main([*evaluate, str(same), "--env", "MAW/PerHeadDepth-v0"]) == 2
+    assert "trained on MAW/DepthSelection-v0, not MAW/PerHeadDepth-v0" in capsys.readouterr().err
+    other = _tables(tmp_path / "other.npz", "enc-B", "data-B", "test", seed=1)
+    assert main([*evaluate, str(other)]) == 2
+    assert "encoder enc-A, these tables have enc-B" in capsys.readouterr().err
+    assert main([*evaluate, str(same), "--json"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_same_encoder_on_another_dataset_or_its_own_split_warns(
+    trained_router: Path, tmp_path: Path, capsys
+) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    evaluate = ["evaluate", "--router", str(trained_router), "--json", "--tables"]
+    transfer = _tables(tmp_path / "transfer.npz", "enc-A", "data-B", "test", seed=1)
+    own = _tables(tmp_path / "own.npz", "enc-A", "data-A", "train", seed=0)
+    capsys.readouterr()
+    assert main([*evaluate, str(transfer)]) == 0
+    assert "trained on dataset 'data-A', scored on 'data-B'" in capsys.readouterr().err
+    assert main([*evaluate, str(own)]) == 0
+    assert "queries it was trained on (split 'train')" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("router.json", r"router\.json: not valid JSON"),
+        ("training.json", r"training\.json: not valid JSON"),
+        ("policy.pt", r"policy\.pt: not the weights router\.json describes"),
+    ],
+)
+def test_corrupt_router_files_are_named(tmp_path: Path, capsys, name: str, expected: str) -> None:
+    import re
+
+    from maw_gym_leaderboard.cli import main
+
+    train = _tables(tmp_path / "train.npz", "enc-A", "data-A", "train", seed=0)
+    out = tmp_path / "router"
+    argv = ["train", "--agent", "supervised", "--steps", "24", "--train-tables", str(train)]
+    assert main([*argv, "--out", str(out)]) == 0
+    _damage(out / name, "truncate")
+    capsys.readouterr()
+    assert main(["evaluate", "--router", str(out), "--tables", str(train)]) == 2
+    assert re.search(expected, capsys.readouterr().err)
+
+
+# --- items 11-12: bad ids and values are refused before any work -------------------------
+
+
+@pytest.mark.parametrize("env", ["MAW/Nope-v0", "CartPole-v1"])
+@pytest.mark.parametrize("command", ["train", "leaderboard", "rllib"])
+def test_unknown_env_lists_the_maw_ids_before_any_work(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, env: str, command: str
+) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tables were built for an unknown env id")
+
+    monkeypatch.setattr("maw_gym.encoder.table_builder.get_tables", no_work)
+    argv = [command, "--env", env, "--out", str(tmp_path / "out")]
+    argv += {"train": ["--agent", "grpo"], "rllib": ["--synthetic"]}.get(command, [])
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert f"unknown env id {env!r}" in error and "MAW/DepthSelection-v0" in error
+    assert "Traceback" not in error
+
+
+@pytest.mark.parametrize("steps", ["0", "-5"])
+def test_non_positive_steps_are_refused(tmp_path: Path, capsys, steps: str) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    for command in (["train", "--agent", "grpo"], ["leaderboard"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*command, "--steps", steps, "--out", str(tmp_path / "out")])
+        assert exit_info.value.code == 2
+        assert f"--steps: expected a positive integer, got {steps}" in capsys.readouterr().err
+
+
+def test_bad_out_is_refused(tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir(mode=0o555)
+    real_access = os.access
+    # Fault injection: root may write anywhere, so deny access to the folder explicitly.
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != read_only and real_access(p, mode))
+    for out, expected in (
+        (a_file, "exists and is not a folder"),
+        (read_only / "x", "not writable"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["leaderboard", "--out", str(out)])
+        assert exit_info.value.code == 2
+        assert expected in capsys.readouterr().err
+
+
+def test_reward_weights_must_be_a_weighting() -> None:
+    import gymnasium as gym
+
+    from maw_gym.tables import Tables
+
+    with pytest.raises(ValueError, match=r"reward_weights=5: expected a preset name"):
+        gym.make("MAW/DepthSelection-v0", tables=Tables.synthetic(), reward_weights=5)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from maw_gym.cache import write_json
+from maw_gym.command import output_dir
 from maw_gym.presets import add_preset_arguments, preset_from_args
 
 
@@ -21,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         command.add_argument("--seed", type=int, default=0, help="training seed")
     train.add_argument(
         "--out",
-        type=Path,
+        type=output_dir,
         default=None,
         help="encoder directory (default: the cache's, keyed by config)",
     )
@@ -32,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="encoder directory (default: the preset's, trained if missing)",
     )
     report.add_argument(
-        "--out", type=Path, default=None, help="directory for report.json and the PNGs"
+        "--out", type=output_dir, default=None, help="directory for report.json and the PNGs"
     )
     report.add_argument("--json", action="store_true", help="print the report as JSON")
 

@@ -68,10 +68,15 @@ def resolve_reward_weights(reward_weights: RewardWeights) -> np.ndarray:
                 f"reward_weights has unknown keys {sorted(unknown)}; expected {COMPONENTS}"
             )
         values = tuple(float(reward_weights.get(name, 0.0)) for name in COMPONENTS)
-    else:
+    elif isinstance(reward_weights, Sequence | np.ndarray):
         values = tuple(float(value) for value in reward_weights)
         if len(values) != len(COMPONENTS):
             raise ValueError(f"reward_weights={reward_weights!r}: expected 3 weights {COMPONENTS}")
+    else:  # e.g. reward_weights=5: a bare number is not a weighting (issue 10)
+        raise ValueError(
+            f"reward_weights={reward_weights!r}: expected a preset name "
+            f"({', '.join(sorted(REWARD_PRESETS))}), 3 weights {COMPONENTS} or a mapping of them"
+        )
     weights = np.asarray(values, dtype=np.float64)
     if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
         raise ValueError(
