@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maw_gym.cache import atomic_path
+from maw_gym.cache import atomic_path, read_json, stable_hash, write_json
 from maw_gym.command import env_id, output_dir, positive_int, run_command
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
@@ -53,6 +53,7 @@ HYPERPARAMS = "rllib_ppo"
 """The hyperparameter file (``hyperparams/rllib_ppo.yml``) of PPO and APPO."""
 MODULE_DIR = "rl_module"
 NORMALISATION_FILE = "obs_normalisation.npz"
+RESUME_FILE = "maw_gym_resume.json"
 Algorithm = Literal["ppo", "appo"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 # Passed on to workers when joining a cluster. RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 keeps a
@@ -298,15 +299,16 @@ def _train_algo(algo: Any, run: RLlibRun, curve: DevCurve | None) -> RLlibRouter
     run.env_runner_module_files = algo.env_runner_group.foreach_env_runner(
         _module_files, local_env_runner=False
     )
-    done = _resume(algo, out_dir / "checkpoints")
+    key = _resume_key(run)
+    done = _resume(algo, out_dir / "checkpoints", key)
     bar = tqdm(range(done + 1, run.iterations + 1), desc=f"rllib-{run.algo}", unit="iter")
     for iteration in bar:
         start = time.perf_counter()
         try:
             result = algo.train()
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep what is done for the rerun
-            if iteration > 1:
-                algo.save(out_dir / "checkpoints" / f"iteration_{iteration - 1:05d}")
+            if iteration > done + 1:
+                _save(algo, out_dir / "checkpoints" / f"iteration_{iteration - 1:05d}", key)
             raise
         runners = result.get("env_runners", {})
         row = {
@@ -321,19 +323,36 @@ def _train_algo(algo: Any, run: RLlibRun, curve: DevCurve | None) -> RLlibRouter
         if curve is not None and curve.due(steps):
             curve(RLlibRouter(name, algo.get_module(), normalisation), steps)
         if run.checkpoint_every and iteration % run.checkpoint_every == 0:
-            algo.save(out_dir / "checkpoints" / f"iteration_{iteration:05d}")
+            _save(algo, out_dir / "checkpoints" / f"iteration_{iteration:05d}", key)
     algo.save(out_dir / "checkpoints" / "final")
     return RLlibRouter(name, algo.get_module(), normalisation)
 
 
-def _resume(algo: Any, checkpoints: Path) -> int:
-    """Restore the latest ``iteration_<n>`` checkpoint, if any (written every
-    ``checkpoint_every`` iterations and on an interruption); return n (0: start afresh)."""
-    saved = sorted(checkpoints.glob("iteration_*"))
-    if not saved:
-        return 0
-    algo.restore_from_path(saved[-1])
-    return int(saved[-1].name.removeprefix("iteration_"))
+def _resume_key(run: RLlibRun) -> str:
+    """What a checkpoint must have been trained with to be resumed: algorithm, seed,
+    hyperparameters and env config (its observation statistics stand for the tables, whose
+    object-store reference differs between processes)."""
+    params = run.hyperparams or load_hyperparams(HYPERPARAMS, run.env_config["env_id"])
+    env_config = {k: v for k, v in run.env_config.items() if k != "tables_ref"}
+    return stable_hash(run.algo, run.seed, params, env_config)
+
+
+def _save(algo: Any, path: Path, key: str) -> None:
+    """An iteration checkpoint, stamped with its run's :func:`_resume_key`."""
+    algo.save(path)
+    write_json(path / RESUME_FILE, {"key": key})
+
+
+def _resume(algo: Any, checkpoints: Path, key: str) -> int:
+    """Restore the latest ``iteration_<n>`` checkpoint of this same run (``key``), if any
+    (written every ``checkpoint_every`` iterations and on an interruption); return n (0: none).
+    A checkpoint of another configuration in the same folder is never resumed."""
+    for saved in sorted(checkpoints.glob("iteration_*"), reverse=True):
+        stamp = saved / RESUME_FILE
+        if stamp.is_file() and read_json(stamp).get("key") == key:
+            algo.restore_from_path(saved)
+            return int(saved.name.removeprefix("iteration_"))
+    return 0
 
 
 def _module_files(env_runner: Any) -> dict[str, str]:

@@ -330,4 +330,4 @@ def _replace_dir(new: Path, path: Path) -> None:
     old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")
     os.replace(path, old)
     os.replace(new, path)
-    shutil.rmtree(old)
+    shutil.rmtree(old)  # guarded: proven a tables directory above, then moved aside
