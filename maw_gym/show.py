@@ -19,6 +19,7 @@ import numpy as np
 from maw_gym import env_ids
 from maw_gym.envs.base import MAWEnv
 from maw_gym.envs.render import write_png
+from maw_gym.presets import add_preset_arguments, preset_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, default=None, help="write the image frame here (PNG)")
     parser.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
-    parser.add_argument("--preset", default="smoke", help="pipeline preset (default: smoke)")
+    add_preset_arguments(parser, default="smoke")
     parser.add_argument("--encoder", type=Path, default=None, help="MAW encoder directory")
 
 
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         args.env,
         dataset=args.dataset,
         split=args.split,
-        preset=args.preset,
+        preset=preset_from_args(args),
         encoder=args.encoder,
         render_mode="ansi",
     ).unwrapped

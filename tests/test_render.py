@@ -247,6 +247,8 @@ def test_show_prints_the_frame_and_writes_the_image(tmp_path, monkeypatch, capsy
     assert "--query-index 99" in capsys.readouterr().err
     assert main([*argv, "--action", "0,1,2,3", "--out", "frame.png/inside.png"]) == 2
     assert "--out" in capsys.readouterr().err and (tmp_path / "frame.png").is_file()
+    assert main([*argv, "--action", "0,1,2,3", "--preset", "tiny"]) == 2
+    assert "unknown preset 'tiny'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 RENDER_MODES = ("ansi", "rgb_array")
 #: Frames per second of recorded videos: an episode is one or two decisions.
 RENDER_FPS = 2
-PARTS = ("entropy", "focus", "alignment", "reward", "oracle_reward")
 
 GRID_BOX = 320  # pixels the heatmap grid may span, per side
 PANEL = 320  # the scores panel's side, pixels
