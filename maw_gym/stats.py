@@ -45,9 +45,7 @@ def seed_interval(
     func = {"iqm": metrics.aggregate_iqm, "mean": metrics.aggregate_mean}[statistic]
     point, interval = _rliable_intervals({"policy": scores}, lambda x: np.array([func(x)]), seed)
     low, high = interval["policy"][:, 0]
-    value = float(point["policy"][0])
-    # A percentile interval of a trimmed mean can miss the point estimate by float noise only.
-    return value, float(min(low, value)), float(max(high, value))
+    return float(point["policy"][0]), float(low), float(high)
 
 
 #: What :func:`task_aggregates` reports, in order (rliable's aggregate metrics).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from maw_gym_leaderboard.cli import main
@@ -55,18 +56,45 @@ def test_every_policy_is_ranked_with_its_columns(leaderboard: tuple[Path, list[d
         assert (out / name).stat().st_size > 0, name
 
 
-def test_bounds_and_intervals_are_honest(leaderboard: tuple[Path, list[dict]]) -> None:
-    _, rows = leaderboard
+def test_bounds_and_normalisation_come_from_the_tables(
+    leaderboard: tuple[Path, list[dict]],
+) -> None:
+    """The oracle, the random zero and best-fixed's normalised score, recomputed by hand from
+    the test tables' rewards (DepthSelection, weights 0.3/0.3/0.4), not through the env."""
+    from maw_gym.encoder.table_builder import get_tables
+    from maw_gym.presets import get_preset
+
+    out, rows = leaderboard
     by_name = {r["policy"]: r for r in rows}
-    assert by_name["oracle"]["normalized_score"] == pytest.approx(1.0)
+    raw = json.loads((out / "raw_scores.json").read_text())
+    tables = get_tables("nave-kjv", "test", get_preset("smoke"))
+    entropy, focus = (
+        values.mean(axis=2, dtype=np.float64) for values in (tables.entropy, tables.focus)
+    )
+    reward = 0.3 * entropy + 0.3 * focus + 0.4 * tables.alignment.astype(np.float64)  # (N, D)
+    oracle = raw["oracle"][0]
+    np.testing.assert_allclose(oracle["returns"], reward.max(axis=1), rtol=1e-5)
+    assert oracle["random_mean"] == pytest.approx(reward.mean(), rel=1e-5)
+    assert oracle["oracle_mean"] == pytest.approx(reward.max(axis=1).mean(), rel=1e-5)
+    depth = int(np.argmax(raw["best-fixed"][0]["depth_usage"]))
+    span = reward.max(axis=1).mean() - reward.mean()
+    expected = (reward[:, depth].mean() - reward.mean()) / span
+    assert by_name["best-fixed"]["normalized_score"] == pytest.approx(expected, rel=1e-6)
     assert abs(by_name["random"]["normalized_score"]) < 0.35  # 2 seeds of 24 queries
-    oracle_return = by_name["oracle"]["return_mean"]
+
+
+def test_intervals_contain_their_estimates(leaderboard: tuple[Path, list[dict]]) -> None:
+    """The intervals are the bootstraps' own (stats.py does not clamp them to the point)."""
+    _, rows = leaderboard
     for row in rows:
         if "return_mean" in row:
-            assert row["return_mean"] <= oracle_return + 1e-9, row["policy"]
-            assert row["normalized_score"] <= 1.0 + 1e-9, row["policy"]
-            assert row["return_ci_low"] <= row["return_iqm"] <= row["return_ci_high"]
+            # a single deterministic run's bootstrap is the point up to float summation noise
+            tolerance = 1e-9 if row["seeds"] == 1 else 0.0
+            assert row["return_ci_low"] - tolerance <= row["return_iqm"], row["policy"]
+            assert row["return_iqm"] <= row["return_ci_high"] + tolerance, row["policy"]
         assert row["ndcg_ci_low"] <= row["ndcg@10"] <= row["ndcg_ci_high"], row["policy"]
+    learned = [r for r in rows if r["seeds"] > 1 and "return_mean" in r]
+    assert any(r["return_ci_high"] - r["return_ci_low"] > 1e-6 for r in learned)
 
 
 def test_bounds_are_listed_apart_and_unranked(leaderboard: tuple[Path, list[dict]]) -> None:

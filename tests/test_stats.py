@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from rliable import library as rly
 from rliable import metrics
 
 from maw_gym.stats import (
+    BOOTSTRAP_REPS,
     paired_difference,
     probability_of_improvement,
     query_interval,
@@ -30,12 +32,18 @@ def test_probability_of_improvement_hand_computed() -> None:
     assert probability_of_improvement(x, y)[0] == pytest.approx(0.625)
 
 
-def test_seed_interval_contains_point_and_is_a_point_for_one_run() -> None:
+def test_seed_interval_is_rliables_and_is_a_point_for_one_run() -> None:
     rng = np.random.default_rng(1)
-    scores = rng.random((4, 50))
-    for statistic in ("iqm", "mean"):
+    scores = rng.random((4, 50)) + np.linspace(0, 1, 4)[:, None]  # runs differ: a real interval
+    for statistic, func in (("iqm", metrics.aggregate_iqm), ("mean", metrics.aggregate_mean)):
         point, low, high = seed_interval(scores, statistic)
-        assert low <= point <= high
+        _, expected = rly.get_interval_estimates(
+            {"p": scores}, lambda x, f=func: np.array([f(x)]), reps=BOOTSTRAP_REPS
+        )
+        # rliable's bootstrap does not honour its random_state (measured: two calls with
+        # RandomState(0) differ by ~0.003 here), so the two intervals agree to bootstrap noise.
+        assert (low, high) == pytest.approx(tuple(expected["p"][:, 0]), abs=0.02)
+        assert point == pytest.approx(func(scores)) and low < point < high
     assert seed_interval(scores[:1], "mean") == pytest.approx((scores[0].mean(),) * 3)
     # IQM of 0..99 drops the lowest and highest quarter: mean of 25..74
     assert seed_interval(np.arange(100.0)[None, :], "iqm")[0] == pytest.approx(49.5)
