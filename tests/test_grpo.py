@@ -137,12 +137,19 @@ def test_bad_inputs_are_named() -> None:
         grpo_loss(torch.zeros(2, 2), torch.zeros(2, 3), torch.zeros(2, 2), torch.zeros(2, 2))
 
 
-def test_loss_is_float_stats() -> None:
-    rng = np.random.default_rng(0)
-    tensors = [torch.as_tensor(rng.normal(size=(4, 3))) for _ in range(4)]
-    _, stats = grpo_loss(*tensors)
-    assert all(isinstance(v, float) for v in stats.values())
-    assert {"clip_fraction", "kl", "zero_std_fraction"} <= set(stats)
+def test_loss_stats_hand_computed() -> None:
+    # group 0 all equal (no signal), group 1 spread; ratios to the old policy 1.5 and 0.5 lie
+    # outside [0.8, 1.2], the others are 1; the reference equals the policy (k3 = 0)
+    rewards = _t([[0.0, 0.0, 0.0], [0.0, 1.0, 2.0]])
+    logp = torch.log(_t([[1.0, 1.0, 1.0], [1.5, 1.0, 0.5]]))
+    _, stats = grpo_loss(logp, torch.zeros(2, 3, dtype=torch.float64), logp.clone(), rewards)
+    assert stats["zero_std_fraction"] == 0.5
+    assert stats["clip_fraction"] == pytest.approx(2 / 6)
+    assert stats["kl"] == pytest.approx(0.0, abs=1e-12)
+    expected = ((0.5 - math.log(1.5)) + (-0.5 - math.log(0.5))) / 6
+    assert stats["approx_kl_old"] == pytest.approx(expected, rel=1e-9)
+    # group 1: A = (r - 1) / (std + eps) with the Bessel std 1
+    assert stats["advantage_abs_mean"] == pytest.approx(2 / (1 + EPS) / 6, rel=1e-9)
 
 
 ENV = "MAW/DepthSelection-v0"
@@ -240,8 +247,14 @@ def test_grpo_learns_on_every_variant(env_id) -> None:
     )  # sampled groups of 8, the DeepSeekMath form
     router, metrics = train(env_id, train_tables, config, progress=False)
     result = evaluate_router(router, env_id, dev_tables)
-    # measured 0.34 (per head: the oracle enumerates all D**H head assignments), 0.51, 0.48
-    assert result.normalized_score > 0.25, result.normalized_score
+    # measured (seeded, so reproducible): 0.313 per head (whose oracle enumerates all D**H
+    # head assignments), 0.519 mixture, 0.459 layerwise; random is 0
+    floor = {
+        "MAW/PerHeadDepth-v0": 0.28,
+        "MAW/SoftDepthMixture-v0": 0.47,
+        "MAW/LayerwiseDepth-v0": 0.41,
+    }[env_id]
+    assert result.normalized_score > floor, result.normalized_score
     if env_id == "MAW/LayerwiseDepth-v0":
         # a group member is a whole 2-step trajectory: 16 queries x 8 members x 2 steps
         assert metrics[0]["env_steps"] == 16 * 8 * 2

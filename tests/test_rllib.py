@@ -61,9 +61,10 @@ def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path
     tables = Tables.synthetic(num_queries=16, best_depth=1)
     params = {**TINY, "train_batch_size_per_learner": 256, "minibatch_size": 64, "num_epochs": 4}
     router = rllib.train(ENV_ID, tables, 0, 1024, tmp_path, hyperparams=params)
-    result = evaluate_router(router, ENV_ID, tables)
-    # Random scores 0, the best fixed depth (1) about 0.5 here, the per-query oracle 1.
-    assert result.normalized_score > 0.4, result.normalized_score
+    held_out = Tables.synthetic(num_queries=32, best_depth=1, seed=7)  # never trained on
+    result = evaluate_router(router, ENV_ID, held_out)
+    # random 0, per-query oracle 1, best fixed depth (1) 0.70 here; measured (seeded) 0.72
+    assert result.normalized_score > 0.65, result.normalized_score
     assert result.depth_usage.argmax() == 1
     assert (tmp_path / "checkpoints" / "final" / "rllib_checkpoint.json").is_file()
     import ray
@@ -77,6 +78,20 @@ def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path
     loaded = load_router(tmp_path / "router")
     assert isinstance(loaded, rllib.RLlibRouter)
     np.testing.assert_array_equal(loaded.act(obs), actions)
+
+
+@pytest.mark.slow
+def test_appo_trains_one_iteration_and_acts(private_ray, tmp_path):
+    """The APPO path end to end (its config drops PPO's minibatch_size and lambda_). One
+    iteration only: measured 8 iterations at ≈14 s each reach just 0.25 on held-out queries."""
+    tables = Tables.synthetic(num_queries=16, best_depth=1)
+    params = {**TINY, "train_batch_size_per_learner": 256}
+    router = rllib.train(ENV_ID, tables, 0, 256, tmp_path, algo="appo", hyperparams=params)
+    assert router.name == "rllib-appo"
+    final = tmp_path / "checkpoints" / "final"
+    assert b"APPO" in (final / "class_and_ctor_args.pkl").read_bytes()  # not PPO under a name
+    actions = router.act(observations(tables))
+    assert actions.shape == (16,) and ((actions >= 0) & (actions < tables.depth)).all()
 
 
 def test_observation_normalisation_standardises_the_env(tmp_path):

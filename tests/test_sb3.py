@@ -16,12 +16,12 @@ from maw_gym_agents.curve import DevCurve
 from maw_gym_agents.evaluate import evaluate_router
 
 ENV_ID = "MAW/DepthSelection-v0"
-# Tiny budgets that still learn the smoke env (depth 1 is clearly best on every query).
+# Small budgets that still learn the synthetic env (depth 1 is clearly best on every query).
 BUDGETS = {
-    "ppo": (1024, {}),
-    "a2c": (1024, {}),
+    "ppo": (4096, {}),
+    "a2c": (4096, {}),
     "dqn": (
-        1024,
+        4096,
         {
             "learning_starts": 128,
             "train_freq": 4,
@@ -69,12 +69,20 @@ def quick_train(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(BUDGETS))
-def test_learns_the_clearly_best_depth_and_round_trips(algo, tables, tmp_path):
+def test_learns_the_clearly_best_depth_and_round_trips(algo, tmp_path):
+    """Scored on queries it never trained on: on synthetic tables the observation says nothing
+    about the best depth, so what generalises is "depth 1 always" (best-fixed: 0.70 here);
+    trained and scored on 32 queries the agents had memorised them instead (held out: PPO
+    0.10, DQN -0.01)."""
+    tables = Tables.synthetic(num_queries=256, best_depth=1)
     router = quick_train(algo, tables, tmp_path / "run")
-    result = evaluate_router(router, ENV_ID, tables)
-    # Random scores 0 and the per-query oracle 1; an agent that learnt nothing stays near 0.
-    assert result.normalized_score > 0.6, result.normalized_score
+    held_out = Tables.synthetic(num_queries=32, best_depth=1, seed=7)
+    result = evaluate_router(router, ENV_ID, held_out)
+    # random scores 0 and the per-query oracle 1; measured (seeded): PPO 0.71, A2C 0.55, DQN 0.44
+    floor = {"ppo": 0.65, "a2c": 0.5, "dqn": 0.4}[algo]
+    assert result.normalized_score > floor, result.normalized_score
     assert result.depth_usage[1] == result.depth_usage.max()
     router.save(tmp_path / "router")
     loaded = load_router(tmp_path / "router")
