@@ -36,6 +36,7 @@ def leaderboard(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[di
     return out, json.loads((out / "leaderboard.json").read_text())
 
 
+@pytest.mark.slow
 def test_every_policy_is_ranked_with_its_columns(leaderboard: tuple[Path, list[dict]]) -> None:
     out, rows = leaderboard
     assert sorted(r["policy"] for r in rows) == sorted(ALL_POLICIES)
@@ -56,6 +57,7 @@ def test_every_policy_is_ranked_with_its_columns(leaderboard: tuple[Path, list[d
         assert (out / name).stat().st_size > 0, name
 
 
+@pytest.mark.slow
 def test_bounds_and_normalisation_come_from_the_tables(
     leaderboard: tuple[Path, list[dict]],
 ) -> None:
@@ -83,6 +85,7 @@ def test_bounds_and_normalisation_come_from_the_tables(
     assert abs(by_name["random"]["normalized_score"]) < 0.35  # 2 seeds of 24 queries
 
 
+@pytest.mark.slow
 def test_intervals_contain_their_estimates(leaderboard: tuple[Path, list[dict]]) -> None:
     """The intervals are the bootstraps' own (stats.py does not clamp them to the point)."""
     _, rows = leaderboard
@@ -97,6 +100,7 @@ def test_intervals_contain_their_estimates(leaderboard: tuple[Path, list[dict]])
     assert any(r["return_ci_high"] - r["return_ci_low"] > 1e-6 for r in learned)
 
 
+@pytest.mark.slow
 def test_bounds_are_listed_apart_and_unranked(leaderboard: tuple[Path, list[dict]]) -> None:
     out, rows = leaderboard
     assert [r["policy"] for r in rows if r["bound"]] == ["oracle", NDCG_ORACLE]
@@ -108,6 +112,7 @@ def test_bounds_are_listed_apart_and_unranked(leaderboard: tuple[Path, list[dict
     assert "| oracle |" in bounds and "| oracle |" not in ranked
 
 
+@pytest.mark.slow
 def test_readme_tables_prints_the_command_and_the_table(
     leaderboard: tuple[Path, list[dict]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -129,6 +134,7 @@ def test_readme_tables_prints_the_command_and_the_table(
     assert "needs run.json" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_second_run_resumes_from_finished_results(
     leaderboard: tuple[Path, list[dict]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -159,6 +165,7 @@ def test_a_second_run_resumes_from_finished_results(
     assert [r.get("return_mean") for r in again] == [r.get("return_mean") for r in rows]
 
 
+@pytest.mark.slow
 def test_validate_replays_every_submission_of_the_run(
     leaderboard: tuple[Path, list[dict]], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -56,6 +56,7 @@ def private_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path):
     """The registry entry (tables through the object store), 0 env runners, 4 iterations."""
     tables = Tables.synthetic(num_queries=16, best_depth=1)
@@ -118,6 +119,7 @@ def test_env_config_without_env_id_names_the_missing_key():
         rllib.make_env({"synthetic": {"best_depth": 1}})
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monkeypatch):
     """One iteration with one remote env runner that imports maw_gym from the runtime env."""
@@ -148,6 +150,7 @@ def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monk
     assert router.act(obs).shape == (16,)
 
 
+@pytest.mark.slow
 def test_command_line_trains_and_saves_a_loadable_router(tmp_path):
     """``python -m maw_gym_agents.rllib``: the saved router names ``maw_gym_agents.rllib``'s
     class."""

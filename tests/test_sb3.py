@@ -69,7 +69,6 @@ def quick_train(
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(BUDGETS))
 def test_learns_the_clearly_best_depth_and_round_trips(algo, tmp_path):
     """Scored on queries it never trained on: on synthetic tables the observation says nothing
