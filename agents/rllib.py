@@ -27,7 +27,6 @@ import argparse
 import math
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -42,7 +41,13 @@ import torch
 from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path, read_json, stable_hash, write_json
-from maw_gym.command import env_id, output_dir, positive_int, run_command
+from maw_gym.command import (
+    env_id,
+    keeping_sigterm_handler,
+    output_dir,
+    positive_int,
+    run_command,
+)
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.common import load_hyperparams, read_router_json, write_router_json
@@ -188,26 +193,22 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return False
-    # ray.init replaces a SIGTERM handler with one that only exits; keep the caller's (the
-    # command line's raises, so the caller's clean-up, ray.shutdown included, runs first).
-    sigterm = signal.getsignal(signal.SIGTERM)
     if address is None:
-        ray.init(
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            log_to_driver=False,
-            _node_ip_address="127.0.0.1",
-        )
-    else:
-        env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
-        with staged_agents() as agents_package:
+        with keeping_sigterm_handler():
             ray.init(
-                address=address,
+                num_cpus=num_cpus,
+                include_dashboard=False,
                 log_to_driver=False,
-                runtime_env={"py_modules": [maw_gym, str(agents_package)], "env_vars": env_vars},
+                _node_ip_address="127.0.0.1",
             )
-    if callable(sigterm):
-        signal.signal(signal.SIGTERM, sigterm)
+        return True
+    env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
+    with staged_agents() as agents_package, keeping_sigterm_handler():
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            runtime_env={"py_modules": [maw_gym, str(agents_package)], "env_vars": env_vars},
+        )
     return True
 
 
@@ -543,6 +544,7 @@ def run(args: argparse.Namespace) -> int:
     )
     router = train_run(rl_run)
     router.save(Path(args.out) / "router")
+    _write_training_record(Path(args.out) / "router", args, env_config)
     for row in rl_run.metrics:
         print(
             f"iteration {row['iteration']:>4}: return {row['episode_return_mean']:.4f}  "
@@ -550,6 +552,25 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"router saved to {Path(args.out) / 'router'}")
     return 0
+
+
+def _write_training_record(
+    directory: Path, args: argparse.Namespace, env_config: dict[str, Any]
+) -> None:
+    """``training.json`` as ``maw-gym train`` writes it: the env id and the tables' source, so
+    that ``maw-gym evaluate`` refuses another env or encoder (the tables are cached by now:
+    measuring the observation statistics built them in this process)."""
+    from maw_gym_agents.evaluate import TRAINING_FILE, observation_source
+
+    if args.synthetic:
+        tables = Tables.synthetic(**env_config["synthetic"])
+    else:
+        from maw_gym.encoder.table_builder import get_tables
+
+        kwargs = env_config["env_kwargs"]
+        tables = get_tables(kwargs["dataset"], kwargs["split"], kwargs["preset"])
+    record = {"agent": f"rllib-{args.algo}", "env_id": args.env, "seed": args.seed}
+    write_json(directory / TRAINING_FILE, {**record, "tables": observation_source(tables)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,8 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -30,6 +31,19 @@ class Terminated(KeyboardInterrupt):
 def raise_terminated(signum: int, frame: FrameType | None) -> None:
     """The SIGTERM handler :func:`run_command` installs (Ray's own only calls ``sys.exit``)."""
     raise Terminated
+
+
+@contextmanager
+def keeping_sigterm_handler() -> Iterator[None]:
+    """Put the caller's SIGTERM handler back after the block: ``ray.init`` replaces it with one
+    that only exits, and :func:`run_command`'s raises, so that ``finally`` blocks (the private
+    Ray's shutdown among them) run first."""
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(handler):
+            signal.signal(signal.SIGTERM, handler)
 
 
 def run_command(prog: str, work: Callable[[], int], resumable: bool) -> int:

@@ -8,6 +8,7 @@ the test's own, so nothing here depends on, or disturbs, the shared smoke cache.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -280,7 +281,8 @@ def test_documented_commands_work_with_relative_out(
     rllib = ["rllib", "--env", "MAW/DepthSelection-v0", "--synthetic", "--iterations", "1"]
     assert main([*rllib, "--num-cpus", "1", "--out", "runs/rllib"]) == 0
     assert (tmp_path / "runs/rllib/checkpoints/final").is_dir()
-    assert (tmp_path / "runs/rllib/router/router.json").is_file()
+    record = json.loads((tmp_path / "runs/rllib/router/training.json").read_text())
+    assert record["env_id"] == "MAW/DepthSelection-v0" and record["tables"]["observation_shape"]
     board = ["leaderboard", "--preset", "smoke", "--seeds", "1", "--steps", "64"]
     assert main([*board, "--policies", "rllib-ppo", "--out", "runs/lb"]) == 0
     assert (tmp_path / "runs/lb/runs/rllib-ppo/seed0/checkpoints/final").is_dir()

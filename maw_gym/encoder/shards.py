@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path
+from maw_gym.command import keeping_sigterm_handler
 from maw_gym.presets import Preset
 
 logger = logging.getLogger(__name__)
@@ -171,10 +172,11 @@ def init_ray(address: str) -> None:
         return
     env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
     runtime_env = {"py_modules": [maw_gym], "env_vars": env_vars}
-    if address == "local":
-        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
-    else:
-        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+    with keeping_sigterm_handler():  # SIGTERM unwinds like Ctrl-C (maw_gym.command)
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+        else:
+            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
 
 
 def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
