@@ -269,6 +269,7 @@ def test_cache_root_is_absolute_even_when_configured_relative(
 # --- items 1 and 3: the documented commands with relative paths; Ctrl-C and SIGTERM --------
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_documented_commands_work_with_relative_out(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
