@@ -4,7 +4,7 @@
 |-----------------------|--------------------------------------------------------------------|
 | ``random``            | a uniform random action (seeded)                                   |
 | ``fixed-d``           | depth d for every query (every head, every layer; one-hot weights) |
-| ``best-fixed``        | the fixed depth with the highest mean return on the train split    |
+| ``best-fixed``        | the fixed depth with the highest mean return on the given split    |
 | ``uniform-mixture``   | weights 1/D on every depth (``SoftDepthMixture`` only)             |
 | ``entropy-max``       | the depth whose pooled maps have the highest normalised entropy    |
 | ``entropy-min``       | ... the lowest (the most focused depth)                            |
@@ -298,7 +298,8 @@ def heuristic_routers(
     env_id: str, train_tables: Tables, eval_tables: Tables, seed: int = 0
 ) -> dict[str, Router]:
     """Every baseline and bound of this module for ``env_id``, the lookups built on
-    ``eval_tables`` and the best fixed depth chosen on ``train_tables``."""
+    ``eval_tables`` and the best fixed depth chosen on ``train_tables`` (the leaderboard
+    passes dev)."""
     spec = env_layout(env_id, eval_tables).spec
     shape = (eval_tables.depth, eval_tables.heads, int(eval_tables.observation.shape[-1]))
     routers: dict[str, Router] = {"random": RandomRouter(spec, seed)}

@@ -5,7 +5,7 @@ return (mean, and IQM with rliable's stratified bootstrap over seeds), normalise
 (uniform random = 0, per-query oracle = 1, both exact from the tables), regret, and the
 retrieval quality of the BM25 → MAW rerank it routes (NDCG@10 with a bootstrap CI over
 queries, MRR@10, Hit@1, through beir). ``vs best-fixed`` is the paired per-query NDCG@10
-difference to the best fixed depth (chosen on train) with its 95% CI: routing helps only where
+difference to the best fixed depth (chosen on dev) with its 95% CI: routing helps only where
 that CI lies above 0. BM25 and the NON-MAW twin have no env return; they are there for the
 retrieval columns.
 

@@ -48,7 +48,8 @@ class Scorer:
         if policy == "uniform-mixture":
             return uniform_mixture(self.ctx.test.depth)
         if self._heuristics is None:
-            self._heuristics = heuristic_routers(self.ctx.env_id, self.ctx.train, self.ctx.test)
+            # best-fixed is chosen on dev, as every choice compared on test (DESIGN.md).
+            self._heuristics = heuristic_routers(self.ctx.env_id, self.ctx.dev, self.ctx.test)
         router = self._heuristics[policy]
         return router.reseeded(seed) if isinstance(router, RandomRouter) else router
 

@@ -6,8 +6,9 @@ encoding of 22,400 pairs included (every model's best dev epoch was 1-3, and it 
 2-layer stack behind ``MAW/LayerwiseDepth``, 55% of table time); its measured time is the one
 in the README, printed from the run by ``scripts/readme_tables.py``. ``full`` uses every query.
 
-Any numeric field can be overridden from the command line (``--set candidates=16``); the
-overrides are part of every cache key and recorded in a run's config.
+Any field but ``name`` can be overridden from the command line (``--set candidates=16``,
+``--set depth_heads=true``); the overrides are part of every cache key and recorded in a run's
+config.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
+
+#: How the MAW encoder makes depths experts (``maw_gym.encoder.reranker.TrainConfig``).
+SPECIALISATIONS = ("router", "random", "sinkhorn")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,28 @@ class Preset:
     """Env steps each RL agent trains for in the leaderboard."""
     seeds: int
     """Default number of seeds per learned policy in the leaderboard."""
+    router_fraction: float = 0.25
+    """Share of the sampled train queries held out from the encoder: the router-train split
+    whose tables the routers learn from (``maw_gym.pipeline.router_queries``)."""
+    depth_heads: bool = False
+    """MAW depths with their own score heads and BM25 weights (``MAWReranker``)."""
+    temperature_spread: float = 0.0
+    """Per-depth attention temperature prior, in octaves from the sharpest to the most diffuse
+    depth (``MAWAttention``)."""
+    specialisation: str = "router"
+    """How the MAW encoder makes depths experts (``TrainConfig.specialisation``)."""
+    diversity_weight: float = 0.0
+    """Weight of the depth-diversity term in encoder training (``TrainConfig``)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.router_fraction < 1.0:
+            raise ValueError(f"router_fraction must be in (0, 1), got {self.router_fraction}")
+        if self.specialisation not in SPECIALISATIONS:
+            raise ValueError(
+                f"specialisation={self.specialisation!r}: choose one of {SPECIALISATIONS}"
+            )
+        if self.temperature_spread < 0 or self.diversity_weight < 0:
+            raise ValueError("temperature_spread and diversity_weight must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,27 +147,39 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
 
 
-def parse_overrides(items: list[str] | None) -> dict[str, int]:
-    """``["candidates=16", "epochs=3"]`` → ``{"candidates": 16, "epochs": 3}``.
+def _parse_value(item: str, key: str, text: str) -> Any:
+    """``text`` as the type of ``key``'s quick value; positive for the integer fields."""
+    kind = type(getattr(PRESETS["quick"], key))
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if kind is str:
+            return text
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"--set {item!r}: {key} takes a {kind.__name__}") from None
+    if kind is int and value < 1:
+        raise ValueError(f"--set {item!r}: {key} takes a positive integer")
+    return value
 
-    Every numeric field of :class:`Preset` may be overridden with a positive integer (``name``
-    may not: results stay labelled with the preset they started from, and the overrides are
-    recorded beside it). Errors name the bad item.
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["candidates=16", "depth_heads=true"]`` → ``{"candidates": 16, "depth_heads": True}``.
+
+    Every field of :class:`Preset` but ``name`` may be overridden, parsed as the type of its
+    value (integers positive; ``name`` may not: results stay labelled with the preset they
+    started from, and the overrides are recorded beside it). Errors name the bad item.
     """
-    numeric = sorted(f.name for f in fields(Preset) if f.name != "name")
-    overrides: dict[str, int] = {}
+    known = sorted(f.name for f in fields(Preset) if f.name != "name")
+    overrides: dict[str, Any] = {}
     for item in items or []:
         key, sep, text = item.partition("=")
         key = key.strip().replace("-", "_")
-        if not sep or key not in numeric:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {numeric}")
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise ValueError(f"--set {item!r}: {key} takes a positive integer")
-        overrides[key] = value
+        if not sep or key not in known:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {known}")
+        overrides[key] = _parse_value(item, key, text.strip())
     return overrides
 
 

@@ -472,3 +472,31 @@ def test_info_layout_matches_sync_vector_env_same_step(tables: Tables) -> None:
 def test_docstring_examples_run(module: str) -> None:
     result = doctest.testmod(importlib.import_module(f"maw_gym.envs.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_relevant_mass_alignment_by_hand() -> None:
+    """alignment="relevant_mass": softmax(scores) mass on candidate 0, the only relevant one."""
+
+    def mass(scores: list[float]) -> float:
+        weights = np.exp(scores)
+        return float(weights[0] / weights.sum())
+
+    cases = [
+        ("MAW/DepthSelection-v0", 0, None, [3, 1, 0]),
+        ("MAW/DepthSelection-v0", 1, None, [0, 0, 3]),
+        ("MAW/PerHeadDepth-v0", np.array([0, 1]), None, [3, 0, 1]),
+        ("MAW/SoftDepthMixture-v0", np.zeros(2, np.float32), None, [1.5, 0.5, 1.5]),
+        ("MAW/LayerwiseDepth-v0", 0, 1, [2, 0, 1]),
+    ]
+    for env_id, action, first, scores in cases:
+        env = gym.make(
+            env_id, tables=tiny_tables(), reward_weights="retrieval", alignment="relevant_mass"
+        )
+        env.reset(seed=0)
+        if first is not None:
+            env.step(first)
+        _, reward, _, _, info = env.step(action)
+        assert info["alignment"] == pytest.approx(mass(scores), abs=1e-6), env_id
+        assert reward == pytest.approx(info["alignment"])
+    with pytest.raises(ValueError, match=r"alignment=.mrr..*relevant_mass"):
+        gym.make("MAW/DepthSelection-v0", tables=tiny_tables(), alignment="mrr")

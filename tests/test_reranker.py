@@ -10,8 +10,10 @@ from maw_gym.encoder.reranker import (
     MAWReranker,
     TrainConfig,
     bm25_zscore,
+    depth_correlation,
     listwise_loss,
     score_split,
+    sinkhorn_assignment,
     switch_balance_loss,
     train_reranker,
 )
@@ -60,10 +62,23 @@ def _pairs(batch: int = 6, length: int = 9, seed: int = 0):
     return x, mask, bm25_z
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_hard_depth_score_equals_base_plus_parts(layers: int) -> None:
-    torch.manual_seed(0)
-    model = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL, layers=layers).eval()
+#: Expert levers: depth-specific score heads and BM25 weights, per-depth temperatures.
+EXPERTS = {"depth_heads": True, "temperature_spread": 2.0}
+
+
+def _model(seed: int, **kwargs) -> MAWReranker:
+    torch.manual_seed(seed)
+    model = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL, **kwargs).eval()
+    if model.depth_head is not None:  # trained experts' heads differ (they start at 0)
+        with torch.no_grad():
+            model.depth_head.normal_()
+    return model
+
+
+@pytest.mark.parametrize("levers", [{"layers": 1}, {"layers": 2}, EXPERTS])
+def test_hard_depth_score_equals_base_plus_parts(levers: dict) -> None:
+    layers = levers.get("layers", 1)
+    model = _model(0, **levers)
     x, mask, bm25_z = _pairs()
     lower = torch.tensor([[1], [0], [3], [2], [1], [0]]) if layers == 2 else None
     with torch.no_grad():
@@ -73,9 +88,9 @@ def test_hard_depth_score_equals_base_plus_parts(layers: int) -> None:
             torch.testing.assert_close(direct, base + parts[:, depth].sum(-1), atol=1e-5, rtol=0)
 
 
-def test_per_head_and_soft_choices_decompose() -> None:
-    torch.manual_seed(1)
-    model = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL).eval()
+@pytest.mark.parametrize("levers", [{}, EXPERTS])
+def test_per_head_and_soft_choices_decompose(levers: dict) -> None:
+    model = _model(1, **levers)
     x, mask, bm25_z = _pairs(seed=1)
     per_head = torch.tensor([[0, 1, 2], [3, 3, 3], [1, 0, 1], [2, 2, 0], [0, 0, 0], [3, 1, 2]])
     weights = torch.softmax(torch.randn(6, DEPTH), dim=-1)
@@ -100,6 +115,44 @@ def test_depths_give_different_scores_at_init() -> None:
     assert not torch.allclose(parts[:, 0], parts[:, 1])
 
 
+def test_expert_levers_make_depths_differ_as_specified() -> None:
+    """Temperatures: depth 0 is the sharpest (lowest entropy); heads: each depth its own BM25
+    weight α + β_d, so on zero states depths differ by exactly (β_d − β_0)·z(bm25)."""
+    model = _model(3, **EXPERTS)
+    x, mask, _ = _pairs()
+    with torch.no_grad():
+        attention = model.layers[0].depth_attention(x, mask)  # (B, H, D, L, L)
+        entropy = -torch.special.xlogy(attention, attention).sum(-1).mean((0, 1, 3))
+        assert entropy[0] < entropy[-1]
+        torch.testing.assert_close(
+            model.layers[0].depth_scale, 2.0 ** (-2.0 * torch.linspace(-0.5, 0.5, DEPTH))
+        )
+        model.depth_head.zero_()  # only the BM25 weights differ; zero states attend uniformly
+        bm25_z = torch.tensor([1.0])
+        _, parts = model.score_terms(
+            torch.zeros(1, 4, HIDDEN), torch.ones(1, 4, dtype=bool), bm25_z
+        )
+        lexical = parts[0].sum(-1) - parts[0, 0].sum(-1)
+        expected = model.depth_bm25 - model.depth_bm25[0]
+        torch.testing.assert_close(lexical, expected, atol=1e-5, rtol=0)
+
+
+def test_sinkhorn_assignment_balances_and_keeps_preferences() -> None:
+    # Every query prefers depth 0, but queries 2 and 3 mind depth 1 least: balance sends them.
+    cost = torch.tensor([[0.0, 5.0], [0.0, 5.0], [0.0, 1.0], [0.0, 0.5]])
+    assert sinkhorn_assignment(cost).tolist() == [0, 0, 1, 1]
+    # Without competition each query keeps its own best depth.
+    assert sinkhorn_assignment(torch.tensor([[0.0, 1.0], [1.0, 0.0]])).tolist() == [0, 1]
+
+
+def test_depth_correlation_by_hand() -> None:
+    mask = torch.tensor([[True, True, True, False]])
+    same = torch.tensor([[[1.0, 2.0, 3.0, 9.0], [2.0, 4.0, 6.0, -9.0]]])
+    opposite = torch.tensor([[[1.0, 2.0, 3.0, 0.0], [3.0, 2.0, 1.0, 0.0]]])
+    assert float(depth_correlation(same, mask)) == pytest.approx(1.0, abs=1e-5)
+    assert float(depth_correlation(opposite, mask)) == pytest.approx(-1.0, abs=1e-5)
+
+
 def test_bm25_zscore_and_losses_by_hand() -> None:
     z = bm25_zscore(torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([[True, True, False]]))
     torch.testing.assert_close(z, torch.tensor([[-1.0, 1.0, 0.0]]), atol=1e-4, rtol=0)
@@ -114,20 +167,29 @@ def test_bm25_zscore_and_losses_by_hand() -> None:
     assert float(skewed) == pytest.approx(1.8)
 
 
-@pytest.mark.parametrize("specialisation", ["router", "random"])
+@pytest.mark.parametrize("specialisation", ["router", "random", "sinkhorn"])
 def test_training_lowers_loss_and_is_deterministic(specialisation: str) -> None:
     train, dev = fake_inputs(seed=0), fake_inputs(n=12, seed=1)
     config = TrainConfig(
-        epochs=4, patience=4, batch_queries=6, lr=3e-3, seed=3, specialisation=specialisation
-    )  # type: ignore[arg-type]
+        epochs=4,
+        patience=4,
+        batch_queries=6,
+        lr=3e-3,
+        seed=3,
+        specialisation=specialisation,  # type: ignore[arg-type]
+        diversity_weight=0.1 if specialisation == "sinkhorn" else 0.0,
+    )
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        model = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL, router=specialisation == "router")
+        model = MAWReranker(
+            HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL, router=specialisation != "random", **EXPERTS
+        )
         state = train_reranker(model, train, dev, config)
         runs.append((state, score_split(model, dev).score_parts))
     losses = [h["train_loss"] for h in runs[0][0].history]
-    assert losses[-1] < losses[0]
+    # sinkhorn's loss gains the router's imitation term after the warm-up epoch
+    assert losses[-1] < losses[1 if specialisation == "sinkhorn" else 0]
     np.testing.assert_array_equal(runs[0][1], runs[1][1])
     if specialisation == "router":
         assert [h["router"] for h in runs[0][0].history] == [0.0, 1.0, 1.0, 1.0]

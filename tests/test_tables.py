@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maw_gym.tables import MANIFEST, Tables, ndcg_at_10
+from maw_gym.tables import MANIFEST, Tables, ndcg_at_10, relevant_mass
 
 
 def test_ndcg_at_10_hand_computed_with_graded_judgments() -> None:
@@ -111,3 +111,11 @@ def test_ndcg_broadcasts_middle_axes_over_one_query_judgments() -> None:
         tables.ndcg(scores[[4, 1]], index=np.array([4, 1])), per_depth[[4, 1]]
     )
     assert per_depth.std() > 0  # depths rank differently, so a mixed-up axis would show
+
+
+def test_relevant_mass_by_hand_graded_and_without_relevant() -> None:
+    scores = np.array([[0.0, np.log(3.0), 5.0], [1.0, 2.0, 3.0]])
+    relevance = np.array([[2.0, 1.0, 9.0], [0.0, 0.0, 0.0]])
+    mask = np.array([[True, True, False], [True, True, True]])
+    # Row 0: p = (1/4, 3/4) over the real candidates, gains (2/2, 1/2): 1/4 + 3/8.
+    np.testing.assert_allclose(relevant_mass(scores, relevance, mask), [0.625, 0.0], atol=1e-6)

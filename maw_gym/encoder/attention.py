@@ -304,6 +304,10 @@ class MAWAttention(_AttentionBase):
         head_dim: per-head width.
         dropout: dropout on attention probabilities during training.
         init_noise: scale of the noise added to the identity in the depth-wise transforms.
+        temperature_spread: a structural prior making depths sharp ↔ diffuse by construction:
+            depth ``d`` divides its logits by ``τ_d = 2^{spread·(d/(D-1) - 1/2)}`` (depth 0 the
+            sharpest). 0 = every depth at temperature 1. Folded into the depth transforms, so
+            every path (hard, soft, 5D, compressed) sees it at no cost.
     """
 
     def __init__(
@@ -314,10 +318,17 @@ class MAWAttention(_AttentionBase):
         head_dim: int,
         dropout: float = 0.0,
         init_noise: float = 0.5,
+        temperature_spread: float = 0.0,
     ) -> None:
         super().__init__(hidden, heads, depth, head_dim, dropout)
         if init_noise < 0:
             raise ValueError(f"MAWAttention: init_noise must be >= 0, got {init_noise}")
+        position = torch.arange(depth, dtype=torch.float32) / max(depth - 1, 1) - 0.5
+        # (D,): 1/τ_d, each depth's logit scale; a function of the constructor's arguments,
+        # so not stored in checkpoints.
+        self.register_buffer(
+            "depth_scale", 2.0 ** (-temperature_spread * position), persistent=False
+        )
         eye = torch.eye(head_dim).expand(heads, depth, head_dim, head_dim)
         noise_std = init_noise / math.sqrt(head_dim)
         # (H, D, head_dim, head_dim)
@@ -327,8 +338,9 @@ class MAWAttention(_AttentionBase):
     def _depth_queries(self, query: Tensor, depths: slice | None = None) -> Tensor:
         depths = depths if depths is not None else slice(None)
         query_t, key_t = self.depth_query[:, depths], self.depth_key[:, depths]
-        # (H, D', hd, hd): W_q W_kᵀ / √hd per head and depth.
-        transform = (query_t @ key_t.transpose(-1, -2)) * (self.head_dim**-0.5)
+        # (H, D', hd, hd): W_q W_kᵀ / (τ_d √hd) per head and depth.
+        scale = self.depth_scale[depths][None, :, None, None] * (self.head_dim**-0.5)
+        transform = (query_t @ key_t.transpose(-1, -2)) * scale
         heads, n_depth, head_dim, _ = transform.shape
         # (H, hd, D'·hd): the depths side by side, so one matmul transforms Q for all of them.
         side_by_side = transform.permute(0, 2, 1, 3).reshape(heads, head_dim, n_depth * head_dim)
@@ -403,7 +415,8 @@ class MAWAttention(_AttentionBase):
             # (B, H, hd, hd): only the chosen depth's transforms, gathered before any product.
             chosen_q = self.depth_query[head_ids, index]
             chosen_k = self.depth_key[head_ids, index]
-            transform = (chosen_q @ chosen_k.transpose(-1, -2)) * (self.head_dim**-0.5)
+            scale = self.depth_scale[index][:, :, None, None] * (self.head_dim**-0.5)
+            transform = (chosen_q @ chosen_k.transpose(-1, -2)) * scale
             chosen_queries = (query @ transform).unsqueeze(3)  # (B, H, L, 1, hd)
             attended = self._depth_values(chosen_queries, key, value, key_padding_mask)
             attended = attended.squeeze(3)

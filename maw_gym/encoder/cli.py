@@ -1,4 +1,4 @@
-"""``maw-gym encoder train`` and ``maw-gym encoder report``."""
+"""``maw-gym encoder train``, ``report``, ``study`` and ``study-render``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="encoder_command", metavar="ACTION", required=True)
     train = sub.add_parser("train", help="train the MAW encoder, its NON-MAW twin and controls")
     report = sub.add_parser("report", help="diagnostics: fixed depths, oracle, router, controls")
-    for command in (train, report):
+    study = sub.add_parser("study", help="train encoder variants and measure depth routing")
+    render = sub.add_parser("study-render", help="docs page + PNG from study JSON files")
+    for command in (train, report, study):
         command.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
         add_preset_arguments(command, default="smoke")
         command.add_argument("--seed", type=int, default=0, help="training seed")
@@ -36,9 +38,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--out", type=output_dir, default=None, help="directory for report.json and the PNGs"
     )
     report.add_argument("--json", action="store_true", help="print the report as JSON")
+    study.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated variants of maw_gym.encoder.study.VARIANTS (default: all)",
+    )
+    study.add_argument("--out", type=Path, required=True, help="the study's JSON file")
+    render.add_argument("studies", type=Path, nargs="+", help="JSON files of `encoder study`")
+    render.add_argument("--out", type=Path, default=Path("docs/depth-study.md"), help="page")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.encoder_command == "study-render":
+        from maw_gym.encoder.study_report import render
+
+        studies = []
+        for path in args.studies:
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such study JSON; run `maw-gym encoder study`")
+            studies.append(json.loads(path.read_text()))
+        render(studies, args.out, args.out.with_suffix(".png"))
+        print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+        return 0
+    if args.encoder_command == "study":
+        return _study(args)
     from maw_gym.encoder.table_builder import resolve_encoder
 
     preset = preset_from_args(args)
@@ -76,4 +99,29 @@ def run(args: argparse.Namespace) -> int:
                 f"joint router {r['joint_router']:.4f}  probe {r['probe']:.4f}  "
                 f"headroom {r['headroom']:+.4f} vs seed control {r['seed_control']:+.4f}"
             )
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    from maw_gym.encoder.study import VARIANTS, run_study
+
+    names = list(VARIANTS) if args.variants is None else args.variants.split(",")
+    unknown = [name for name in names if name not in VARIANTS]
+    if unknown:
+        raise ValueError(f"--variants: unknown {unknown}; choose among {sorted(VARIANTS)}")
+    command = " ".join(
+        [
+            f"maw-gym encoder study --dataset {args.dataset} --preset {args.preset}",
+            *(f"--set {item}" for item in args.overrides),
+            *([f"--variants {args.variants}"] if args.variants else []),
+        ]
+    )
+    variants = {name: VARIANTS[name] for name in names}
+    study = run_study(args.dataset, preset_from_args(args), variants, args.out, command)
+    for name, variant in study["variants"].items():
+        test = variant["test"]
+        print(
+            f"{name}: test best fixed {test['best_fixed']:.4f}  oracle {test['oracle']:.4f}  "
+            f"headroom {test['headroom']:+.4f} vs seed control {test['seed_control']:+.4f}"
+        )
     return 0

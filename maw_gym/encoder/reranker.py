@@ -30,6 +30,23 @@ rank, then specialises). Honest status: the prototypes found no routing gain fro
 ``maw-gym encoder report`` measures what this one reaches, against a seed control.
 ``specialisation="random"`` keeps random-depth training for comparison.
 
+**Depths as experts (levers, each a ``MAWReranker``/``TrainConfig`` argument recorded in the
+encoder config, and a preset field, so in every cache key).** With one shared score head the
+depth only changes how one CLS row pools already-contextualised states, and training pulls the
+depths together (Spearman 0.97 between depths' scores at quick). ``depth_heads`` gives each
+depth its own score head and BM25 weight, so depths can sit anywhere on the lexical ↔ semantic
+axis, still exactly linear; ``temperature_spread`` makes depths sharp ↔ diffuse by
+construction. ``specialisation="sinkhorn"`` trains each query only on the depth a balanced
+hard assignment gives it (BASE layers: Sinkhorn on the per-query, per-depth listwise losses,
+so every depth gets ``Bq/D`` queries of each batch and none starves), after a warm-up epoch in
+which every depth learns every query; the router learns to predict that assignment from the
+observation (cross-entropy), which makes the assignment something the observation can tell
+apart. The projections, the CLS head and the shared score head are a trunk every query trains.
+``diversity_weight`` adds the mean pairwise correlation of the depths' candidate scores to the
+loss (negative correlation learning). Not done: ALiBi-style distance slopes and query/document
+segment restriction per depth, and MAW inside the base encoder (the base encoder stays frozen).
+Whether any of this makes routing pay is measured by ``maw-gym encoder study``.
+
 **Layerwise stack.** With ``layers=2``, layer 1's output is added to its input (residual,
 LayerNorm) and fed to layer 2, whose CLS row feeds the same linear head; it is trained with a
 random depth per layer per query (cheap), for ``MAW/LayerwiseDepth``.
@@ -42,6 +59,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,7 +76,7 @@ from maw_gym.pipeline import SplitInputs
 from maw_gym.tables import depth_scores, ndcg_at_10
 
 AttentionKind = Literal["maw", "nonmaw"]
-Specialisation = Literal["router", "random"]
+Specialisation = Literal["router", "random", "sinkhorn"]  # = presets.SPECIALISATIONS
 
 
 @dataclass(frozen=True)
@@ -76,9 +94,15 @@ class TrainConfig:
     weight_decay: float = 0.01
     """AdamW weight decay."""
     specialisation: Specialisation = "router"
-    """How a MAW layer chooses the depth a training query uses."""
+    """How a MAW layer chooses the depth a training query uses: ``router`` (straight-through
+    Gumbel router), ``random``, or ``sinkhorn`` (balanced hard assignment, see
+    :func:`sinkhorn_assignment`; the router learns to predict it)."""
     warmup_epochs: int = 1
-    """Epochs of random-depth training before the router takes over."""
+    """Epochs before specialisation starts (random depth for ``router``, every depth on every
+    query for ``sinkhorn``)."""
+    diversity_weight: float = 0.0
+    """Weight of the diversity term: mean pairwise correlation of the depths' candidate
+    scores (:func:`depth_correlation`), minimised so that depths rank differently."""
     balance_weight: float = 0.01
     """λ of the Switch load-balancing loss (Switch Transformer's default)."""
     gumbel_tau: float = 1.0
@@ -129,6 +153,11 @@ class MAWReranker(nn.Module):
             the depths start). 2.0, not the layer's 0.5: at quick, 0.5 left the depths' rankings
             almost identical (Spearman 0.986, oracle headroom +0.007 on test against a seed
             control of +0.015); 2.0 gave Spearman 0.966 and headroom +0.015 at equal NDCG@10.
+        depth_heads: each depth an expert with its own score head: ``w_{h,d} = w_h + δ_{d,h}``
+            and its own BM25 weight ``α + β_d`` (β starts spread over [-½, ½]·α, so depths
+            start along the lexical ↔ semantic axis). ``β_d·z(bm25)/H`` is added to every head's
+            part, so the score stays exactly ``score_base + Σ_h score_parts[d_h, h]``.
+        temperature_spread: ``MAWAttention``'s per-depth temperature prior (sharp ↔ diffuse).
     """
 
     def __init__(
@@ -143,6 +172,8 @@ class MAWReranker(nn.Module):
         router: bool = True,
         observe_candidates: int = 8,
         init_noise: float = 2.0,
+        depth_heads: bool = False,
+        temperature_spread: float = 0.0,
     ) -> None:
         super().__init__()
         if attention not in ("maw", "nonmaw"):
@@ -158,7 +189,14 @@ class MAWReranker(nn.Module):
 
         def make_layer() -> nn.Module:
             if attention == "maw":
-                return MAWAttention(hidden, heads, self.depth, head_dim, init_noise=init_noise)
+                return MAWAttention(
+                    hidden,
+                    heads,
+                    self.depth,
+                    head_dim,
+                    init_noise=init_noise,
+                    temperature_spread=temperature_spread,
+                )
             return NonMAWAttention(hidden, heads, 1, head_dim)
 
         self.layers = nn.ModuleList(make_layer() for _ in range(layers))
@@ -169,6 +207,11 @@ class MAWReranker(nn.Module):
         nn.init.zeros_(self.cls_head.weight)
         nn.init.zeros_(self.cls_head.bias)
         self.bm25_weight = nn.Parameter(torch.tensor(1.0))
+        self.depth_head: nn.Parameter | None = None
+        self.depth_bm25: nn.Parameter | None = None
+        if depth_heads and attention == "maw":
+            self.depth_head = nn.Parameter(torch.zeros(self.depth, heads, head_dim))
+            self.depth_bm25 = nn.Parameter(torch.linspace(-0.5, 0.5, self.depth))
         use_router = router and attention == "maw" and layers == 1 and self.depth > 1
         self.router = DepthRouter(self.depth, heads, pool) if use_router else None
 
@@ -201,9 +244,16 @@ class MAWReranker(nn.Module):
         rows = last.row_outputs(x, mask)  # (B, D, H, head_dim)
         # (H, head_dim): u_hᵀ W_o,h for each head.
         head_weight = (self.score_weight @ last.out_proj.weight).view(self.heads, self.head_dim)
-        parts = (rows * head_weight).sum(-1)  # (B, D, H)
+        parts = (rows * head_weight).sum(-1) + self._expert_parts(rows, bm25_z)  # (B, D, H)
         base = self._depth_free(x, bm25_z) + self.score_weight @ last.out_proj.bias
         return base, parts
+
+    def _expert_parts(self, rows: Tensor, bm25_z: Tensor) -> Tensor | float:
+        """(B, D, H) depth-specific score heads' share of each part (0 without them)."""
+        if self.depth_head is None or self.depth_bm25 is None:
+            return 0.0
+        lexical = self.depth_bm25[None, :, None] * bm25_z[:, None, None] / self.heads
+        return (rows * self.depth_head).sum(-1) + lexical
 
     def _depth_free(self, x: Tensor, bm25_z: Tensor) -> Tensor:
         return self.cls_head(x[:, 0]).squeeze(-1) + self.bm25_weight * bm25_z
@@ -223,8 +273,14 @@ class MAWReranker(nn.Module):
         x = self.last_input(x, mask, lower_depths)
         if depth_index is None and depth_weights is None:
             depth_index = torch.zeros(x.shape[0], dtype=torch.long)
-        out, _ = self.layers[-1](x, mask, depth_index=depth_index, depth_weights=depth_weights)
-        return out[:, 0] @ self.score_weight + self._depth_free(x, bm25_z)
+        last = self.layers[-1]
+        out, _ = last(x, mask, depth_index=depth_index, depth_weights=depth_weights)
+        score = out[:, 0] @ self.score_weight + self._depth_free(x, bm25_z)
+        if self.depth_head is not None:
+            weights = last._weights_per_head(x.shape[0], depth_index, depth_weights)  # (B, H, D)
+            expert = self._expert_parts(last.row_outputs(x, mask), bm25_z)  # (B, D, H)
+            score = score + (weights.transpose(1, 2) * expert).sum((1, 2))
+        return score
 
     def observe(
         self, x: Tensor, mask: Tensor, lower_depths: Tensor | None = None
@@ -325,14 +381,59 @@ def _query_batches(count: int, batch_size: int, generator: torch.Generator) -> I
         yield order[start : start + batch_size]
 
 
+def per_query_listwise(scores: Tensor, relevance: Tensor, mask: Tensor) -> Tensor:
+    """(Bq, D) listwise loss of every depth's scores ``(Bq, D, C)`` for every query."""
+    log_p = torch.log_softmax(scores.masked_fill(~mask[:, None], float("-inf")), dim=-1)
+    target = relevance * mask
+    target = (target / target.sum(-1, keepdim=True).clamp(min=1e-12))[:, None]
+    return -(target * log_p.masked_fill(~mask[:, None], 0.0)).sum(-1)
+
+
+def sinkhorn_assignment(cost: Tensor, iterations: int = 20, epsilon: float = 0.05) -> Tensor:
+    """(Bq,) balanced hard assignment of queries to depths for a (Bq, D) cost (BASE layers).
+
+    Sinkhorn iterations on ``exp(-cost/ε)`` scale rows to 1 and columns to ``Bq/D``; each query
+    then takes its largest entry. Without the balance every query would pick the depth that is
+    best on average and the others would starve (the collapse routing papers report).
+    """
+    cost = (cost - cost.mean()) / (cost.std() + 1e-6)
+    log_plan = -cost / epsilon
+    column = math.log(cost.shape[0] / cost.shape[1])
+    for _ in range(iterations):
+        log_plan = log_plan - log_plan.logsumexp(1, keepdim=True)
+        log_plan = log_plan - log_plan.logsumexp(0, keepdim=True) + column
+    return log_plan.argmax(1)
+
+
+def depth_correlation(all_scores: Tensor, mask: Tensor) -> Tensor:
+    """Mean over queries and depth pairs d ≠ d' of the Pearson correlation of two depths'
+    candidate scores ``(Bq, D, C)`` (the diversity term: lower = depths rank differently)."""
+    weight = mask[:, None].to(all_scores.dtype)
+    count = weight.sum(-1, keepdim=True).clamp(min=1)
+    centred = (all_scores - (all_scores * weight).sum(-1, keepdim=True) / count) * weight
+    unit = centred / (centred.norm(dim=-1, keepdim=True) + 1e-6)
+    corr = unit @ unit.transpose(1, 2)  # (Bq, D, D)
+    depth = corr.shape[1]
+    return (corr.sum((1, 2)) - corr.diagonal(dim1=1, dim2=2).sum(-1)).mean() / (depth * (depth - 1))
+
+
+def _router_logits(model: MAWReranker, batch: QueryBatch) -> Tensor:
+    """(Bq, D) the router's logits from the (detached) observation of each query."""
+    assert model.router is not None
+    observed = batch.leading(model.observe_candidates)
+    observation = observed.candidate_mean(model.observe(observed.x, observed.mask)["observation"])
+    return model.router(observation)
+
+
 def training_step(
     model: MAWReranker,
     batch: QueryBatch,
     config: TrainConfig,
-    use_router: bool,
+    specialise: bool,
     generator: torch.Generator,
 ) -> tuple[Tensor, dict[str, float]]:
-    """Loss of one batch: listwise on the depth(s) chosen per query, plus router balancing."""
+    """Loss of one batch: listwise on the depth(s) chosen per query (``specialise``: past the
+    warm-up), plus the router's balancing or imitation term and the diversity term."""
     bq = batch.shape[0]
     depth = model.depth
     device = batch.x.device  # draws come from the CPU generator: the same on every device
@@ -341,13 +442,11 @@ def training_step(
         lower_q = torch.randint(depth, (bq, model.num_layers - 1), generator=generator)
         lower = lower_q.repeat_interleave(batch.shape[1], dim=0).to(device)
     all_scores = depth_candidate_scores(model, batch, lower)  # (Bq, D, C)
+    losses = per_query_listwise(all_scores, batch.relevance, batch.candidate_mask)  # (Bq, D)
     logs: dict[str, float] = {}
-    if use_router and model.router is not None:
-        observed = batch.leading(model.observe_candidates)
-        observation = observed.candidate_mean(
-            model.observe(observed.x, observed.mask)["observation"]
-        )
-        logits = model.router(observation)
+    mode = config.specialisation
+    if mode == "router" and specialise and model.router is not None:
+        logits = _router_logits(model, batch)
         gumbel = -torch.log(
             -torch.log(torch.rand(logits.shape, generator=generator).clamp(1e-10, 1 - 1e-10))
         ).to(device)
@@ -360,10 +459,20 @@ def training_step(
         loss = listwise_loss(scores, batch.relevance, batch.candidate_mask)
         logs["balance"] = float(balance.detach())
         loss = loss + config.balance_weight * balance
+    elif mode == "sinkhorn" and specialise:
+        assignment = sinkhorn_assignment(losses.detach())
+        loss = losses[torch.arange(bq, device=device), assignment].mean()
+        if model.router is not None:  # the router learns to predict the balanced assignment
+            loss = loss + F.cross_entropy(_router_logits(model, batch), assignment)
+    elif mode == "sinkhorn":
+        loss = losses.mean()  # warm-up: every depth learns to rank every query
     else:
         chosen = torch.randint(depth, (bq,), generator=generator).to(device)
-        scores = all_scores[torch.arange(bq, device=device), chosen]
-        loss = listwise_loss(scores, batch.relevance, batch.candidate_mask)
+        loss = losses[torch.arange(bq, device=device), chosen].mean()
+    if config.diversity_weight > 0 and depth > 1:
+        correlation = depth_correlation(all_scores, batch.candidate_mask)
+        logs["correlation"] = float(correlation.detach())
+        loss = loss + config.diversity_weight * correlation
     logs["loss"] = float(loss.detach())
     return loss, logs
 
@@ -495,17 +604,14 @@ def train_reranker(
     while not state.done and state.epoch < config.epochs:
         model.train()
         started = time.perf_counter()
-        use_router = (
-            config.specialisation == "router"
-            and model.router is not None
-            and state.epoch >= config.warmup_epochs
-        )
+        specialise = model.depth > 1 and state.epoch >= config.warmup_epochs
+        use_router = specialise and config.specialisation != "random" and model.router is not None
         losses = []
         batches = list(_query_batches(len(teach), config.batch_queries, generator))
         bar = tqdm(batches, desc=f"{name} epoch {state.epoch + 1}/{config.epochs}", leave=False)
         for picked in bar:
             batch = QueryBatch.from_inputs(train, teach[picked], device)
-            loss, logs = training_step(model, batch, config, use_router, generator)
+            loss, logs = training_step(model, batch, config, specialise, generator)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -78,28 +78,36 @@ def compute_shard(job: ShardJob) -> dict[str, np.ndarray]:
 
 
 def _shard_arrays(job: ShardJob) -> dict[str, np.ndarray]:
-    from maw_gym.encoder.reranker import score_split
     from maw_gym.pipeline import split_inputs
 
     inputs = split_inputs(job.dataset, job.split, job.preset, rows=job.rows, device=job.device)
     encoder = _encoder(job.encoder_dir, job.device)
-    maw = score_split(encoder.models["maw"], inputs, observe=True)
+    models = encoder.models
+    return scored_arrays(inputs, models["maw"], models["nonmaw_0"], models.get("stack"))
+
+
+def scored_arrays(inputs, maw, nonmaw, stack=None) -> dict[str, np.ndarray]:
+    """Every :class:`~maw_gym.tables.Tables` field of ``inputs`` (a ``SplitInputs``) scored by
+    the MAW, NON-MAW and (optional) layer-2 stack rerankers; the depth study builds one set
+    per encoder variant with it."""
+    from maw_gym.encoder.reranker import score_split
+
+    scored = score_split(maw, inputs, observe=True)
     arrays = {
         "query_ids": inputs.query_ids,
         "candidate_ids": inputs.candidate_ids,
         "candidate_mask": inputs.candidate_mask,
         "relevance": inputs.relevance,
         "ideal_gains": inputs.ideal_gains,
-        "observation": maw.observation,
-        "entropy": maw.entropy,
-        "focus": maw.focus,
-        "score_parts": maw.score_parts,
-        "score_base": maw.score_base,
+        "observation": scored.observation,
+        "entropy": scored.entropy,
+        "focus": scored.focus,
+        "score_parts": scored.score_parts,
+        "score_base": scored.score_base,
         "bm25_scores": inputs.bm25_scores,
-        "nonmaw_scores": score_split(encoder.models["nonmaw_0"], inputs).depth_scores()[:, 0],
-        "joint_router_logits": maw.router_logits,
+        "nonmaw_scores": score_split(nonmaw, inputs).depth_scores()[:, 0],
+        "joint_router_logits": scored.router_logits,
     }
-    stack = encoder.models.get("stack")
     if stack is not None:
         per_lower = [
             score_split(

@@ -51,10 +51,11 @@ def build_tables(
     """Compute the tables of one split with the frozen encoder in ``encoder_dir`` (no tables
     cache), shard by shard (:mod:`maw_gym.encoder.shards`): in this process, or as Ray tasks
     at ``ray_address`` (``local``, ``auto``, ``HOST:PORT``). Finished shards are kept in
-    ``shard_dir`` (default: a temporary directory, removed after) to resume from."""
+    ``shard_dir`` (default: a temporary directory, removed after) to resume from. The
+    ``train`` tables keep the router-train queries only (``preset.router_fraction``)."""
     from maw_gym.encoder.shards import ShardJob, run_shards
     from maw_gym.encoder.train import base_model_id
-    from maw_gym.pipeline import preset_split, query_shards
+    from maw_gym.pipeline import preset_split, query_shards, router_queries
 
     preset = _preset(preset)
     device = resolve_device(device).type
@@ -84,7 +85,13 @@ def build_tables(
         "ray_address": ray_address,
         "build_seconds": time.perf_counter() - started,
     }
-    return Tables(**arrays, meta=meta)
+    tables = Tables(**arrays, meta=meta)
+    if split_name == "train":  # routers learn on queries the encoder never saw
+        tables = tables.subset(
+            np.flatnonzero(router_queries(tables.query_ids, preset.router_fraction))
+        )
+        tables.meta = {**meta, "router_queries": tables.num_queries}
+    return tables
 
 
 def resolve_encoder(

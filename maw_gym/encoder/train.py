@@ -6,9 +6,14 @@ timings and the content hash) and, while training, one ``progress-<model>.pt`` p
 written after every epoch, so an interrupted ``maw-gym encoder train`` resumes where it
 stopped; a finished directory is reused as it is.
 
+Every model trains on the encoder-train part of the train split only: the preset's
+``router_fraction`` of it is held out as the router-train split, whose tables the routers learn
+from (``maw_gym.pipeline.router_queries``).
+
 Models (all on the same frozen base-encoder states):
 
-- ``maw``: one MAW layer trained with the joint depth router (the encoder the tables use);
+- ``maw``: one MAW layer trained with the preset's depth levers (``depth_heads``,
+  ``temperature_spread``, ``specialisation``, ``diversity_weight``; the encoder the tables use);
 - ``maw_random``: the same trained with a random depth per query (the prototypes' design, for
   comparison in the report);
 - ``nonmaw_0 … nonmaw_{k-1}``: the NON-MAW twin and its seed controls (``preset.seed_controls``
@@ -42,13 +47,18 @@ from maw_gym.cache import (
 )
 from maw_gym.device import resolve_device
 from maw_gym.encoder.reranker import MAWReranker, TrainConfig, train_reranker
-from maw_gym.pipeline import SplitInputs, split_fingerprint, split_inputs
+from maw_gym.pipeline import (
+    SplitInputs,
+    encoder_and_router_parts,
+    split_fingerprint,
+    split_inputs,
+)
 from maw_gym.presets import Preset
 
 logger = logging.getLogger(__name__)
 
 #: Bump when training changes in a way that makes old encoders stale.
-ENCODER_VERSION = 3
+ENCODER_VERSION = 4
 #: The layer-2 observation is computed once per layer-1 depth (D times the layer-1 cost), so it
 #: averages over fewer top candidates than layer 1's (``MAWReranker.observe_candidates``).
 LAYER2_OBSERVE_CANDIDATES = 2
@@ -64,9 +74,20 @@ def model_specs(preset: Preset, hidden: int, seed: int) -> dict[str, tuple[dict,
         "pool": preset.pool,
     }
     base = TrainConfig(epochs=preset.epochs, seed=seed)
+    levers = {
+        "depth_heads": preset.depth_heads,
+        "temperature_spread": preset.temperature_spread,
+    }
     specs: dict[str, tuple[dict, TrainConfig]] = {
         "nonmaw_0": ({**shape, "attention": "nonmaw"}, base),
-        "maw": ({**shape, "attention": "maw"}, base),
+        "maw": (
+            {**shape, "attention": "maw", **levers},
+            dataclasses.replace(
+                base,
+                specialisation=preset.specialisation,
+                diversity_weight=preset.diversity_weight,
+            ),
+        ),
         "maw_random": (
             {**shape, "attention": "maw", "router": False},
             dataclasses.replace(base, specialisation="random"),
@@ -261,7 +282,9 @@ def _train_all(
     ``checkpoint.pt`` then ``config.json``, the latter marking the directory finished."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    train = split_inputs(dataset, "train", preset, device=device)
+    train, _ = encoder_and_router_parts(
+        split_inputs(dataset, "train", preset, device=device), preset.router_fraction
+    )
     dev = split_inputs(dataset, "dev", preset, device=device)
     timings["inputs_seconds"] = time.perf_counter() - started
     hidden = int(train.states.shape[-1])

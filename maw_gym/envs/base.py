@@ -28,7 +28,7 @@ from maw_gym.envs.render import (
     check_render_mode,
 )
 from maw_gym.presets import Preset
-from maw_gym.tables import Tables
+from maw_gym.tables import ALIGNMENTS, Tables
 
 #: Reward component names, in the order of a weight triple.
 COMPONENTS = ("entropy", "focus", "alignment")
@@ -113,6 +113,9 @@ class EnvConfig:
     """A name of :data:`REWARD_PRESETS`, an (entropy, focus, alignment) triple or a dict."""
     obs_mode: ObsMode = "flat"
     """``"flat"`` vector or ``"structured"`` (D, H, P, P) observations."""
+    alignment: str = "ndcg"
+    """The alignment reward: ``"ndcg"`` (NDCG@10) or ``"relevant_mass"`` (continuous,
+    :func:`maw_gym.tables.relevant_mass`)."""
 
     @classmethod
     def from_keywords(cls, owner: str, tables: TablesSource, keywords: dict[str, Any]) -> EnvConfig:
@@ -156,7 +159,7 @@ class EnvConfig:
                 "by the preset/encoder that built them (leave depth=None to take it from the "
                 "tables)"
             )
-        return variant_class(tables, weights, self.obs_mode)
+        return variant_class(tables, weights, self.obs_mode, self.alignment)
 
 
 def attention_space(
@@ -197,11 +200,15 @@ def discrete_problem(actions: np.ndarray, shape: tuple[int, ...], high: int) -> 
     return None
 
 
-def hard_depth_components(tables: Tables) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Head-averaged entropy and focus, and alignment, of every hard depth: (N, D) float64."""
+def hard_depth_components(
+    tables: Tables, alignment: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Head-averaged entropy and focus, and ``alignment``, of every hard depth: (N, D) float64."""
     entropy = tables.entropy.mean(axis=2, dtype=np.float64)
     focus = tables.focus.mean(axis=2, dtype=np.float64)
-    return entropy, focus, tables.alignment.astype(np.float64)
+    if alignment == "ndcg":
+        return entropy, focus, tables.alignment.astype(np.float64)
+    return entropy, focus, tables.alignment_of(tables.depth_scores(), alignment).astype(np.float64)
 
 
 class Variant(ABC):
@@ -216,10 +223,15 @@ class Variant(ABC):
     action_space: spaces.Space
     oracle_reward: np.ndarray
 
-    def __init__(self, tables: Tables, weights: np.ndarray, obs_mode: str) -> None:
+    def __init__(
+        self, tables: Tables, weights: np.ndarray, obs_mode: str, alignment: str = "ndcg"
+    ) -> None:
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment={alignment!r}: choose one of {ALIGNMENTS}")
         self.tables = tables
         self.weights = weights
         self.obs_mode = obs_mode
+        self.alignment_kind = alignment
 
     def reward(self, entropy: np.ndarray, focus: np.ndarray, alignment: np.ndarray) -> np.ndarray:
         """w_e·entropy + w_f·focus + w_a·alignment, float64 (one formula for every variant)."""
@@ -245,9 +257,9 @@ class Variant(ABC):
         """
 
     def alignment(self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """(B,) float64 NDCG@10 of the candidates ranked by :meth:`candidate_scores`."""
+        """(B,) float64 alignment (NDCG@10 or relevant mass) of :meth:`candidate_scores`."""
         scores = self.candidate_scores(query, previous, actions)
-        return self.tables.ndcg(scores, index=query).astype(np.float64)
+        return self.tables.alignment_of(scores, self.alignment_kind, query).astype(np.float64)
 
     @abstractmethod
     def components(

@@ -18,14 +18,16 @@ from maw_gym.tables import Tables
 class DepthSelectionVariant(Variant):
     """Hard depth choice: every quantity is a gather from an (N, D) table built once."""
 
-    def __init__(self, tables: Tables, weights: np.ndarray, obs_mode: str) -> None:
-        super().__init__(tables, weights, obs_mode)
+    def __init__(
+        self, tables: Tables, weights: np.ndarray, obs_mode: str, alignment: str = "ndcg"
+    ) -> None:
+        super().__init__(tables, weights, obs_mode, alignment)
         self.observation_space, self.observations = attention_space(
             tables.observation, obs_mode, "observation"
         )
         self.action_space = spaces.Discrete(tables.depth)
-        self.entropy, self.focus, alignment = hard_depth_components(tables)  # (N, D) each
-        self.oracle_reward = self.reward(self.entropy, self.focus, alignment).max(axis=1)
+        self.entropy, self.focus, aligned = hard_depth_components(tables, alignment)  # (N, D)
+        self.oracle_reward = self.reward(self.entropy, self.focus, aligned).max(axis=1)
         self.depth_scores = tables.depth_scores()  # (N, D, C)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -84,7 +86,10 @@ class DepthSelectionEnv(MAWEnv):
       over valid keys, in [0, 1];
     - `focus = mean_h Tables.focus[q, d, h]`: mean attention mass on the top keys, in [0, 1];
     - `alignment = NDCG@10` of the candidates ranked by depth `d`'s scores
-      (`Tables.alignment[q, d]`), in [0, 1];
+      (`Tables.alignment[q, d]`), in [0, 1]; with `alignment="relevant_mass"` instead the
+      continuous mass `softmax(scores_d)` puts on relevant candidates
+      (`maw_gym.tables.relevant_mass`), in [0, 1]: no ties across depths, where NDCG@10 ties
+      on most queries. The leaderboard's retrieval metric stays NDCG@10;
     - `reward = w_e·entropy + w_f·focus + w_a·alignment`, in [0, 1].
 
     `info` carries `query_index`, `query_id`, `entropy`, `focus`, `alignment`, `action`,
@@ -119,6 +124,14 @@ class DepthSelectionEnv(MAWEnv):
     | `obs_mode`       | `"flat"`     | `"flat"` or `"structured"`                              |
     | `render_mode`    | `None`       | `"ansi"` (text), `"rgb_array"` (image) or `"human"`     |
     |                  |              | (a window, `gym.make` only): `maw_gym.envs.render`      |
+    | `alignment`      | `"ndcg"`     | `"ndcg"` (NDCG@10) or `"relevant_mass"` (continuous)    |
+
+    ## Protocol
+
+    `split="train"` holds the router-train queries: the preset's `router_fraction` of the
+    sampled train queries, held out from the encoder (`maw_gym.pipeline.router_queries`), so
+    routers learn from tables of queries the encoder never saw. Choose `best-fixed` and
+    hyperparameters on `"dev"`; `"test"` is read once, by the leaderboard.
 
     >>> import gymnasium as gym
     >>> import maw_gym

@@ -42,8 +42,10 @@ class LayerwiseDepthVariant(Variant):
 
     horizon = 2
 
-    def __init__(self, tables: Tables, weights: np.ndarray, obs_mode: str) -> None:
-        super().__init__(tables, weights, obs_mode)
+    def __init__(
+        self, tables: Tables, weights: np.ndarray, obs_mode: str, alignment: str = "ndcg"
+    ) -> None:
+        super().__init__(tables, weights, obs_mode, alignment)
         check_layer_tables(tables)
         extra = 2 if obs_mode == "flat" else 0  # flat: a one-hot of the layer is appended
         attention, first = attention_space(tables.observation, obs_mode, "observation", extra)
@@ -65,8 +67,8 @@ class LayerwiseDepthVariant(Variant):
         self.action_space = spaces.Discrete(tables.depth)
         self.entropy = tables.layer2_entropy.mean(axis=-1, dtype=np.float64)  # (N, D, D)
         self.focus = tables.layer2_focus.mean(axis=-1, dtype=np.float64)
-        alignment = tables.ndcg(tables.layer2_scores).astype(np.float64)  # (N, D, D)
-        reward_table = self.reward(self.entropy, self.focus, alignment)
+        aligned = tables.alignment_of(tables.layer2_scores, alignment).astype(np.float64)
+        reward_table = self.reward(self.entropy, self.focus, aligned)
         self.oracle_reward = reward_table.reshape(tables.num_queries, -1).max(axis=1)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> Any:

@@ -18,8 +18,10 @@ from maw_gym.tables import Tables
 class PerHeadDepthVariant(Variant):
     """Per-head selection: scores add one ``score_parts`` slice per (head, chosen depth)."""
 
-    def __init__(self, tables: Tables, weights: np.ndarray, obs_mode: str) -> None:
-        super().__init__(tables, weights, obs_mode)
+    def __init__(
+        self, tables: Tables, weights: np.ndarray, obs_mode: str, alignment: str = "ndcg"
+    ) -> None:
+        super().__init__(tables, weights, obs_mode, alignment)
         self.observation_space, self.observations = attention_space(
             tables.observation, obs_mode, "observation"
         )
@@ -30,7 +32,7 @@ class PerHeadDepthVariant(Variant):
         self.entropy = tables.entropy.astype(np.float64).ravel()  # (N·D·H,)
         self.focus = tables.focus.astype(np.float64).ravel()
         # The best depth shared by all heads: a reference, not a bound (D**H assignments).
-        self.oracle_reward = self.reward(*hard_depth_components(tables)).max(axis=1)
+        self.oracle_reward = self.reward(*hard_depth_components(tables, alignment)).max(axis=1)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
         return self.observations[query]

@@ -20,16 +20,18 @@ def mixture_weights(actions: np.ndarray) -> np.ndarray:
 class SoftDepthMixtureVariant(Variant):
     """Soft selection: the reranker is linear in the attention, so mixed scores are exact."""
 
-    def __init__(self, tables: Tables, weights: np.ndarray, obs_mode: str) -> None:
-        super().__init__(tables, weights, obs_mode)
+    def __init__(
+        self, tables: Tables, weights: np.ndarray, obs_mode: str, alignment: str = "ndcg"
+    ) -> None:
+        super().__init__(tables, weights, obs_mode, alignment)
         self.observation_space, self.observations = attention_space(
             tables.observation, obs_mode, "observation"
         )
         self.action_space = spaces.Box(0.0, 1.0, (tables.depth,), np.float32)
-        self.entropy, self.focus, alignment = hard_depth_components(tables)  # (N, D) each
+        self.entropy, self.focus, aligned = hard_depth_components(tables, alignment)  # (N, D)
         self.depth_scores = tables.depth_scores().astype(np.float64)  # (N, D, C)
         # The best one-hot mixture: a reference, not a bound (a blend can rank better).
-        self.oracle_reward = self.reward(self.entropy, self.focus, alignment).max(axis=1)
+        self.oracle_reward = self.reward(self.entropy, self.focus, aligned).max(axis=1)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
         return self.observations[query]

@@ -1,0 +1,109 @@
+"""The router-train split and the depth study's measurements (synthetic tables, tiny data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from maw_gym.encoder.study import query_groups, split_metrics, task_breakdown
+from maw_gym.pipeline import router_queries
+from maw_gym.tables import Tables
+
+
+def test_router_queries_are_a_fixed_disjoint_share_whatever_the_order() -> None:
+    ids = np.array([f"q{i}" for i in range(30)])
+    held = router_queries(ids, 1 / 3)
+    assert held.sum() == 10
+    shuffled = np.random.default_rng(0).permutation(30)
+    np.testing.assert_array_equal(router_queries(ids[shuffled], 1 / 3), held[shuffled])
+    # A larger share keeps the smaller one's queries (one hash order).
+    assert (router_queries(ids, 0.5) | ~held).all()
+    with pytest.raises(ValueError, match="router_fraction must be in"):
+        router_queries(ids, 1.0)
+
+
+def _tables() -> Tables:
+    """Two queries, D=2: depth 0 ranks query 0's relevant candidate first, depth 1 query 1's."""
+    tables = Tables.synthetic(num_queries=2, depth=2, heads=1, pool=1, candidates=2)
+    tables.relevance[:] = [[1, 0], [1, 0]]
+    tables.candidate_mask[:] = True
+    tables.ideal_gains[:] = 0
+    tables.ideal_gains[:, 0] = 1
+    tables.score_base[:] = 0
+    tables.score_parts[:] = 0
+    tables.score_parts[0, 0, 0] = [1, 0]
+    tables.score_parts[0, 1, 0] = [0, 1]
+    tables.score_parts[1, 0, 0] = [0, 1]
+    tables.score_parts[1, 1, 0] = [1, 0]
+    tables.bm25_scores[:] = [[0, 1], [0, 1]]
+    return Tables(
+        **{f: getattr(tables, f) for f in Tables.__dataclass_fields__ if f != "alignment"}
+    )
+
+
+def test_split_metrics_by_hand() -> None:
+    tables = _tables()
+    second = 1 / np.log2(3)
+    seeds = np.array([[1.0, second], [second, second]])  # (N, K) NON-MAW seeds' NDCG@10
+    routed = {"oracle-like": np.array([0, 1]), "always-1": np.array([1, 1])}
+    metrics = split_metrics(tables, seeds, best_fixed=0, best_seed=0, routed=routed)
+    assert metrics["depths"] == pytest.approx([(1 + second) / 2] * 2)
+    assert metrics["oracle"] == pytest.approx(1.0)
+    assert metrics["headroom"] == pytest.approx(1 - (1 + second) / 2)
+    assert metrics["seed_control"] == pytest.approx((1 + second) / 2 - (1 + second) / 2)
+    assert metrics["bm25"] == pytest.approx(second)
+    assert metrics["all_depth_ties"] == 0.0
+    # The uniform mixture ties every candidate: BM25 order (candidate 0 first) wins the tie.
+    assert metrics["uniform_mixture"] == pytest.approx(1.0)
+    assert metrics["routers"]["oracle-like"]["ndcg10"] == pytest.approx(1.0)
+    assert metrics["routers"]["always-1"]["usage"] == [0, 2]
+    groups = task_breakdown(tables, np.array(["a", "b"]), 0, routed)
+    assert groups["b"]["routers"]["oracle-like"] == {"ndcg10": pytest.approx(1.0), "usage": [0, 1]}
+    assert groups["b"]["best_fixed"] == pytest.approx(second)
+
+
+def test_query_groups_read_metadata_task_or_none(tmp_path: Path) -> None:
+    rows = [{"_id": "1", "text": "a", "metadata": {"task": "web"}}, {"_id": "2", "text": "b"}]
+    (tmp_path / "corpus.jsonl").write_text("")
+    (tmp_path / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    assert query_groups(str(tmp_path), np.array(["2", "1"])).tolist() == ["?", "web"]
+    (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "1", "text": "a"}))
+    assert query_groups(str(tmp_path), np.array(["1"])) is None
+
+
+def test_study_cli_refuses_unknown_variants_and_missing_json(tmp_path: Path, capsys) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    out = str(tmp_path / "s.json")
+    assert main(["encoder", "study", "--variants", "experts,nope", "--out", out]) == 2
+    assert "--variants: unknown ['nope']" in capsys.readouterr().err
+    assert main(["encoder", "study-render", str(tmp_path / "none.json")]) == 2
+    assert "none.json: no such study JSON" in capsys.readouterr().err
+    assert not (tmp_path / "s.json").exists()
+
+
+@pytest.mark.slow
+def test_study_runs_on_another_beir_folder_and_renders(tmp_path: Path) -> None:
+    """kjv-tasks (not nave-kjv, with query tasks) through the study and the page, tiny."""
+    from maw_gym.encoder.study import VARIANTS, run_study
+    from maw_gym.encoder.study_report import render
+    from maw_gym.presets import get_preset
+
+    dataset = Path(__file__).parents[2] / "shared" / "datasets" / "kjv-tasks"
+    if not dataset.is_dir():
+        pytest.skip(f"{dataset} not present")
+    preset = get_preset("smoke").with_overrides(depth=2, epochs=1)
+    study = run_study(
+        str(dataset), preset, {"experts": VARIANTS["experts"]}, tmp_path / "s.json", "cmd"
+    )
+    test = study["variants"]["experts"]["test"]
+    assert set(test["tasks"]) <= {"nave", "web", "rv1909"}
+    assert sum(t["queries"] for t in test["tasks"].values()) == study["queries"]["test"]
+    render([json.loads((tmp_path / "s.json").read_text())], tmp_path / "p.md", tmp_path / "p.png")
+    page = (tmp_path / "p.md").read_text()
+    assert "Produced by `cmd`" in page
+    assert all(f"| {task} | {t['queries']} |" in page for task, t in test["tasks"].items())
+    assert (tmp_path / "p.png").stat().st_size > 0
