@@ -159,7 +159,8 @@ def _parse_value(item: str, key: str, text: str) -> Any:
             return text
         value = kind(text)
     except ValueError:
-        raise ValueError(f"--set {item!r}: {key} takes a {kind.__name__}") from None
+        expected = {int: "positive integer", bool: "true or false"}.get(kind, kind.__name__)
+        raise ValueError(f"--set {item!r}: {key} takes a {expected}") from None
     if kind is int and value < 1:
         raise ValueError(f"--set {item!r}: {key} takes a positive integer")
     return value

@@ -16,6 +16,13 @@ def test_overrides_parse_to_typed_fields() -> None:
     quick = get_preset("quick").with_overrides(**parse_overrides(["epochs=5"]))
     assert quick.epochs == 5 and quick.candidates == get_preset("quick").candidates
     assert quick.name == "quick"
+    levers = parse_overrides(["depth_heads=true", "temperature_spread=3", "router_fraction=0.5"])
+    assert levers == {"depth_heads": True, "temperature_spread": 3.0, "router_fraction": 0.5}
+    assert parse_overrides(["specialisation=sinkhorn"]) == {"specialisation": "sinkhorn"}
+    with pytest.raises(ValueError, match="specialisation='best'"):
+        get_preset("quick").with_overrides(specialisation="best")
+    with pytest.raises(ValueError, match="router_fraction must be in"):
+        get_preset("quick").with_overrides(router_fraction=1.0)
 
 
 @pytest.mark.parametrize(
@@ -26,6 +33,8 @@ def test_overrides_parse_to_typed_fields() -> None:
         ("epochs", "KEY=VALUE"),
         ("epochs=three", "positive integer"),
         ("epochs=0", "positive integer"),
+        ("depth_heads=yes", "true or false"),
+        ("diversity_weight=high", "float"),
     ],
 )
 def test_bad_overrides_are_named(item: str, message: str) -> None:
