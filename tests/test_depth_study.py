@@ -82,7 +82,22 @@ def test_study_cli_refuses_unknown_variants_and_missing_json(tmp_path: Path, cap
     assert "--variants: unknown ['nope']" in capsys.readouterr().err
     assert main(["encoder", "study-render", str(tmp_path / "none.json")]) == 2
     assert "none.json: no such study JSON" in capsys.readouterr().err
+    assert main(["encoder", "study", "--worker", "3/3", "--out", out]) == 2
+    assert "--worker '3/3': expected I/W" in capsys.readouterr().err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_study_models_are_the_seed_control_then_one_encoder_per_variant() -> None:
+    from maw_gym.encoder.study import VARIANTS, study_models
+    from maw_gym.presets import get_preset
+
+    preset = get_preset("smoke")
+    models = study_models(preset, VARIANTS, hidden=8)
+    names = [name for name, _, _ in models]
+    assert names == [f"nonmaw {k}" for k in range(preset.depth)] + [f"maw {v}" for v in VARIANTS]
+    assert [config.seed for _, _, config in models[: preset.depth]] == list(range(preset.depth))
+    sinkhorn = models[-1]
+    assert sinkhorn[1]["depth_heads"] and sinkhorn[2].specialisation == "sinkhorn"
 
 
 @pytest.mark.slow

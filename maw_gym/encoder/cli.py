@@ -44,6 +44,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="comma-separated variants of maw_gym.encoder.study.VARIANTS (default: all)",
     )
     study.add_argument("--out", type=Path, required=True, help="the study's JSON file")
+    study.add_argument(
+        "--worker",
+        default=None,
+        metavar="I/W",
+        help="only train (and cache) every W-th of the study's models from the I-th (0-based), "
+        "to run W processes in parallel before the study itself",
+    )
     render.add_argument("studies", type=Path, nargs="+", help="JSON files of `encoder study`")
     render.add_argument("--out", type=Path, default=Path("docs/depth-study.md"), help="page")
 
@@ -117,7 +124,16 @@ def _study(args: argparse.Namespace) -> int:
         ]
     )
     variants = {name: VARIANTS[name] for name in names}
-    study = run_study(args.dataset, preset_from_args(args), variants, args.out, command)
+    worker = None
+    if args.worker is not None:
+        index, _, count = args.worker.partition("/")
+        if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+            raise ValueError(f"--worker {args.worker!r}: expected I/W with 0 <= I < W")
+        worker = (int(index), int(count))
+    study = run_study(args.dataset, preset_from_args(args), variants, args.out, command, worker)
+    if worker is not None:
+        print(f"worker {args.worker}: models trained and cached")
+        return 0
     for name, variant in study["variants"].items():
         test = variant["test"]
         print(

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maw_gym.cache import write_json
+from maw_gym.cache import atomic_path, cache_dir, stable_hash, write_json
 from maw_gym.data.sources import resolve_dataset
 from maw_gym.encoder.report import (
     depth_js_divergence,
@@ -69,10 +69,34 @@ RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
 
 
 def _train(kwargs: dict, config, train: SplitInputs, dev: SplitInputs, name: str) -> MAWReranker:
+    """Train one model, or load it from the study cache (keyed by everything it depends on),
+    so that ``--worker`` processes can train a study's models in parallel beforehand."""
+    key = stable_hash(kwargs, dataclasses.asdict(config), train.fingerprint, dev.fingerprint)
+    path = cache_dir("study") / f"{key}.pt"
     torch.manual_seed(config.seed)
     model = MAWReranker(**kwargs)
+    if path.exists():
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        return model.eval()
     train_reranker(model, train, dev, config, name=name)
+    with atomic_path(path) as tmp:
+        torch.save(model.state_dict(), tmp)
     return model.eval()
+
+
+def study_models(
+    preset: Preset, variants: dict[str, dict[str, Any]], hidden: int
+) -> list[tuple[str, dict, Any]]:
+    """(name, kwargs, TrainConfig) of every model a study trains: the NON-MAW seeds, then
+    each variant's MAW encoder."""
+    models = [
+        (f"nonmaw {seed}", *model_specs(preset, hidden, seed)["nonmaw_0"])
+        for seed in range(preset.depth)
+    ]
+    for name, levers in variants.items():
+        variant = dataclasses.replace(preset, **levers)
+        models.append((f"maw {name}", *model_specs(variant, hidden, 0)["maw"]))
+    return models
 
 
 def _ndcg(inputs: SplitInputs, scores: np.ndarray) -> np.ndarray:
@@ -289,8 +313,11 @@ def run_study(
     variants: dict[str, dict[str, Any]],
     out: Path,
     command: str = "",
+    worker: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Run every variant and write ``out`` (JSON, with the ``command`` that ran it)."""
+    """Run every variant and write ``out`` (JSON, with the ``command`` that ran it). With
+    ``worker=(i, w)`` only train (and cache) the study's models ``i, i+w, i+2w, …`` and return;
+    a later run without ``worker`` then finds them all cached."""
     train = split_inputs(dataset, "train", preset)
     encoder_part, router_part = encoder_and_router_parts(train, preset.router_fraction)
     parts = {
@@ -299,6 +326,11 @@ def run_study(
         "dev": split_inputs(dataset, "dev", preset),
         "test": split_inputs(dataset, "test", preset),
     }
+    if worker is not None:
+        hidden = int(parts["dev"].states.shape[-1])
+        for name, kwargs, config in study_models(preset, variants, hidden)[worker[0] :: worker[1]]:
+            _train(kwargs, config, parts["encoder"], parts["dev"], name)
+        return {}
     groups = {split: query_groups(dataset, parts[split].query_ids) for split in ("dev", "test")}
     started = time.perf_counter()
     seeds, nonmaw = seed_control(preset, parts)
