@@ -114,6 +114,49 @@ class ActionSpec:
         return (weights / weights.sum(-1, keepdims=True)).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class ObsNormalisation:
+    """Fixed ``clip((obs − mean) / std)``: the one observation normalisation of every router.
+
+    Attention maps are tiny probabilities whose informative differences are smaller still, so
+    every agent standardises them (SB3 through VecNormalize, whose final statistics become one
+    of these). Fixed statistics, unlike RLlib's running ``MeanStdFilter``, live in
+    ``env_config`` and beside the router, not in connector state.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    clip: float = 10.0
+
+    def __call__(self, observations: np.ndarray) -> np.ndarray:
+        scaled = (np.asarray(observations, dtype=np.float32) - self.mean) / self.std
+        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, stats: dict[str, Any]) -> ObsNormalisation:
+        mean = np.asarray(stats["mean"], dtype=np.float32)
+        return cls(mean, np.asarray(stats["std"], dtype=np.float32), float(stats["clip"]))
+
+    @classmethod
+    def of(cls, samples: np.ndarray, clip: float = 10.0) -> ObsNormalisation:
+        """Mean and std (floored at 1e-6) of ``samples`` (B, ...) per feature, in float64."""
+        batch = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
+        mean, std = batch.mean(0), np.maximum(batch.std(0), 1e-6)
+        return cls(mean.astype(np.float32), std.astype(np.float32), clip)
+
+    def save(self, path: Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, mean=self.mean, std=self.std, clip=np.asarray(self.clip))
+
+    @classmethod
+    def load(cls, path: Path) -> ObsNormalisation:
+        with np.load(path) as data:
+            return cls.from_dict({key: data[key] for key in data.files})
+
+
 class MLPPolicy(nn.Module):
     """Flat observation → standardised → MLP (tanh) → distribution parameters.
 
@@ -138,9 +181,9 @@ class MLPPolicy(nn.Module):
         self.net = nn.Sequential(*layers, head)
 
     def set_normalisation(self, observations: np.ndarray) -> None:
-        flat = torch.as_tensor(observations, dtype=torch.float32).reshape(len(observations), -1)
-        self.obs_mean.copy_(flat.mean(0))
-        self.obs_std.copy_(flat.std(0, unbiased=False).clamp_min(1e-6))
+        stats = ObsNormalisation.of(observations)
+        self.obs_mean.copy_(torch.as_tensor(stats.mean))
+        self.obs_std.copy_(torch.as_tensor(stats.std))
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         flat = observations.reshape(observations.shape[0], -1)

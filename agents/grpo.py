@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -227,6 +228,105 @@ def _observation_statistics(envs: Any, num_queries: int, seed: int) -> np.ndarra
     return np.concatenate(rows)
 
 
+@dataclass
+class GroupBatch:
+    """One iteration's rollouts, grouped: B groups (queries) of G trajectories of T steps."""
+
+    obs: torch.Tensor
+    """(T, B·G, obs_dim) observations, sub-env = group · G + member."""
+    actions: torch.Tensor
+    """(T, B·G, ...) actions taken."""
+    valid: torch.Tensor
+    """(T, B·G) 1 where the step belongs to the trajectory."""
+    rewards: torch.Tensor
+    """(B, G) each trajectory's return."""
+    mask: torch.Tensor
+    """(B, G, T) ``valid`` laid out by group."""
+    old_logp: torch.Tensor
+    """(B, G, T) per-step log-probabilities under the behaviour policy π_old."""
+    ref_logp: torch.Tensor
+    """(B, G, T) per-step log-probabilities under the frozen reference policy."""
+
+    def zero_std_fraction(self) -> float:
+        """Share of groups whose members all scored the same: they teach nothing
+        (DeepSeekMath §4.1)."""
+        rewards = self.rewards
+        return float((rewards.max(dim=1).values == rewards.min(dim=1).values).float().mean())
+
+
+def collect(
+    envs: Any,
+    policy: MLPPolicy,
+    reference: MLPPolicy,
+    queries: np.ndarray,
+    group_size: int,
+    first_actions: np.ndarray | None,
+    seed: int | None,
+) -> tuple[GroupBatch, Episodes]:
+    """Play G trajectories on each of ``queries`` with π_old (= ``policy`` now) and score them
+    under π_old and the reference."""
+    episodes = run_episodes(
+        envs, np.repeat(queries, group_size), _sampler(policy, first_actions), seed=seed
+    )
+    b_obs, b_actions, b_valid = _as_tensors(episodes, policy.spec)
+    by_group = (len(queries), group_size, b_valid.shape[0])  # (B, G, T)
+    with torch.no_grad():
+        b_old_logp = step_logp(policy, b_obs, b_actions, b_valid)[0].reshape(by_group)
+        b_ref_logp = step_logp(reference, b_obs, b_actions, b_valid)[0].reshape(by_group)
+    batch = GroupBatch(
+        obs=b_obs,
+        actions=b_actions,
+        valid=b_valid,
+        rewards=torch.as_tensor(episodes.returns, dtype=torch.float32).view(by_group[:2]),
+        mask=b_valid.T.reshape(by_group),
+        old_logp=b_old_logp,
+        ref_logp=b_ref_logp,
+    )
+    return batch, episodes
+
+
+def update(
+    policy: MLPPolicy, optimizer: torch.optim.Optimizer, batch: GroupBatch, config: GRPOConfig
+) -> dict[str, float]:
+    """``update_epochs`` passes of :func:`grpo_loss` over minibatches of whole groups; the
+    loss statistics averaged over minibatches, and the policy's mean entropy."""
+    groups, group_size, steps = batch.mask.shape
+    group_order = torch.randperm(groups)
+    minibatch_size = max(1, groups // config.minibatches)
+    epoch_stats: list[dict[str, float]] = []
+    entropies: list[float] = []
+    for _ in range(config.update_epochs):
+        for first in range(0, groups, minibatch_size):
+            mb_groups = group_order[first : first + minibatch_size]
+            # members of the chosen groups, in sub-env order (sub-env = group * G + member)
+            mb_envs = (mb_groups[:, None] * group_size + torch.arange(group_size)).reshape(-1)
+            logp, entropy = step_logp(
+                policy, batch.obs[:, mb_envs], batch.actions[:, mb_envs], batch.valid[:, mb_envs]
+            )
+            loss, stats = grpo_loss(
+                logp.reshape(-1, group_size, steps),
+                batch.old_logp[mb_groups],
+                batch.ref_logp[mb_groups],
+                batch.rewards[mb_groups],
+                clip_eps=config.clip_eps,
+                beta=config.beta,
+                eps=config.eps,
+                scale_rewards=config.scale_rewards,
+                step_mask=batch.mask[mb_groups],
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            epoch_stats.append(stats)
+            entropies.append(float(entropy.detach().mean()))
+    averaged = {
+        f"losses/{key}": float(np.mean([s[key] for s in epoch_stats]))
+        for key in ("loss", "policy_loss", "kl", "clip_fraction", "approx_kl_old")
+    }
+    return {"charts/entropy": float(np.mean(entropies)), **averaged}
+
+
 @torch_threads(1)
 def train(
     env_id: str,
@@ -242,8 +342,6 @@ def train(
     if config.group_size < 2:
         raise ValueError(f"GRPOConfig.group_size={config.group_size}: GRPO needs groups of >= 2")
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-
     layout = env_layout(env_id, tables)
     spec, obs_dim = layout.spec, int(np.prod(layout.observation_space.shape))
     enumerate_first = (
@@ -251,8 +349,7 @@ def train(
     )
     group_size = spec.choices if enumerate_first else config.group_size
     batch_groups = config.queries_per_batch
-    num_envs = batch_groups * group_size
-    envs = make_vector_env(env_id, num_envs, tables)
+    envs = make_vector_env(env_id, batch_groups * group_size, tables)
     first_actions = np.tile(np.arange(group_size), batch_groups) if enumerate_first else None
 
     policy = MLPPolicy(obs_dim, spec, config.hidden)
@@ -262,71 +359,18 @@ def train(
         policy.parameters(), lr=config.learning_rate, eps=1e-5, weight_decay=config.weight_decay
     )
     router = PolicyRouter("grpo-enum" if enumerate_first else "grpo", policy, config.hidden)
-    writer = None
-    if config.log_dir is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(config.log_dir)
-        writer.add_text("config", str(asdict(config)))
+    writer = _tensorboard(config)
 
     metrics: list[dict[str, float]] = []
-    order = np.empty(0, dtype=np.int64)
+    batches = _query_batches(np.random.default_rng(config.seed), tables.num_queries, batch_groups)
     env_steps, iteration, start_time = 0, 0, time.perf_counter()
     bar = tqdm(total=config.total_env_steps, desc="grpo", unit="step", disable=not progress)
     while env_steps < config.total_env_steps:
-        # Queries in shuffled passes over the training split, so every query is seen equally.
-        while len(order) < batch_groups:
-            order = np.concatenate([order, rng.permutation(tables.num_queries)])
-        queries, order = order[:batch_groups], order[batch_groups:]
-        episodes = run_episodes(
-            envs,
-            np.repeat(queries, group_size),
-            _sampler(policy, first_actions),
-            seed=config.seed if iteration == 0 else None,
-        )
-        steps_taken = episodes.valid.size
-        env_steps += steps_taken
-        bar.update(steps_taken)
-
-        b_obs, b_actions, b_valid = _as_tensors(episodes, spec)
-        b_rewards = torch.as_tensor(episodes.returns, dtype=torch.float32).view(
-            batch_groups, group_size
-        )
-        by_group = (batch_groups, group_size, b_valid.shape[0])  # (B, G, T)
-        b_mask = b_valid.T.reshape(by_group)
-        with torch.no_grad():
-            b_old_logp = step_logp(policy, b_obs, b_actions, b_valid)[0].reshape(by_group)
-            b_ref_logp = step_logp(reference, b_obs, b_actions, b_valid)[0].reshape(by_group)
-
-        group_order = torch.randperm(batch_groups)
-        minibatch_size = max(1, batch_groups // config.minibatches)
-        epoch_stats: list[dict[str, float]] = []
-        entropies: list[float] = []
-        for _ in range(config.update_epochs):
-            for first in range(0, batch_groups, minibatch_size):
-                mb_groups = group_order[first : first + minibatch_size]
-                # members of the chosen groups, in sub-env order (sub-env = group * G + member)
-                mb_envs = (mb_groups[:, None] * group_size + torch.arange(group_size)).reshape(-1)
-                logp, entropy = step_logp(
-                    policy, b_obs[:, mb_envs], b_actions[:, mb_envs], b_valid[:, mb_envs]
-                )
-                loss, stats = grpo_loss(
-                    logp.reshape(-1, group_size, by_group[2]),
-                    b_old_logp[mb_groups],
-                    b_ref_logp[mb_groups],
-                    b_rewards[mb_groups],
-                    clip_eps=config.clip_eps,
-                    beta=config.beta,
-                    eps=config.eps,
-                    scale_rewards=config.scale_rewards,
-                    step_mask=b_mask[mb_groups],
-                )
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
-                optimizer.step()
-                epoch_stats.append(stats)
-                entropies.append(float(entropy.detach().mean()))
+        queries, seed = next(batches), config.seed if iteration == 0 else None
+        batch, episodes = collect(envs, policy, reference, queries, group_size, first_actions, seed)
+        env_steps += episodes.valid.size
+        bar.update(episodes.valid.size)
+        losses = update(policy, optimizer, batch, config)
         iteration += 1
         if iteration % config.ref_refresh_every == 0:
             reference.load_state_dict(policy.state_dict())
@@ -336,14 +380,9 @@ def train(
             "env_steps": float(env_steps),
             "charts/mean_return": float(episodes.returns.mean()),
             "charts/steps_per_second": env_steps / (time.perf_counter() - start_time),
-            "charts/entropy": float(np.mean(entropies)),
-            # groups whose members all scored the same teach nothing (DeepSeekMath §4.1)
-            "charts/zero_std_fraction": float(
-                (b_rewards.max(dim=1).values == b_rewards.min(dim=1).values).float().mean()
-            ),
+            "charts/zero_std_fraction": batch.zero_std_fraction(),
+            **losses,
         }
-        for key in ("loss", "policy_loss", "kl", "clip_fraction", "approx_kl_old"):
-            record[f"losses/{key}"] = float(np.mean([s[key] for s in epoch_stats]))
         dev_return = curve(router, env_steps) if curve is not None else None
         if dev_return is not None:
             record["eval/mean_return"] = dev_return
@@ -358,3 +397,25 @@ def train(
     if writer is not None:
         writer.close()
     return router, metrics
+
+
+def _query_batches(rng: np.random.Generator, num_queries: int, size: int) -> Iterator[np.ndarray]:
+    """Batches of ``size`` queries from shuffled passes over the training split, so every
+    query is seen equally often."""
+    order = np.empty(0, dtype=np.int64)
+    while True:
+        while len(order) < size:
+            order = np.concatenate([order, rng.permutation(num_queries)])
+        batch, order = order[:size], order[size:]
+        yield batch
+
+
+def _tensorboard(config: GRPOConfig) -> Any:
+    """A TensorBoard writer with the config as text, or None without ``log_dir``."""
+    if config.log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(config.log_dir)
+    writer.add_text("config", str(asdict(config)))
+    return writer

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maw_gym.cache import atomic_path, read_json, stable_hash, write_json
+from maw_gym.cache import read_json, stable_hash, write_json
 from maw_gym.command import (
     env_id,
     keeping_sigterm_handler,
@@ -50,7 +50,12 @@ from maw_gym.command import (
 )
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
-from maw_gym_agents.common import load_hyperparams, read_router_json, write_router_json
+from maw_gym_agents.common import (
+    ObsNormalisation,
+    load_hyperparams,
+    read_router_json,
+    write_router_json,
+)
 from maw_gym_agents.curve import DevCurve
 
 ENV_NAME = "maw_gym_env"
@@ -91,56 +96,27 @@ def make_env(env_config: dict[str, Any]) -> gym.Env:
     return gym.wrappers.TransformObservation(env, normalisation, space)
 
 
-@dataclass(frozen=True)
-class ObsNormalisation:
-    """Fixed ``clip((obs − mean) / std)``, measured once on the training env.
-
-    Attention maps are tiny probabilities whose informative differences are smaller still (SB3
-    uses VecNormalize for the same reason). Fixed statistics, unlike RLlib's running
-    ``MeanStdFilter``, live in ``env_config`` and beside the router, not in connector state.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-    clip: float = 10.0
-
-    def __call__(self, observations: np.ndarray) -> np.ndarray:
-        scaled = (np.asarray(observations, dtype=np.float32) - self.mean) / self.std
-        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "clip": self.clip}
-
-    @classmethod
-    def from_dict(cls, stats: dict[str, Any]) -> ObsNormalisation:
-        mean = np.asarray(stats["mean"], dtype=np.float32)
-        return cls(mean, np.asarray(stats["std"], dtype=np.float32), float(stats["clip"]))
-
-    @classmethod
-    def measure(
-        cls, env_config: dict[str, Any], episodes: int = 1024, seed: int = 0
-    ) -> ObsNormalisation:
-        """Statistics of every observation of ``episodes`` uniformly random episodes."""
-        env = make_env({**env_config, "obs_normalisation": None})
-        if not isinstance(env.observation_space, gym.spaces.Box):
-            raise ValueError(
-                f"{env_config['env_id']}: observation normalisation needs a Box "
-                f"observation space, got {env.observation_space}"
-            )
-        env.action_space.seed(seed)
-        seen = []
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed if episode == 0 else None)
-            done = False
-            while not done:
-                seen.append(obs)
-                obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
-                done = terminated or truncated
-        env.close()
-        batch = np.asarray(seen, dtype=np.float64)
-        return cls(
-            batch.mean(0).astype(np.float32), np.maximum(batch.std(0), 1e-6).astype(np.float32)
+def measure_normalisation(
+    env_config: dict[str, Any], episodes: int = 1024, seed: int = 0
+) -> ObsNormalisation:
+    """Statistics of every observation of ``episodes`` uniformly random episodes."""
+    env = make_env({**env_config, "obs_normalisation": None})
+    if not isinstance(env.observation_space, gym.spaces.Box):
+        raise ValueError(
+            f"{env_config['env_id']}: observation normalisation needs a Box "
+            f"observation space, got {env.observation_space}"
         )
+    env.action_space.seed(seed)
+    seen = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
+        done = False
+        while not done:
+            seen.append(obs)
+            obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            done = terminated or truncated
+    env.close()
+    return ObsNormalisation.of(np.asarray(seen))
 
 
 @dataclass
@@ -278,7 +254,7 @@ def train_run(run: RLlibRun, curve: DevCurve | None = None) -> RLlibRouter:
     try:
         tune.register_env(ENV_NAME, make_env)
         if run.normalise_obs and run.env_config.get("obs_normalisation") is None:
-            stats = ObsNormalisation.measure(run.env_config, seed=run.seed)
+            stats = measure_normalisation(run.env_config, seed=run.seed)
             run.env_config = {**run.env_config, "obs_normalisation": stats.to_dict()}
         if run.num_env_runners > 0:
             preflight(run.env_config)
@@ -420,8 +396,7 @@ class RLlibRouter:
         normalisation = None
         if self.obs_normalisation is not None:
             normalisation = NORMALISATION_FILE
-            with atomic_path(directory / NORMALISATION_FILE) as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, **self.obs_normalisation.to_dict())
+            self.obs_normalisation.save(directory / NORMALISATION_FILE)
         write_router_json(
             directory,
             type(self),
@@ -441,8 +416,7 @@ class RLlibRouter:
         module = RLModule.from_checkpoint(str((directory / config["module"]).resolve()))
         normalisation = None
         if config.get("obs_normalisation"):
-            with np.load(directory / config["obs_normalisation"]) as data:
-                normalisation = ObsNormalisation.from_dict({k: data[k] for k in data.files})
+            normalisation = ObsNormalisation.load(directory / config["obs_normalisation"])
         return cls(config["name"], module, normalisation)
 
 

@@ -28,6 +28,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 from maw_gym.cache import atomic_path
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
+    ObsNormalisation,
     load_hyperparams,
     make_vector_env,
     read_router_json,
@@ -138,13 +139,13 @@ class SB3Router:
         name: str,
         algo: str,
         model: BaseAlgorithm,
-        obs_normalisation: dict[str, np.ndarray] | None = None,
+        obs_normalisation: ObsNormalisation | None = None,
     ):
         self.name = name
         self.algo = algo
         self.model = model
         self.obs_normalisation = obs_normalisation
-        """``mean``, ``var``, ``epsilon``, ``clip``: VecNormalize's statistics frozen at the end."""
+        """VecNormalize's statistics frozen at the end of training."""
 
     @classmethod
     def from_vec_normalize(
@@ -152,22 +153,15 @@ class SB3Router:
     ) -> SB3Router:
         if not isinstance(env, VecNormalize):
             return cls(name, algo, model)
-        stats = {
-            "mean": env.obs_rms.mean,
-            "var": env.obs_rms.var,
-            "epsilon": np.asarray(env.epsilon),
-            "clip": np.asarray(env.clip_obs),
-        }
-        return cls(name, algo, model, {k: np.asarray(v, np.float64) for k, v in stats.items()})
+        # VecNormalize's transform is clip((obs - mean) / sqrt(var + eps)).
+        std = np.sqrt(env.obs_rms.var + env.epsilon).astype(np.float32)
+        stats = ObsNormalisation(env.obs_rms.mean.astype(np.float32), std, float(env.clip_obs))
+        return cls(name, algo, model, stats)
 
     def normalise(self, observations: np.ndarray) -> np.ndarray:
         """VecNormalize's transform, ``clip((obs - mean) / sqrt(var + eps))``, without the env."""
         obs = np.asarray(observations, dtype=np.float32)
-        if self.obs_normalisation is None:
-            return obs
-        s = self.obs_normalisation
-        scaled = (obs - s["mean"]) / np.sqrt(s["var"] + s["epsilon"])
-        return np.clip(scaled, -s["clip"], s["clip"]).astype(np.float32)
+        return obs if self.obs_normalisation is None else self.obs_normalisation(obs)
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         actions, _ = self.model.predict(self.normalise(observations), deterministic=True)
@@ -181,8 +175,7 @@ class SB3Router:
             self.model.save(tmp.with_suffix(".zip"))
             tmp.with_suffix(".zip").replace(tmp)
         if self.obs_normalisation is not None:
-            with atomic_path(directory / NORMALISATION_FILE) as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, **self.obs_normalisation)
+            self.obs_normalisation.save(directory / NORMALISATION_FILE)
         write_router_json(
             directory,
             type(self),
@@ -204,8 +197,7 @@ class SB3Router:
         model = ALGORITHMS[algo].load(directory / config["model"], device="cpu")
         stats = None
         if config.get("obs_normalisation"):
-            with np.load(directory / config["obs_normalisation"]) as data:
-                stats = {k: data[k] for k in data.files}
+            stats = ObsNormalisation.load(directory / config["obs_normalisation"])
         return cls(config["name"], algo, model, stats)
 
 

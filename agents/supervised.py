@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
     ActionSpec,
+    ObsNormalisation,
     enumerate_returns,
     env_layout,
     load_state,
@@ -198,8 +199,9 @@ def train(
     observations = torch.tensor(tables.observation, dtype=torch.float32)
     with torch.no_grad():
         features = net.features(observations)
-        net.feature_mean.copy_(features.mean(0))
-        net.feature_std.copy_(features.std(0, unbiased=False).clamp_min(1e-6))
+        stats = ObsNormalisation.of(features.numpy())
+        net.feature_mean.copy_(torch.as_tensor(stats.mean))
+        net.feature_std.copy_(torch.as_tensor(stats.std))
     targets = torch.as_tensor(labels, dtype=torch.long)
     ranking_target = torch.softmax(
         torch.as_tensor(tables.alignment, dtype=torch.float32) / config.ranking_temperature, dim=1

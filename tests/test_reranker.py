@@ -233,3 +233,20 @@ def _roundtrip(payload: dict):
     torch.save(payload, buffer)
     buffer.seek(0)
     return buffer
+
+
+def test_a_changed_reranker_default_changes_the_encoder_cache_key(monkeypatch) -> None:
+    """``init_noise`` and ``observe_candidates`` change the tables, so the key holds them."""
+    from maw_gym.encoder.reranker import MAWReranker
+    from maw_gym.encoder.train import default_encoder_dir, encoder_config
+    from maw_gym.presets import get_preset
+
+    preset = get_preset("smoke")
+    before = encoder_config("nave-kjv", preset)
+    attention, layers, router, observe, noise = MAWReranker.__init__.__defaults__
+    monkeypatch.setattr(
+        MAWReranker.__init__, "__defaults__", (attention, layers, router, observe, noise + 1)
+    )
+    after = encoder_config("nave-kjv", preset)
+    assert after["models"]["maw"]["model"]["init_noise"] == noise + 1
+    assert default_encoder_dir(after) != default_encoder_dir(before)

@@ -97,7 +97,7 @@ def test_appo_trains_one_iteration_and_acts(private_ray, tmp_path):
 
 def test_observation_normalisation_standardises_the_env(tmp_path):
     config = {"env_id": ENV_ID, "synthetic": {"num_queries": 16, "best_depth": 1}}
-    normalisation = rllib.ObsNormalisation.measure(config, episodes=512)
+    normalisation = rllib.measure_normalisation(config, episodes=512)
     scaled = normalisation(observations(Tables.synthetic(num_queries=16, best_depth=1)))
     assert np.abs(scaled.mean(0)).max() < 0.3 and np.abs(scaled.std(0) - 1).max() < 0.3
     again = rllib.ObsNormalisation.from_dict(normalisation.to_dict())

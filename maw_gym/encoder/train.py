@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,22 @@ def base_model_id(max_length: int) -> str:
     return BaseEncoder(max_length=max_length).model_id
 
 
+def model_settings(preset: Preset, seed: int) -> dict[str, Any]:
+    """Every model's full constructor and training settings, defaults included: a changed
+    default (``observe_candidates``, ``init_noise``, a learning rate, ...) changes the tables,
+    so it must change the cache key, not only ``ENCODER_VERSION``. ``hidden`` is left out: it
+    follows the base model, which the key names."""
+    defaults = {
+        p.name: p.default
+        for p in inspect.signature(MAWReranker.__init__).parameters.values()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {
+        name: {"model": {**defaults, **kwargs, "hidden": None}, "train": asdict(train_config)}
+        for name, (kwargs, train_config) in model_specs(preset, 0, seed).items()
+    }
+
+
 def encoder_config(dataset: str, preset: Preset, seed: int = 0) -> dict[str, Any]:
     """What an encoder is a function of (its directory name hashes this)."""
     name, train_fp = split_fingerprint(dataset, "train", preset)
@@ -132,6 +149,7 @@ def encoder_config(dataset: str, preset: Preset, seed: int = 0) -> dict[str, Any
         "preset": preset.to_dict(),
         "base_model": base_model_id(preset.max_length),
         "seed": seed,
+        "models": model_settings(preset, seed),
     }
 
 
