@@ -243,10 +243,12 @@ def test_a_changed_reranker_default_changes_the_encoder_cache_key(monkeypatch) -
 
     preset = get_preset("smoke")
     before = encoder_config("nave-kjv", preset)
-    attention, layers, router, observe, noise = MAWReranker.__init__.__defaults__
-    monkeypatch.setattr(
-        MAWReranker.__init__, "__defaults__", (attention, layers, router, observe, noise + 1)
-    )
+    defaults = list(MAWReranker.__init__.__defaults__)
+    names = MAWReranker.__init__.__code__.co_varnames[: MAWReranker.__init__.__code__.co_argcount]
+    index = names[-len(defaults) :].index("init_noise")
+    noise = defaults[index]
+    defaults[index] = noise + 1
+    monkeypatch.setattr(MAWReranker.__init__, "__defaults__", tuple(defaults))
     after = encoder_config("nave-kjv", preset)
     assert after["models"]["maw"]["model"]["init_noise"] == noise + 1
     assert default_encoder_dir(after) != default_encoder_dir(before)
