@@ -259,6 +259,13 @@ def load_router(directory: Path | str) -> Router:
     return router_class.load(directory)
 
 
+def as_input(module: torch.nn.Module, observations: np.ndarray) -> torch.Tensor:
+    """Observations as float32 on ``module``'s device (a router also acts mid-training, for
+    its dev curve, on the device it trains on)."""
+    device = next(module.parameters()).device
+    return torch.as_tensor(np.asarray(observations), dtype=torch.float32, device=device)
+
+
 class PolicyRouter:
     """A router backed by :class:`MLPPolicy` (GRPO trains these); acts with the policy's mode."""
 
@@ -269,8 +276,8 @@ class PolicyRouter:
 
     @torch.no_grad()
     def act(self, observations: np.ndarray) -> np.ndarray:
-        params = self.policy(torch.as_tensor(np.asarray(observations), dtype=torch.float32))
-        return self.policy.spec.mode(params).numpy()
+        params = self.policy(as_input(self.policy, observations))
+        return self.policy.spec.mode(params).cpu().numpy()
 
     def save(self, directory: Path) -> None:
         directory = Path(directory)

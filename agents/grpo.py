@@ -32,12 +32,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from maw_gym.device import resolve_device
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
     ActionSpec,
     Episodes,
     MLPPolicy,
     PolicyRouter,
+    as_input,
     env_layout,
     make_vector_env,
     run_episodes,
@@ -172,6 +174,9 @@ class GRPOConfig:
     """Gradient norm clipping."""
     log_dir: str | None = None
     """TensorBoard directory (None: no TensorBoard files)."""
+    device: str = "cpu"
+    """Where the policy trains and samples: ``auto``, ``cpu`` or ``cuda`` (envs step on CPU;
+    the router returned is on CPU)."""
 
 
 def _as_tensors(episodes: Episodes, spec: ActionSpec) -> tuple[torch.Tensor, ...]:
@@ -206,13 +211,13 @@ def _sampler(policy: MLPPolicy, first_actions: np.ndarray | None):
     def choose(observations: np.ndarray, step: int) -> np.ndarray:
         if step == 0 and first_actions is not None:
             return first_actions
-        params = policy(torch.as_tensor(observations, dtype=torch.float32))
+        params = policy(as_input(policy, observations))
         action = spec.distribution(params).sample()
         if spec.kind == "simplex":
             # float32 Dirichlet samples can underflow to exactly 0, whose log-density is -inf.
             action = action.clamp_min(1e-6)
             action = action / action.sum(-1, keepdim=True)
-        return action.numpy()
+        return action.cpu().numpy()
 
     return choose
 
@@ -268,7 +273,8 @@ def collect(
     episodes = run_episodes(
         envs, np.repeat(queries, group_size), _sampler(policy, first_actions), seed=seed
     )
-    b_obs, b_actions, b_valid = _as_tensors(episodes, policy.spec)
+    device = next(policy.parameters()).device
+    b_obs, b_actions, b_valid = (t.to(device) for t in _as_tensors(episodes, policy.spec))
     by_group = (len(queries), group_size, b_valid.shape[0])  # (B, G, T)
     with torch.no_grad():
         b_old_logp = step_logp(policy, b_obs, b_actions, b_valid)[0].reshape(by_group)
@@ -277,7 +283,9 @@ def collect(
         obs=b_obs,
         actions=b_actions,
         valid=b_valid,
-        rewards=torch.as_tensor(episodes.returns, dtype=torch.float32).view(by_group[:2]),
+        rewards=torch.as_tensor(episodes.returns, dtype=torch.float32, device=device).view(
+            by_group[:2]
+        ),
         mask=b_valid.T.reshape(by_group),
         old_logp=b_old_logp,
         ref_logp=b_ref_logp,
@@ -352,8 +360,10 @@ def train(
     envs = make_vector_env(env_id, batch_groups * group_size, tables)
     first_actions = np.tile(np.arange(group_size), batch_groups) if enumerate_first else None
 
+    device = resolve_device(config.device)
     policy = MLPPolicy(obs_dim, spec, config.hidden)
     policy.set_normalisation(_observation_statistics(envs, tables.num_queries, config.seed))
+    policy.to(device)
     reference = copy.deepcopy(policy).requires_grad_(False)
     optimizer = torch.optim.AdamW(
         policy.parameters(), lr=config.learning_rate, eps=1e-5, weight_decay=config.weight_decay
@@ -396,6 +406,7 @@ def train(
     envs.close()
     if writer is not None:
         writer.close()
+    policy.cpu()
     return router, metrics
 
 

@@ -26,6 +26,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from maw_gym.cache import atomic_path
+from maw_gym.device import resolve_device
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
     ObsNormalisation,
@@ -213,6 +214,7 @@ def train(
     hyperparams: dict[str, Any] | None = None,
     progress: bool = True,
     num_threads: int | None = 1,
+    device: str = "cpu",
 ) -> SB3Router:
     """Train ``algo`` ("ppo", "a2c" or "dqn") for ``steps`` env steps; same seed, same result.
 
@@ -221,6 +223,8 @@ def train(
     (:class:`CurveCallback`). ``num_threads``
     sets torch's (process-wide) intra-op threads: these MLPs are tiny, and on a busy 2-core
     machine 2 threads made PPO 4× and DQN 20× slower than 1 (None: leave torch's setting).
+    ``device`` (``auto``, ``cpu``, ``cuda``) is SB3's own ``device`` option, resolved by
+    :func:`maw_gym.device.resolve_device`; SB3 itself warns that MLP policies run faster on CPU.
     """
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -237,7 +241,12 @@ def train(
     if normalize:
         env = VecNormalize(env, norm_obs=True, norm_reward=False)
     model = ALGORITHMS[algo](
-        policy, env, seed=seed, device="cpu", tensorboard_log=str(out_dir / "tb"), **params
+        policy,
+        env,
+        seed=seed,
+        device=resolve_device(device),
+        tensorboard_log=str(out_dir / "tb"),
+        **params,
     )
     name = f"sb3-{algo}"
     callback = CurveCallback(curve, name, algo) if curve is not None else None

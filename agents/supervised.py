@@ -35,10 +35,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from maw_gym.device import resolve_device
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
     ActionSpec,
     ObsNormalisation,
+    as_input,
     enumerate_returns,
     env_layout,
     load_state,
@@ -112,7 +114,7 @@ class SupervisedRouter:
 
     @torch.no_grad()
     def depth_logits(self, observations: np.ndarray) -> np.ndarray:
-        return self.net(torch.as_tensor(np.asarray(observations), dtype=torch.float32)).numpy()
+        return self.net(as_input(self.net, observations)).cpu().numpy()
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         return self.spec.from_depth_scores(self.depth_logits(observations)[:, None, :])
@@ -171,6 +173,8 @@ class SupervisedConfig:
     """Weight of the listwise ranking term."""
     ranking_temperature: float = 0.1
     """τ of the target distribution softmax(alignment / τ)."""
+    device: str = "cpu"
+    """Where the network trains: ``auto``, ``cpu`` or ``cuda`` (the router returned is on CPU)."""
 
 
 @torch_threads(1)
@@ -194,18 +198,18 @@ def train(
     labels = rule_labels(tables) if config.labels == "rule" else oracle_labels(tables)
 
     depth, heads, pool = tables.depth, tables.heads, tables.observation.shape[-1]
-    net = PooledRouterNet(depth, heads, pool, config.depth_aware, config.hidden)
+    device = resolve_device(config.device)
+    net = PooledRouterNet(depth, heads, pool, config.depth_aware, config.hidden).to(device)
     # A copy: loaded tables are read-only memory maps.
-    observations = torch.tensor(tables.observation, dtype=torch.float32)
+    observations = torch.tensor(tables.observation, dtype=torch.float32, device=device)
     with torch.no_grad():
         features = net.features(observations)
-        stats = ObsNormalisation.of(features.numpy())
+        stats = ObsNormalisation.of(features.cpu().numpy())
         net.feature_mean.copy_(torch.as_tensor(stats.mean))
         net.feature_std.copy_(torch.as_tensor(stats.std))
-    targets = torch.as_tensor(labels, dtype=torch.long)
-    ranking_target = torch.softmax(
-        torch.as_tensor(tables.alignment, dtype=torch.float32) / config.ranking_temperature, dim=1
-    )
+    targets = torch.as_tensor(labels, dtype=torch.long, device=device)
+    alignment = torch.as_tensor(tables.alignment, dtype=torch.float32, device=device)
+    ranking_target = torch.softmax(alignment / config.ranking_temperature, dim=1)
     optimizer = torch.optim.Adam(
         net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -236,4 +240,5 @@ def train(
     with torch.no_grad():
         accuracy = (net(observations).argmax(1) == targets).float().mean()
     metrics[-1]["charts/train_label_accuracy"] = float(accuracy)
+    net.cpu()
     return router, metrics

@@ -21,6 +21,7 @@ from typing import Any
 
 from maw_gym.cache import write_json
 from maw_gym.command import env_id, output_dir, positive_int
+from maw_gym.device import add_device_argument
 from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
@@ -45,6 +46,8 @@ class TrainJob:
     """Env steps (agents that are not RL say what a step is)."""
     out_dir: Path
     """Where the agent may write its logs."""
+    device: str = "cpu"
+    """Where torch trains the agent (``auto``, ``cpu``, ``cuda``); envs always step on CPU."""
 
     def curve(self) -> DevCurve:
         """A fresh dev curve at this job's step budgets (it stays empty without dev tables)."""
@@ -76,6 +79,7 @@ def _grpo(enumerate_actions: bool) -> TrainFn:
             total_env_steps=job.steps,
             enumerate_actions=enumerate_actions,
             log_dir=str(job.out_dir / "tb"),
+            device=job.device,
         )
         curve = job.curve()
         router, metrics = train(job.env_id, job.train_tables, config, curve)
@@ -97,6 +101,7 @@ def _supervised(labels: LabelMode, depth_aware: bool) -> TrainFn:
             labels=labels,
             depth_aware=depth_aware,
             epochs=epochs,
+            device=job.device,
         )
         curve = job.curve()
         router, metrics = train(job.env_id, job.train_tables, config, curve)
@@ -122,7 +127,16 @@ def _sb3(algo: str) -> TrainFn:
         from maw_gym_agents.sb3 import train
 
         curve = job.curve()
-        router = train(algo, job.env_id, job.train_tables, curve, job.seed, job.steps, job.out_dir)
+        router = train(
+            algo,
+            job.env_id,
+            job.train_tables,
+            curve,
+            job.seed,
+            job.steps,
+            job.out_dir,
+            device=job.device,
+        )
         return router, curve.points
 
     return train_sb3
@@ -133,7 +147,15 @@ def train_rllib_ppo(job: TrainJob) -> Trained:
     from maw_gym_agents.rllib import train
 
     curve = job.curve()
-    router = train(job.env_id, job.train_tables, job.seed, job.steps, job.out_dir, curve=curve)
+    router = train(
+        job.env_id,
+        job.train_tables,
+        job.seed,
+        job.steps,
+        job.out_dir,
+        curve=curve,
+        device=job.device,
+    )
     return router, curve.points
 
 
@@ -161,6 +183,7 @@ def train_agent(
     steps: int,
     out_dir: Path,
     extra: dict[str, Any] | None = None,
+    device: str = "cpu",
 ) -> tuple[Router, dict[str, Any]]:
     """Train ``agent``, save its router and ``training.json`` in ``out_dir``; return both."""
     if agent not in AGENTS:
@@ -168,7 +191,7 @@ def train_agent(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    job = TrainJob(env_id, train_tables, dev_tables, seed, steps, out_dir)
+    job = TrainJob(env_id, train_tables, dev_tables, seed, steps, out_dir, device)
     router, curve = AGENTS[agent](job)
     seconds = time.perf_counter() - started
     router.save(out_dir)
@@ -218,6 +241,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a tables directory for dev evaluation (with --train-tables)",
     )
+    add_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -231,11 +255,19 @@ def run(args: argparse.Namespace) -> int:
     else:
         from maw_gym.encoder.table_builder import get_tables
 
-        train_tables = get_tables(args.dataset, "train", preset, args.encoder)
-        dev_tables = get_tables(args.dataset, "dev", preset, args.encoder)
+        train_tables = get_tables(args.dataset, "train", preset, args.encoder, args.device)
+        dev_tables = get_tables(args.dataset, "dev", preset, args.encoder, args.device)
         extra["dataset"] = args.dataset
     _, record = train_agent(
-        args.agent, args.env, train_tables, dev_tables, args.seed, steps, args.out, extra
+        args.agent,
+        args.env,
+        train_tables,
+        dev_tables,
+        args.seed,
+        steps,
+        args.out,
+        extra,
+        device=args.device,
     )
     print(json.dumps(record, indent=2))
     return 0

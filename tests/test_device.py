@@ -36,3 +36,52 @@ def test_cpu_autocast_changes_nothing_and_the_option_parses() -> None:
     assert parser.parse_args([]).device == "auto"
     with pytest.raises(SystemExit):
         parser.parse_args(["--device", "tpu"])
+
+
+@CUDA
+def test_cuda_results_match_cpu_within_float_tolerance() -> None:
+    """States (bf16/fp16 autocast on the GPU), the tables of a shard (float32) and a supervised
+    router trained on each device agree within float tolerance."""
+    import numpy as np
+
+    from maw_gym.encoder.base import BaseEncoder
+    from maw_gym.encoder.shards import scored_arrays
+    from maw_gym.encoder.table_builder import resolve_encoder
+    from maw_gym.encoder.train import TrainedEncoder
+    from maw_gym.pipeline import split_inputs
+    from maw_gym.presets import get_preset
+    from maw_gym.tables import Tables
+    from maw_gym_agents.supervised import SupervisedConfig, train
+
+    queries, docs = ["who built the ark", "a psalm of david"], ["noah built an ark", "psalm"]
+    states = {
+        device: BaseEncoder(max_length=16, device=device).compute_pairs(queries, docs)[0]
+        for device in ("cpu", "cuda")
+    }
+    # Half-precision activations through 6 layers: a few hundredths on values of order 1.
+    np.testing.assert_allclose(states["cuda"], states["cpu"], atol=0.1, rtol=0.05)
+    preset = get_preset("smoke")
+    inputs = split_inputs("nave-kjv", "dev", preset, rows=(0, 8), device="cpu")
+    directory = resolve_encoder("nave-kjv", preset, device="cpu")
+    models = {
+        device: TrainedEncoder.load(directory, device=device).models for device in ("cpu", "cuda")
+    }
+    cpu, cuda = (
+        scored_arrays(inputs, m["maw"], m["nonmaw_0"], m.get("stack")) for m in models.values()
+    )
+    for name, array in cpu.items():
+        if array.dtype.kind == "f":
+            np.testing.assert_allclose(cuda[name], array, atol=1e-4, rtol=1e-4, err_msg=name)
+        else:  # ids, masks, judgments: not computed by torch
+            np.testing.assert_array_equal(cuda[name], array, err_msg=name)
+    tables = Tables.synthetic(num_queries=64, best_depth=1)
+    logits = {
+        device: train(
+            "MAW/DepthSelection-v0",
+            tables,
+            SupervisedConfig(epochs=5, device=device),
+            progress=False,
+        )[0].depth_logits(tables.observation)
+        for device in ("cpu", "cuda")
+    }
+    np.testing.assert_allclose(logits["cuda"], logits["cpu"], atol=1e-3)

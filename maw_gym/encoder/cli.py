@@ -9,6 +9,7 @@ from pathlib import Path
 
 from maw_gym.cache import write_json
 from maw_gym.command import output_dir
+from maw_gym.device import add_device_argument
 from maw_gym.presets import add_preset_arguments, preset_from_args
 
 
@@ -22,6 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         command.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
         add_preset_arguments(command, default="smoke")
         command.add_argument("--seed", type=int, default=0, help="training seed")
+    add_device_argument(train)
     train.add_argument(
         "--out",
         type=output_dir,
@@ -76,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
     if args.encoder_command == "train":
         from maw_gym.encoder.train import train_encoder
 
-        directory = train_encoder(args.dataset, preset, out=args.out, seed=args.seed)
+        directory = train_encoder(
+            args.dataset, preset, out=args.out, seed=args.seed, device=args.device
+        )
         config = json.loads((directory / "config.json").read_text())
         print(
             f"encoder: {directory} (content hash {config['content_hash']}, "
