@@ -12,7 +12,8 @@ Two kinds of rows, each measured in its own child process (so its peak RSS is it
   not timed; its workers' first model loads are. Peak RSS adds up the driver and the workers.
 
 CUDA rows appear only where ``torch.cuda.is_available()``. The preset's encoder must exist (it
-is trained on first use).
+is trained on first use) unless ``--encoder`` names one: the rates depend on the preset's shapes,
+not on the weights.
 
     .venv/bin/python scripts/bench_pipeline.py --preset quick --json
 """
@@ -47,7 +48,8 @@ def stage_rates(args: argparse.Namespace, device: str) -> dict:
     from maw_gym.presets import get_preset
 
     preset = get_preset(args.preset)
-    encoder = TrainedEncoder.load(resolve_encoder(args.dataset, preset), device=device)
+    encoder_dir = resolve_encoder(args.dataset, preset, args.encoder)
+    encoder = TrainedEncoder.load(encoder_dir, device=device)
     inputs = split_inputs(args.dataset, args.split, preset, rows=(0, args.shard_queries))
     data = preset_split(args.dataset, args.split, preset)
     rows = zip(inputs.query_ids, inputs.candidate_ids, inputs.candidate_mask, strict=True)
@@ -78,7 +80,7 @@ def build_rate(args: argparse.Namespace, device: str, ray_workers: int) -> dict:
     from maw_gym.presets import get_preset
 
     preset = get_preset(args.preset)
-    encoder_dir = resolve_encoder(args.dataset, preset)
+    encoder_dir = resolve_encoder(args.dataset, preset, args.encoder)
     os.environ["MAW_GYM_CACHE"] = str(_cache_without_states(Path(args.scratch)))
     address = None
     if ray_workers:
@@ -170,6 +172,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="nave-kjv")
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--split", default="dev", help="split whose tables are built")
+    parser.add_argument("--encoder", help="a trained encoder directory (default: the preset's)")
     parser.add_argument("--shard-queries", type=int, default=50, help="queries per shard")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per stage (median)")
     parser.add_argument("--ray-workers", type=int, default=2)
