@@ -337,13 +337,13 @@ def run(args: argparse.Namespace) -> int:
         qrels = candidate_qrels(tables)
         source: dict[str, Any] = {"tables": str(args.tables)}
     else:
-        from maw_gym.encoder.table_builder import get_tables
+        from maw_gym.encoder.table_builder import ensure_tables
         from maw_gym.pipeline import preset_split
 
         dataset = args.dataset or trained.get("dataset", "nave-kjv")
         args.preset = args.preset or trained.get("preset", "smoke")
         preset = preset_from_args(args)
-        tables = get_tables(dataset, args.split, preset, args.encoder)
+        tables = ensure_tables(dataset, args.split, preset, args.encoder)
         qrels = preset_split(dataset, args.split, preset).qrels
         source = {"dataset": dataset, "split": args.split, "preset": preset.name}
     for warning in check_trained_on(trained.get("tables"), tables, training_file):

@@ -550,10 +550,10 @@ def _write_training_record(
     if args.synthetic:
         tables = Tables.synthetic(**env_config["synthetic"])
     else:
-        from maw_gym.encoder.table_builder import get_tables
+        from maw_gym.encoder.table_builder import ensure_tables
 
         kwargs = env_config["env_kwargs"]
-        tables = get_tables(kwargs["dataset"], kwargs["split"], kwargs["preset"])
+        tables = ensure_tables(kwargs["dataset"], kwargs["split"], kwargs["preset"])
     record = {"agent": f"rllib-{args.algo}", "env_id": args.env, "seed": args.seed}
     write_json(directory / TRAINING_FILE, {**record, "tables": observation_source(tables)})
 

@@ -253,10 +253,10 @@ def run(args: argparse.Namespace) -> int:
         dev_tables = Tables.load(args.dev_tables) if args.dev_tables else None
         extra["train_tables"] = str(args.train_tables)
     else:
-        from maw_gym.encoder.table_builder import get_tables
+        from maw_gym.encoder.table_builder import ensure_tables
 
-        train_tables = get_tables(args.dataset, "train", preset, args.encoder, args.device)
-        dev_tables = get_tables(args.dataset, "dev", preset, args.encoder, args.device)
+        train_tables = ensure_tables(args.dataset, "train", preset, args.encoder, args.device)
+        dev_tables = ensure_tables(args.dataset, "dev", preset, args.encoder, args.device)
         extra["dataset"] = args.dataset
     _, record = train_agent(
         args.agent,

@@ -240,11 +240,11 @@ def prepare_out(out: Path, fresh: bool) -> None:
 
 def build_context(args: argparse.Namespace, preset: Preset, seeds: int) -> Context:
     """The three splits' tables, the test qrels and the run's configuration (``config.json``)."""
-    from maw_gym.encoder.table_builder import get_tables
+    from maw_gym.encoder.table_builder import ensure_tables
     from maw_gym.pipeline import preset_split
 
     tables = {
-        split: get_tables(args.dataset, split, preset, args.encoder)
+        split: ensure_tables(args.dataset, split, preset, args.encoder)
         for split in ("train", "dev", "test")
     }
     steps = args.steps if args.steps is not None else preset.agent_steps

@@ -249,7 +249,7 @@ def run_tables(run_dir: Path, source: Path | None) -> Tables:
         from maw_gym.artifacts import open_tables
 
         return open_tables(source, "test")
-    from maw_gym.encoder.table_builder import get_tables
+    from maw_gym.encoder.table_builder import ensure_tables
     from maw_gym.presets import Preset
 
     config = json.loads((Path(run_dir) / "config.json").read_text())
@@ -259,7 +259,7 @@ def run_tables(run_dir: Path, source: Path | None) -> Tables:
             f"{run_dir}/config.json: its encoder {encoder} is not on this machine; pass "
             "--tables with the run's tables artifact (`maw-gym tables export`)"
         )
-    return get_tables(config["dataset"], "test", Preset(**config["preset"]), encoder)
+    return ensure_tables(config["dataset"], "test", Preset(**config["preset"]), encoder)
 
 
 def run(args: argparse.Namespace) -> int:

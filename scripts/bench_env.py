@@ -31,9 +31,9 @@ QUICK_SHAPES = {"num_queries": 800, "depth": 8, "heads": 12, "pool": 4, "candida
 def load_tables(preset: str, env_id: str) -> Tables:
     if preset == "synthetic":
         return Tables.synthetic(**QUICK_SHAPES, layers="Layerwise" in env_id)
-    from maw_gym.encoder.table_builder import get_tables
+    from maw_gym.encoder.table_builder import ensure_tables
 
-    return get_tables(split="train", preset=preset)
+    return ensure_tables(split="train", preset=preset)
 
 
 def timed(run: Callable[[], int]) -> float:

@@ -104,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         tables = Tables.synthetic(num_queries=64, best_depth=1, seed=args.seed)
     else:
-        from maw_gym.encoder.table_builder import get_tables
+        from maw_gym.encoder.table_builder import ensure_tables
 
-        tables = get_tables(args.dataset, "train", args.preset)
+        tables = ensure_tables(args.dataset, "train", args.preset)
     budgets = ladder(args.min_steps, args.max_steps)
     runs = {
         agent: run_agent(agent, args.env, tables, args.seed, budgets, args.target)

@@ -201,12 +201,12 @@ def test_cli_export_refused_import_and_split_choice(artifact, tmp_path, capsys) 
 
 
 def test_cli_exports_the_smoke_benchmark_with_its_provenance(tmp_path, monkeypatch) -> None:
-    from maw_gym.encoder.table_builder import get_tables
+    from maw_gym.encoder.table_builder import ensure_tables
 
     monkeypatch.chdir(tmp_path)  # a relative OUT, as the README writes it
     assert main(["tables", "export", "--preset", "smoke", "smoke.tar"]) == 0
     manifest, loaded = read_artifact(tmp_path / "smoke.tar")
-    test = get_tables("nave-kjv", "test", "smoke")
+    test = ensure_tables("nave-kjv", "test", "smoke")
     assert manifest["splits"]["test"]["fingerprint"] == tables_fingerprint(test)
     assert manifest["encoder"]["hash"] == test.meta["encoder_hash"]
     assert manifest["preset"]["name"] == "smoke" and manifest["maw_gym_version"]

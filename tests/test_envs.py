@@ -231,7 +231,7 @@ def test_tables_default_to_get_tables_and_observations_are_checked(monkeypatch) 
         calls.append((dataset, split, preset, encoder))
         return Tables.synthetic(num_queries=9)
 
-    monkeypatch.setattr(builder, "get_tables", fake_get_tables)
+    monkeypatch.setattr(builder, "ensure_tables", fake_get_tables)
     env = gym.make("MAW/DepthSelection-v0", split="dev", max_queries=4, encoder="enc")
     assert calls == [("nave-kjv", "dev", "smoke", "enc")]
     assert env.unwrapped.tables.num_queries == 4

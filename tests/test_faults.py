@@ -91,7 +91,7 @@ def _damage(path: Path, how: str) -> None:
 
 
 def test_folder_dataset_never_writes_beside_itself(tmp_path: Path, own_cache: Path) -> None:
-    from maw_gym.encoder.table_builder import get_tables
+    from maw_gym.encoder.table_builder import ensure_tables
 
     dataset = tiny_dataset(tmp_path / "shelf" / "my data")
     shelf_before = sorted(p.name for p in dataset.parent.iterdir())
@@ -99,7 +99,7 @@ def test_folder_dataset_never_writes_beside_itself(tmp_path: Path, own_cache: Pa
     for path in (dataset, *dataset.rglob("*")):
         path.chmod(0o555 if path.is_dir() else 0o444)
     try:
-        tables = get_tables(str(dataset), "test", TINY)
+        tables = ensure_tables(str(dataset), "test", TINY)
     finally:
         for path in (dataset, *dataset.rglob("*")):
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -524,7 +524,7 @@ def test_unknown_env_lists_the_maw_ids_before_any_work(
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("tables were built for an unknown env id")
 
-    monkeypatch.setattr("maw_gym.encoder.table_builder.get_tables", no_work)
+    monkeypatch.setattr("maw_gym.encoder.table_builder.ensure_tables", no_work)
     argv = [command, "--env", env, "--out", str(tmp_path / "out")]
     argv += {"train": ["--agent", "grpo"], "rllib": ["--synthetic"]}.get(command, [])
     with pytest.raises(SystemExit) as exit_info:

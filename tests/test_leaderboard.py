@@ -63,13 +63,13 @@ def test_bounds_and_normalisation_come_from_the_tables(
 ) -> None:
     """The oracle, the random zero and best-fixed's normalised score, recomputed by hand from
     the test tables' rewards (DepthSelection, weights 0.3/0.3/0.4), not through the env."""
-    from maw_gym.encoder.table_builder import get_tables
+    from maw_gym.encoder.table_builder import ensure_tables
     from maw_gym.presets import get_preset
 
     out, rows = leaderboard
     by_name = {r["policy"]: r for r in rows}
     raw = json.loads((out / "raw_scores.json").read_text())
-    tables = get_tables("nave-kjv", "test", get_preset("smoke"))
+    tables = ensure_tables("nave-kjv", "test", get_preset("smoke"))
     entropy, focus = (
         values.mean(axis=2, dtype=np.float64) for values in (tables.entropy, tables.focus)
     )

@@ -13,7 +13,13 @@ import torch
 from maw_gym.encoder import table_builder as tables_module
 from maw_gym.encoder.report import depth_js_divergence, depth_spearman, encoder_report
 from maw_gym.encoder.reranker import QueryBatch, score_split
-from maw_gym.encoder.table_builder import get_tables, resolve_encoder, routed_results, tables_path
+from maw_gym.encoder.table_builder import (
+    ensure_tables,
+    get_tables,
+    resolve_encoder,
+    routed_results,
+    tables_path,
+)
 from maw_gym.encoder.train import TrainedEncoder
 from maw_gym.pipeline import preset_split, split_inputs
 from maw_gym.presets import get_preset
@@ -29,7 +35,7 @@ def encoder_dir():
 
 @pytest.fixture(scope="module")
 def dev_tables(encoder_dir):
-    return get_tables("nave-kjv", "dev", PRESET, encoder_dir)
+    return ensure_tables("nave-kjv", "dev", PRESET, encoder_dir)
 
 
 def test_shapes_and_layer2_fields(dev_tables) -> None:
@@ -43,13 +49,28 @@ def test_shapes_and_layer2_fields(dev_tables) -> None:
     assert dev_tables.meta["encoder_hash"] and dev_tables.meta["key"]
 
 
+def test_get_tables_never_trains_an_encoder(encoder_dir, dev_tables, monkeypatch) -> None:
+    """Only ensure_tables may train the encoder on the way to tables (issue 13)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("get_tables trained an encoder")
+
+    monkeypatch.setattr("maw_gym.encoder.train.train_encoder", refuse)
+    again = get_tables("nave-kjv", "dev", PRESET, encoder_dir)
+    np.testing.assert_array_equal(again.score_parts, dev_tables.score_parts)
+    with pytest.raises(ValueError, match="ensure_tables"):
+        get_tables("nave-kjv", "dev", PRESET, None)
+    with pytest.raises(AssertionError, match="trained an encoder"):
+        resolve_encoder("nave-kjv", PRESET.with_overrides(epochs=1))  # not cached: it trains
+
+
 def test_second_call_loads_without_building(encoder_dir, dev_tables, monkeypatch) -> None:
     def refuse(*args, **kwargs):
         raise AssertionError("tables or encoder rebuilt although cached")
 
     monkeypatch.setattr(tables_module, "build_tables", refuse)
     monkeypatch.setattr("maw_gym.encoder.train.train_reranker", refuse)
-    again = get_tables("nave-kjv", "dev", "smoke")
+    again = ensure_tables("nave-kjv", "dev", "smoke")
     np.testing.assert_array_equal(again.score_parts, dev_tables.score_parts)
     assert again.meta["key"] == dev_tables.meta["key"]
 
@@ -61,12 +82,12 @@ def test_corrupt_or_stale_file_is_rebuilt(encoder_dir, dev_tables) -> None:
     field, damaged = path / "score_parts.npy", path / "score_parts.tmp"
     damaged.write_bytes(field.read_bytes()[:200])
     damaged.replace(field)
-    rebuilt = get_tables("nave-kjv", "dev", PRESET, encoder_dir)
+    rebuilt = ensure_tables("nave-kjv", "dev", PRESET, encoder_dir)
     np.testing.assert_allclose(rebuilt.score_parts, dev_tables.score_parts, atol=1e-6)
     stale = rebuilt.subset(np.arange(rebuilt.num_queries))
     stale.meta["key"] = "not-" + key
     stale.save(path)
-    assert get_tables("nave-kjv", "dev", PRESET, encoder_dir).meta["key"] == key
+    assert ensure_tables("nave-kjv", "dev", PRESET, encoder_dir).meta["key"] == key
 
 
 def test_checkpoint_reload_gives_table_scores(encoder_dir, dev_tables) -> None:
@@ -124,7 +145,7 @@ def test_encoder_report_on_smoke(encoder_dir, tmp_path) -> None:
     report = encoder_report("nave-kjv", PRESET, encoder_dir, out=tmp_path)
     for split in ("dev", "test"):
         r = report[split]
-        tables = get_tables("nave-kjv", split, PRESET, encoder_dir)
+        tables = ensure_tables("nave-kjv", split, PRESET, encoder_dir)
         qrels = preset_split("nave-kjv", split, PRESET).qrels
         scores = tables.depth_scores()  # (N, D, C)
         per_depth = np.array(

@@ -1,5 +1,6 @@
 """Build and cache :class:`maw_gym.tables.Tables` for a split: the one entry point envs, agents
-and the leaderboard use (:func:`get_tables`), and ``maw-gym tables build``.
+and the leaderboard use (:func:`ensure_tables`, which builds what is missing in order, and
+:func:`get_tables`, which never trains an encoder), and ``maw-gym tables build``.
 
 A tables directory (one memory-mapped ``.npy`` per field, see :meth:`Tables.save`) is keyed by
 ``stable_hash(split fingerprint, encoder content hash, preset, version)``; the key is also
@@ -131,7 +132,7 @@ def tables_path(dataset: str, split: str, preset: Preset, encoder_dir: Path) -> 
     return cache_dir("tables") / f"{slug(name)}-{split}-{preset.name}-{key}.tables", key
 
 
-def get_tables(
+def ensure_tables(
     dataset: str = "nave-kjv",
     split: str = "train",
     preset: str | Preset = "smoke",
@@ -139,16 +140,41 @@ def get_tables(
     device: str = "auto",
     ray_address: str | None = None,
 ) -> Tables:
-    """Load the cached tables of ``split``, building them (and the encoder) if needed, on
-    ``device``, sharded over Ray at ``ray_address`` if given (see :func:`build_tables`).
+    """Build what is missing, in order, and return ``split``'s tables: data, BM25 candidates
+    and base-encoder states (cached by the pipeline), the MAW encoder (trained here when
+    ``encoder`` is None and the preset's is not cached yet), then the tables.
+
+    The one function that may train an encoder on the way to tables; :func:`get_tables`
+    never does.
+    """
+    preset = _preset(preset)
+    encoder_dir = resolve_encoder(dataset, preset, encoder, device=device)
+    return get_tables(dataset, split, preset, encoder_dir, device, ray_address)
+
+
+def get_tables(
+    dataset: str,
+    split: str,
+    preset: str | Preset,
+    encoder_dir: Path,
+    device: str = "auto",
+    ray_address: str | None = None,
+) -> Tables:
+    """Load the cached tables of ``split`` for the trained encoder in ``encoder_dir``, building
+    them if needed, on ``device``, sharded over Ray at ``ray_address`` if given (see
+    :func:`build_tables`). It never trains an encoder (:func:`ensure_tables` does).
 
     Tables that do not verify, or whose stored key differs, are rebuilt (with a warning). The
     shards of an interrupted build are kept beside the tables and reused by the next call.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if encoder_dir is None:
+        raise ValueError(
+            "get_tables needs a trained encoder directory; ensure_tables(...) trains the "
+            "preset's encoder first if it is missing"
+        )
     preset = _preset(preset)
-    encoder_dir = resolve_encoder(dataset, preset, encoder, device=device)
     path, key = tables_path(dataset, split, preset, encoder_dir)
     with locked(path):  # a concurrent build of the same tables waits, then loads these
         if path.exists():
@@ -261,7 +287,7 @@ def run(args: argparse.Namespace) -> int:
     preset = preset_from_args(args)
     for split in splits:
         started = time.perf_counter()
-        tables = get_tables(
+        tables = ensure_tables(
             args.dataset, split, preset, args.encoder, args.device, args.ray_address
         )
         print(

@@ -138,9 +138,9 @@ class EnvConfig:
             tables = open_tables(tables, self.split)
         elif tables is None:
             # Imported here: building tables pulls torch, and ``import maw_gym`` must stay light.
-            from maw_gym.encoder.table_builder import get_tables
+            from maw_gym.encoder.table_builder import ensure_tables
 
-            tables = get_tables(self.dataset, self.split, self.preset, self.encoder)
+            tables = ensure_tables(self.dataset, self.split, self.preset, self.encoder)
         limit = self.max_queries
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
