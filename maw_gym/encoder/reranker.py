@@ -568,6 +568,47 @@ class TrainState:
     stale: int
     done: bool
 
+    def end_epoch(
+        self, model: MAWReranker, metric: float, routed: bool, config: TrainConfig
+    ) -> None:
+        """Count the epoch; keep the model if its dev metric is the best so far; stop after
+        ``patience`` epochs without improvement or at ``config.epochs``."""
+        self.epoch += 1
+        # A router epoch is compared only with router epochs: warm-up epochs are not routed.
+        if metric > self.best_metric or (routed and self.epoch == config.warmup_epochs + 1):
+            self.best_metric, self.stale = metric, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+        else:
+            self.stale += 1
+        self.done = self.stale >= config.patience or self.epoch >= config.epochs
+
+
+def train_epoch(
+    model: MAWReranker,
+    train: SplitInputs,
+    teach: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    specialise: bool,
+    generator: torch.Generator,
+    desc: str,
+) -> float:
+    """One pass over the ``teach`` queries of ``train`` in shuffled batches; the mean loss."""
+    model.train()
+    device = next(model.parameters()).device
+    losses = []
+    batches = list(_query_batches(len(teach), config.batch_queries, generator))
+    bar = tqdm(batches, desc=desc, leave=False)
+    for picked in bar:
+        batch = QueryBatch.from_inputs(train, teach[picked], device)
+        loss, logs = training_step(model, batch, config, specialise, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(logs["loss"])
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    return float(np.mean(losses))
+
 
 def train_reranker(
     model: MAWReranker,
@@ -583,58 +624,33 @@ def train_reranker(
     after an epoch."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    device = next(model.parameters()).device
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     teach = np.flatnonzero(train.has_relevant())
-    state = TrainState(
-        epoch=0,
-        best_metric=-1.0,
-        best_state=copy.deepcopy(model.state_dict()),
-        history=[],
-        stale=0,
-        done=False,
-    )
+    state = TrainState(0, -1.0, copy.deepcopy(model.state_dict()), [], stale=0, done=False)
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         generator.set_state(resume["generator"])
         state = resume["train_state"]
     while not state.done and state.epoch < config.epochs:
-        model.train()
         started = time.perf_counter()
         specialise = model.depth > 1 and state.epoch >= config.warmup_epochs
-        use_router = specialise and config.specialisation != "random" and model.router is not None
-        losses = []
-        batches = list(_query_batches(len(teach), config.batch_queries, generator))
-        bar = tqdm(batches, desc=f"{name} epoch {state.epoch + 1}/{config.epochs}", leave=False)
-        for picked in bar:
-            batch = QueryBatch.from_inputs(train, teach[picked], device)
-            loss, logs = training_step(model, batch, config, specialise, generator)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(logs["loss"])
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        routed = specialise and config.specialisation != "random" and model.router is not None
+        desc = f"{name} epoch {state.epoch + 1}/{config.epochs}"
+        loss = train_epoch(model, train, teach, optimizer, config, specialise, generator, desc)
         metric = routed_ndcg(model, dev)
         state.history.append(
             {
                 "epoch": state.epoch + 1,
-                "train_loss": float(np.mean(losses)),
+                "train_loss": loss,
                 "dev_ndcg10": metric,
-                "router": float(use_router),
+                "router": float(routed),
                 "seconds": time.perf_counter() - started,
             }
         )
-        state.epoch += 1
-        # A router epoch is compared only with router epochs: warm-up epochs are not routed.
-        if metric > state.best_metric or (use_router and state.epoch == config.warmup_epochs + 1):
-            state.best_metric, state.stale = metric, 0
-            state.best_state = copy.deepcopy(model.state_dict())
-        else:
-            state.stale += 1
-        state.done = state.stale >= config.patience or state.epoch >= config.epochs
+        state.end_epoch(model, metric, routed, config)
         if on_epoch is not None:
             on_epoch(
                 {
