@@ -122,3 +122,29 @@ def test_study_runs_on_another_beir_folder_and_renders(tmp_path: Path) -> None:
     assert "Produced by `cmd`" in page
     assert all(f"| {task} | {t['queries']} |" in page for task, t in test["tasks"].items())
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_dev_choice_skips_crippled_variants_and_needs_a_significant_router() -> None:
+    from maw_gym.encoder.study_report import dev_choice
+
+    def variant(best: float, worst: float, router: float, low: float) -> dict:
+        gain = {"mean": router - best, "low": low, "high": 1.0}
+        return {
+            "dev": {
+                "best_fixed": best,
+                "best_fixed_depth": 2,
+                "worst_depth_minus_bm25": worst,
+                "routers": {"probe": {"ndcg10": router, "minus_best_fixed": gain}},
+            }
+        }
+
+    study = {
+        "variants": {
+            "crippled": variant(0.50, -0.01, 0.60, 0.01),
+            "lucky-router": variant(0.30, 0.0, 0.40, -0.01),  # its CI contains 0: best fixed
+            "plain": variant(0.32, 0.0, 0.31, -0.02),
+        }
+    }
+    assert dev_choice(study) == ("plain", 0.32, "best fixed depth 2")
+    study["variants"]["lucky-router"]["dev"]["routers"]["probe"]["minus_best_fixed"]["low"] = 0.001
+    assert dev_choice(study) == ("lucky-router", 0.40, "probe")

@@ -78,6 +78,25 @@ def _tasks_table(study: dict[str, Any]) -> list[str]:
     return lines
 
 
+def dev_choice(study: dict[str, Any]) -> tuple[str, float, str]:
+    """The variant the defaults should use, from **dev** figures only: among variants whose
+    every fixed depth reaches BM25 − 0.005 on dev (no crippled depth), the one with the highest
+    dev NDCG@10 of its best policy (best fixed depth, or a router whose dev gain over it has a
+    CI above 0). Returns (variant, its dev NDCG@10, the policy)."""
+    best: tuple[str, float, str] | None = None
+    for name, variant in study["variants"].items():
+        dev = variant["dev"]
+        if dev["worst_depth_minus_bm25"] < -0.005:
+            continue
+        value, policy = dev["best_fixed"], f"best fixed depth {dev['best_fixed_depth']}"
+        for router, figures in dev["routers"].items():
+            if figures["minus_best_fixed"]["low"] > 0 and figures["ndcg10"] > value:
+                value, policy = figures["ndcg10"], router
+        if best is None or value > best[1]:
+            best = (name, value, policy)
+    return best if best is not None else ("none", float("nan"), "every variant cripples a depth")
+
+
 def dataset_section(study: dict[str, Any]) -> list[str]:
     """One dataset's tables (markdown lines)."""
     queries = ", ".join(f"{k} {v}" for k, v in study["queries"].items())
@@ -100,6 +119,11 @@ def dataset_section(study: dict[str, Any]) -> list[str]:
     lines += ["", "NDCG@10 levels and depth diversity:", "", *_levels_table(study)]
     lines += ["", "Learned routers (trained on router-train, chosen on dev):", ""]
     lines += [*_routers_table(study), *_tasks_table(study), ""]
+    name, value, policy = dev_choice(study)
+    lines += [
+        f"Dev-only choice (`dev_choice`): **{name}** (dev NDCG@10 {value:.4f} with {policy}).",
+        "",
+    ]
     return lines
 
 
