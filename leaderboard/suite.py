@@ -29,11 +29,11 @@ from maw_gym.cache import atomic_path, write_json
 REFERENCE = "best-fixed"
 #: The hard, retrieval-only, per-head, mixture and layerwise envs.
 TASK_ENVS = (
-    "MAW/DepthSelection-v0",
-    "MAW/DepthSelectionRetrieval-v0",
-    "MAW/PerHeadDepth-v0",
-    "MAW/SoftDepthMixture-v0",
-    "MAW/LayerwiseDepth-v0",
+    "MAW/DepthSelection-v1",
+    "MAW/DepthSelectionRetrieval-v1",
+    "MAW/PerHeadDepth-v1",
+    "MAW/SoftDepthMixture-v1",
+    "MAW/LayerwiseDepth-v1",
 )
 
 

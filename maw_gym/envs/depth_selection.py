@@ -1,4 +1,4 @@
-"""``MAW/DepthSelection-v0``: pick one MAW depth for a query (a contextual bandit)."""
+"""``MAW/DepthSelection-v1``: pick one MAW depth for a query (a contextual bandit)."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ class DepthSelectionEnv(MAWEnv):
     >>> import gymnasium as gym
     >>> import maw_gym
     >>> from maw_gym.tables import Tables
-    >>> env = gym.make("MAW/DepthSelection-v0", tables=Tables.synthetic(depth=4, heads=2, pool=2))
+    >>> env = gym.make("MAW/DepthSelection-v1", tables=Tables.synthetic(depth=4, heads=2, pool=2))
     >>> env.observation_space.shape, env.action_space
     ((32,), Discrete(4))
     >>> obs, info = env.reset(seed=0, options={"query_index": 3})
@@ -146,8 +146,8 @@ class DepthSelectionEnv(MAWEnv):
 
     ## Registered Configurations
 
-    - `MAW/DepthSelection-v0`: `reward_weights="default"`.
-    - `MAW/DepthSelectionRetrieval-v0`: `reward_weights="retrieval"` (alignment only).
+    - `MAW/DepthSelection-v1`: `reward_weights="default"`.
+    - `MAW/DepthSelectionRetrieval-v1`: `reward_weights="retrieval"` (alignment only).
 
     Native vector env: :class:`maw_gym.envs.vector.DepthSelectionVectorEnv`
     (`gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point")`).
@@ -155,6 +155,9 @@ class DepthSelectionEnv(MAWEnv):
     ## Version History
 
     - v0: initial version.
+    - v1: the `train` split holds router-train queries only, held out from the encoder
+      (`router_fraction`); encoder levers and defaults chosen by the depth study
+      (README, "Depth study"); optional `alignment="relevant_mass"`.
     """
 
     variant_class = DepthSelectionVariant
