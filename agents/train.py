@@ -68,6 +68,14 @@ def _write_metrics(out_dir: Path, metrics: list[dict[str, float]]) -> None:
     write_json(Path(out_dir) / "metrics.json", metrics)
 
 
+def _train_native(job: TrainJob, train: Callable[..., Any], config: Any) -> Trained:
+    """Run a native agent's ``train(env_id, tables, config, curve)``; keep its metrics log."""
+    curve = job.curve()
+    router, metrics = train(job.env_id, job.train_tables, config, curve)
+    _write_metrics(job.out_dir, metrics)
+    return router, curve.points
+
+
 def _grpo(enumerate_actions: bool) -> TrainFn:
     def train_grpo(job: TrainJob) -> Trained:
         """Native GRPO (:class:`maw_gym_agents.grpo.GRPOConfig` defaults): sampled groups, or
@@ -81,10 +89,7 @@ def _grpo(enumerate_actions: bool) -> TrainFn:
             log_dir=str(job.out_dir / "tb"),
             device=job.device,
         )
-        curve = job.curve()
-        router, metrics = train(job.env_id, job.train_tables, config, curve)
-        _write_metrics(job.out_dir, metrics)
-        return router, curve.points
+        return _train_native(job, train, config)
 
     return train_grpo
 
@@ -103,10 +108,7 @@ def _supervised(labels: LabelMode, depth_aware: bool) -> TrainFn:
             epochs=epochs,
             device=job.device,
         )
-        curve = job.curve()
-        router, metrics = train(job.env_id, job.train_tables, config, curve)
-        _write_metrics(job.out_dir, metrics)
-        return router, curve.points
+        return _train_native(job, train, config)
 
     return train_supervised
 
