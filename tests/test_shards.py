@@ -132,3 +132,15 @@ def test_ray_build_with_a_killed_worker_equals_the_local_build(
     assert remote.meta["shards"] == 3 and remote.meta["ray_address"] == ray_head
     for name, array in local.arrays().items():
         np.testing.assert_array_equal(getattr(remote, name), array, err_msg=name)
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1", "head:port", ":6379"])
+def test_a_malformed_ray_address_exits_2_before_any_work(value, capsys) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tables", "build", "--ray-address", value])
+    assert exit_info.value.code == 2
+    assert f"argument --ray-address: {value!r}: expected local, auto or HOST:PORT" in (
+        capsys.readouterr().err
+    )

@@ -17,6 +17,7 @@ file system for them (for the states cache they do: docs/scale.md).
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import os
@@ -166,6 +167,14 @@ def _run_on_ray(
             _write_shard(shard_dir / job.file_name, finished[job])
             bar.update(1)
     return finished
+
+
+def ray_address(value: str) -> str:
+    """``--ray-address``: ``local``, ``auto`` or ``HOST:PORT``, checked before any work starts."""
+    host, _, port = value.rpartition(":")
+    if value in ("local", "auto") or (host and port.isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: expected local, auto or HOST:PORT")
 
 
 def init_ray(address: str) -> None:

@@ -23,6 +23,7 @@ import torch
 
 from maw_gym.cache import cache_dir, locked, read_json, slug, stable_hash
 from maw_gym.device import add_device_argument, resolve_device
+from maw_gym.encoder.shards import ray_address
 from maw_gym.pipeline import SHARD_QUERIES
 from maw_gym.presets import Preset, add_preset_arguments, get_preset, preset_from_args
 from maw_gym.tables import Tables
@@ -260,6 +261,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     build.add_argument(
         "--ray-address",
         default=None,
+        type=ray_address,
         metavar="{local,auto,HOST:PORT}",
         help="compute the shards as Ray tasks: a new local Ray, the running cluster (auto) or "
         "a head's address; the encoder still trains in this process",
