@@ -65,15 +65,16 @@ def _tasks_table(study: dict[str, Any]) -> list[str]:
         lines += [
             f"\n**{name}**, test, per task (depth usage: queries sent to depth 0, 1, …):\n",
             "| task | queries | BM25 | best fixed | oracle | ridge router | ridge usage "
-            "| probe usage |",
-            "|---|---|---|---|---|---|---|---|",
+            "| probe usage | joint router usage |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for task, t in tasks.items():
             ridge, probe = t["routers"]["ridge_relevant_mass"], t["routers"]["probe"]
+            joint = t["routers"]["joint_router"]
             lines.append(
                 f"| {task} | {t['queries']} | {t['bm25']:.4f} | {t['best_fixed']:.4f} "
                 f"| {t['oracle']:.4f} | {ridge['ndcg10']:.4f} | {ridge['usage']} "
-                f"| {probe['usage']} |"
+                f"| {probe['usage']} | {joint['usage']} |"
             )
     return lines
 
