@@ -1,7 +1,7 @@
 """The reranker's inputs for one split: BM25 candidates, their judgments and base-encoder states.
 
 Every stage below is cached by the module that computes it (BM25 candidates in
-``maw_gym.retrieval``, token states in ``maw_gym.encoder.base``), so calling
+``maw_gym.retrieval``, token states in ``maw_gym.base_encoder``), so calling
 :func:`split_inputs` twice is cheap. A preset's query counts are applied here, with a fixed
 sampling seed, so that the encoder, the tables and the leaderboard all see the same queries.
 """
@@ -207,7 +207,7 @@ def split_inputs(
 @functools.lru_cache(maxsize=2)
 def _base_encoder(max_length: int, device: str):
     """The base encoder, loaded once per process (a split, or a Ray worker, has many shards)."""
-    from maw_gym.encoder.base import BaseEncoder
+    from maw_gym.base_encoder import BaseEncoder
 
     return BaseEncoder(max_length=max_length, device=device)
 

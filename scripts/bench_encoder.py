@@ -16,8 +16,8 @@ import time
 
 import torch
 
+from maw_gym.base_encoder import BaseEncoder
 from maw_gym.data import load_split
-from maw_gym.encoder.base import BaseEncoder
 
 
 def nave_pairs(count: int) -> tuple[list[str], list[str]]:

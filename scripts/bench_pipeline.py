@@ -39,7 +39,7 @@ TABLE_MODELS = ("maw", "nonmaw_0", "stack")
 
 def stage_rates(args: argparse.Namespace, device: str) -> dict:
     """Median pairs/s of each stage on the first shard of the split."""
-    from maw_gym.encoder.base import BaseEncoder
+    from maw_gym.base_encoder import BaseEncoder
     from maw_gym.encoder.reranker import score_split
     from maw_gym.encoder.shards import scored_arrays
     from maw_gym.encoder.table_builder import resolve_encoder

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from maw_gym.encoder.base import DEFAULT_MODEL, BaseEncoder, ModelLoadError
+from maw_gym.base_encoder import DEFAULT_MODEL, BaseEncoder, ModelLoadError
 
 QUERIES = ["who was aaron", "love thy neighbour", "bread", "the ark of noah", "a"]
 DOCS = [

@@ -44,7 +44,7 @@ def test_cuda_results_match_cpu_within_float_tolerance() -> None:
     router trained on each device agree within float tolerance."""
     import numpy as np
 
-    from maw_gym.encoder.base import BaseEncoder
+    from maw_gym.base_encoder import BaseEncoder
     from maw_gym.encoder.shards import scored_arrays
     from maw_gym.encoder.table_builder import resolve_encoder
     from maw_gym.encoder.train import TrainedEncoder

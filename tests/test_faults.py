@@ -165,7 +165,7 @@ def test_truncated_bm25_candidates_and_index_are_rebuilt(tmp_path: Path, own_cac
 
 
 def test_truncated_minilm_states_are_rebuilt(own_cache: Path) -> None:
-    from maw_gym.encoder.base import BaseEncoder
+    from maw_gym.base_encoder import BaseEncoder
 
     encoder = BaseEncoder(max_length=8)
     pairs = (["a shepherd", "a king"], ["sheep in the flock", "the crown"])

@@ -13,7 +13,7 @@ __all__ = ["DEFAULT_MODEL", "BaseEncoder"]
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from maw_gym.encoder import base
+        from maw_gym import base_encoder as base
 
         return getattr(base, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

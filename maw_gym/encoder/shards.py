@@ -2,7 +2,7 @@
 
 A split's queries (sorted ids) are cut into shards of ``shard_queries``
 (:func:`maw_gym.pipeline.query_shards`). :func:`compute_shard` turns one shard into its tables
-arrays: the shard's token states (cached by :mod:`maw_gym.encoder.base`) and the frozen
+arrays: the shard's token states (cached by :mod:`maw_gym.base_encoder`) and the frozen
 encoder's scores and observations. It is a pure function of (split, preset, encoder, rows), run
 on the same batches whichever process runs it, so shards computed by Ray workers concatenate,
 in query order, to tables bitwise equal to a single-process CPU build (tests/test_shards.py)

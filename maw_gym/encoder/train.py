@@ -116,7 +116,7 @@ def model_specs(preset: Preset, hidden: int, seed: int) -> dict[str, tuple[dict,
 @functools.lru_cache(maxsize=4)
 def base_model_id(max_length: int) -> str:
     """The default base encoder's id (loading it once per process)."""
-    from maw_gym.encoder.base import BaseEncoder
+    from maw_gym.base_encoder import BaseEncoder
 
     return BaseEncoder(max_length=max_length).model_id
 
