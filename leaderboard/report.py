@@ -73,7 +73,7 @@ def retrieval_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
 def _versus_reference(runs: Runs, results: dict[str, Runs], key: str, name: str) -> dict[str, Any]:
     """The paired per-query difference of ``key`` to best-fixed's, with its 95% CI over test
     queries, and whether it is a tie (the CI contains 0: not significant, so not ranked apart)."""
-    from maw_gym.stats import paired_difference
+    from maw_gym.stats import contains_zero, paired_difference
 
     reference = results.get(REFERENCE)
     if not reference or key not in reference[0] or runs is reference:
@@ -85,7 +85,7 @@ def _versus_reference(runs: Runs, results: dict[str, Runs], key: str, name: str)
         column: gain,
         f"{column}_ci_low": low,
         f"{column}_ci_high": high,
-        f"{column}_tie": bool(low <= 0.0 <= high),
+        f"{column}_tie": contains_zero(low, high),
     }
 
 

@@ -95,6 +95,16 @@ def query_interval(per_query: np.ndarray, seed: int = 0) -> tuple[float, float, 
     )
 
 
+#: Bootstrap bounds are means of float64 differences: a bound within this of 0 *is* 0 (e.g.
+#: 7e-20 when most resampled means are exactly 0), so it must not turn a tie into a "win".
+FLOAT_ROUNDING = 1e-12
+
+
+def contains_zero(low: float, high: float) -> bool:
+    """Whether the interval [low, high] contains 0, up to :data:`FLOAT_ROUNDING` (a tie)."""
+    return low <= FLOAT_ROUNDING and high >= -FLOAT_ROUNDING
+
+
 def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high) of ``a - b`` per query (each ``(runs, queries)``, averaged over runs)."""
     diff = np.asarray(a, dtype=np.float64).reshape(-1, np.shape(a)[-1]).mean(axis=0) - np.asarray(

@@ -57,3 +57,19 @@ def test_query_bootstrap_and_paired_difference() -> None:
     assert same == (0.0, 0.0, 0.0)
     gain = paired_difference(per_query + 0.1, per_query)
     assert gain == pytest.approx((0.1, 0.1, 0.1))
+
+
+def test_a_bound_at_zero_up_to_float_rounding_is_a_tie() -> None:
+    """Measured at quick: grpo-enum's NDCG gain CI was [6.9e-20, 6.8e-4] (most resampled means
+    exactly 0); read as > 0 it ranked a tie as a win."""
+    from maw_gym.stats import contains_zero
+
+    assert contains_zero(6.9e-20, 6.8e-4) and contains_zero(-3e-4, -5e-19)
+    assert contains_zero(-0.01, 0.01)
+    assert not contains_zero(1e-6, 1e-3) and not contains_zero(-1e-3, -1e-6)
+    # One query of 400 gains 0.1: a resample misses it with probability (1 - 1/400)^400 ≈ 37%,
+    # so the 2.5% bound is 0 and the difference is a tie, not an improvement.
+    gain = np.zeros((1, 400))
+    gain[0, 0] = 0.1
+    _, low, high = paired_difference(gain, np.zeros((1, 400)))
+    assert contains_zero(low, high)
