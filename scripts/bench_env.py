@@ -43,8 +43,12 @@ def timed(run: Callable[[], int]) -> float:
     return steps / (time.perf_counter() - started)
 
 
-def single_env_runner(env_id: str, tables: Tables, steps: int) -> Callable[[], int]:
-    env = gym.make(env_id, tables=tables)
+def single_env_runner(
+    env_id: str, tables: Tables, steps: int, render_mode: str | None = None
+) -> Callable[[], int]:
+    """Steps ``steps`` times; with ``render_mode``, renders after each step (a frame after a
+    step shows the decision)."""
+    env = gym.make(env_id, tables=tables, render_mode=render_mode)
     env.reset(seed=0)
     env.action_space.seed(0)
     actions = [env.action_space.sample() for _ in range(steps)]
@@ -52,27 +56,11 @@ def single_env_runner(env_id: str, tables: Tables, steps: int) -> Callable[[], i
     def run() -> int:
         for action in actions:
             _, _, terminated, truncated, _ = env.step(action)
+            if render_mode is not None:
+                env.render()
             if terminated or truncated:
                 env.reset()
         return steps
-
-    return run
-
-
-def render_runner(env_id: str, tables: Tables, mode: str, frames: int) -> Callable[[], int]:
-    """Steps and renders ``frames`` times (a frame after a step shows the decision)."""
-    env = gym.make(env_id, tables=tables, render_mode=mode)
-    env.reset(seed=0)
-    env.action_space.seed(0)
-    actions = [env.action_space.sample() for _ in range(frames)]
-
-    def run() -> int:
-        for action in actions:
-            _, _, terminated, truncated, _ = env.step(action)
-            env.render()
-            if terminated or truncated:
-                env.reset()
-        return frames
 
     return run
 
@@ -117,8 +105,8 @@ def benchmark(env_id: str, tables: Tables, repeats: int) -> dict[str, float]:
         "sync_vector_64": vector_runner(sync(64), steps=40),
         "native_vector_64": vector_runner(native(64), steps=400),
         "native_vector_4096": vector_runner(native(4096), steps=60),
-        "render_rgb_array": render_runner(env_id, tables, "rgb_array", frames=100),
-        "render_ansi": render_runner(env_id, tables, "ansi", frames=100),
+        "render_rgb_array": single_env_runner(env_id, tables, 100, "rgb_array"),
+        "render_ansi": single_env_runner(env_id, tables, 100, "ansi"),
     }
     for run in runners.values():
         run()  # warm-up
