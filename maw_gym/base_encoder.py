@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from maw_gym.cache import CORRUPT_ERRORS, atomic_path, cache_dir, file_hash, locked, stable_hash
@@ -116,6 +117,48 @@ class BaseEncoder:
                 with open(mask_tmp, "wb") as handle:  # a handle: np.save would append ".npy"
                     np.save(handle, mask)
             return self._read_states(states_path, mask_path, shape)
+
+    def embed(self, texts: list[str], desc: str = "embedding texts") -> np.ndarray:
+        """(N, hidden) float32 unit-norm sentence embeddings of ``texts``, each encoded alone:
+        the mean of its last hidden states over real tokens, normalised, as all-MiniLM-L6-v2
+        was trained to be used (sentence-transformers' pooling), so dot products are the
+        bi-encoder's cosine similarity. Cached on disk like the pair states."""
+        key = stable_hash("embed", self.model_id, self.max_length, list(texts))
+        path = cache_dir("embeddings") / f"{key}.npy"
+        shape = (len(texts), self.hidden_size)
+        with locked(path):
+            try:
+                embedded = np.load(path)
+                if embedded.shape != shape:
+                    raise ValueError(f"{path}: shape {embedded.shape}, expected {shape}")
+                return embedded
+            except CORRUPT_ERRORS as error:
+                if path.exists():
+                    logger.warning("rebuilding %s: %s", path, error)
+            embedded = np.zeros(shape, dtype=np.float32)
+            order = np.argsort([len(text) for text in texts], kind="stable")
+            with (
+                torch.inference_mode(),
+                half_autocast(self.device),
+                tqdm(total=len(texts), desc=desc, unit="text", disable=None) as bar,
+            ):
+                for start in range(0, len(texts), self.batch_size):
+                    rows = order[start : start + self.batch_size]
+                    tokens = self.tokenizer(
+                        [texts[i] for i in rows],
+                        truncation=True,
+                        max_length=self.max_length,
+                        padding=True,
+                        return_tensors="pt",
+                    ).to(self.device)
+                    hidden = self.model(**tokens).last_hidden_state.float()
+                    weight = tokens["attention_mask"].unsqueeze(-1).float()
+                    pooled = (hidden * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+                    embedded[rows] = F.normalize(pooled, dim=-1).cpu().numpy()
+                    bar.update(len(rows))
+            with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, embedded)
+            return embedded
 
     def _read_states(
         self, states_path: Path, mask_path: Path, shape: tuple[int, int]

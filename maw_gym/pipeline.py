@@ -69,6 +69,9 @@ class SplitInputs:
     states: np.ndarray | ShardedRows  # (N, C, L, hidden) float16 base-encoder last hidden states
     token_mask: np.ndarray  # (N, C, L) bool, True for real tokens
     base_model_id: str
+    #: (N, C) float32 bi-encoder cosine of query and candidate (0 where masked), the semantic
+    #: first-stage score; None unless the preset asks for it (``Preset.semantic``).
+    dense_scores: np.ndarray | None = None
 
     @property
     def num_queries(self) -> int:
@@ -98,6 +101,7 @@ class SplitInputs:
             split=f"{self.split}:{part}",
             fingerprint=stable_hash(self.fingerprint, part, arrays["query_ids"].tolist()),
             base_model_id=self.base_model_id,
+            dense_scores=None if self.dense_scores is None else self.dense_scores[index],
             **arrays,
         )
 
@@ -199,8 +203,12 @@ def split_inputs(
         for f in fields(SplitInputs)
         if f.type == "np.ndarray"
     }
+    dense = [shard.dense_scores for shard in shards]
     return dataclasses.replace(
-        shards[0], **joined, states=ShardedRows([shard.states for shard in shards])
+        shards[0],
+        **joined,
+        states=ShardedRows([shard.states for shard in shards]),
+        dense_scores=None if dense[0] is None else np.concatenate(dense),
     )
 
 
@@ -240,6 +248,9 @@ def _shard_inputs(data, query_ids: list[str], preset: Preset, device: str) -> Sp
     encoder = _base_encoder(preset.max_length, device)
     states, token_mask = encoder.encode_pairs(pair_queries, pair_docs)
     length = states.shape[1]
+    dense = None
+    if preset.semantic:
+        dense = _dense_scores(encoder, data, query_ids, candidate_ids.astype(str), mask)
     return SplitInputs(
         dataset=data.dataset,
         split=data.name,
@@ -253,4 +264,21 @@ def _shard_inputs(data, query_ids: list[str], preset: Preset, device: str) -> Sp
         states=np.asarray(states, dtype=np.float16).reshape(n, c, length, -1),
         token_mask=np.asarray(token_mask, dtype=bool).reshape(n, c, length),
         base_model_id=encoder.model_id,
+        dense_scores=dense,
     )
+
+
+def _dense_scores(
+    encoder, data, query_ids: list[str], candidate_ids: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """(N, C) float32 cosine between each query's and each candidate's sentence embedding
+    (``BaseEncoder.embed``; 0 where masked): the semantic first-stage score."""
+    docs = sorted(set(candidate_ids[mask].tolist()))
+    queries = encoder.embed([data.queries[qid] for qid in query_ids], "embedding queries")
+    embedded = encoder.embed([document_text(data.corpus[d]) for d in docs], "embedding documents")
+    row = {doc: i for i, doc in enumerate(docs)}
+    rows, cols = np.nonzero(mask)
+    dense = np.zeros(mask.shape, dtype=np.float32)
+    doc_rows = np.array([row[doc] for doc in candidate_ids[rows, cols]], dtype=np.int64)
+    dense[rows, cols] = (queries[rows] * embedded[doc_rows]).sum(axis=1)
+    return dense

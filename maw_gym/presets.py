@@ -68,6 +68,13 @@ class Preset:
     temperature_spread: float = 0.0
     """Per-depth attention temperature prior, in octaves from the sharpest to the most diffuse
     depth (``MAWAttention``)."""
+    locality: float = 0.0
+    """Per-depth ALiBi-style locality prior: the slope of the most local depth, in logits per
+    token of distance (``MAWAttention``)."""
+    semantic: bool = False
+    """Add the base encoder's bi-encoder cosine as a second first-stage feature beside BM25,
+    with a weight per depth under ``depth_heads`` (``MAWReranker``): a semantic end for the
+    lexical ↔ semantic axis and a stronger reranker."""
     specialisation: str = "router"
     """How the MAW encoder makes depths experts (``TrainConfig.specialisation``)."""
     diversity_weight: float = 0.0
@@ -80,8 +87,8 @@ class Preset:
             raise ValueError(
                 f"specialisation={self.specialisation!r}: choose one of {SPECIALISATIONS}"
             )
-        if self.temperature_spread < 0 or self.diversity_weight < 0:
-            raise ValueError("temperature_spread and diversity_weight must be >= 0")
+        if min(self.temperature_spread, self.locality, self.diversity_weight) < 0:
+            raise ValueError("temperature_spread, locality and diversity_weight must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -19,10 +19,26 @@ from maw_gym.encoder.attention import (
 B, L, HIDDEN, HEADS, HEAD_DIM, DEPTH = 3, 7, 16, 2, 8, 4
 
 
-@pytest.fixture
-def layer() -> MAWAttention:
+#: Structural priors: none, and per-depth temperatures with an ALiBi-style locality prior.
+PRIORS = {"plain": {}, "priors": {"temperature_spread": 1.0, "locality": 0.7}}
+
+
+@pytest.fixture(params=sorted(PRIORS))
+def layer(request) -> MAWAttention:
+    """A MAW layer, plain and with both structural priors: every path must agree with the naive
+    loop (which adds the priors by hand) either way."""
     torch.manual_seed(0)
-    return MAWAttention(HIDDEN, HEADS, DEPTH, HEAD_DIM).eval()
+    return MAWAttention(HIDDEN, HEADS, DEPTH, HEAD_DIM, **PRIORS[request.param]).eval()
+
+
+def hand_priors(layer: MAWAttention, d: int) -> tuple[float, torch.Tensor]:
+    """Depth d's temperature τ_d and (L, L) locality logits -m_d·|i - j|, from the documented
+    formulas (not the layer's buffers)."""
+    spread = 1.0 if layer.locality else 0.0  # the "priors" layer sets both
+    tau = 2.0 ** (spread * (d / (DEPTH - 1) - 0.5))
+    slope = layer.locality * 2.0 ** (-8.0 * d / (DEPTH - 1))
+    positions = torch.arange(L, dtype=torch.float32)
+    return tau, -slope * (positions[:, None] - positions[None, :]).abs()
 
 
 @pytest.fixture
@@ -49,7 +65,8 @@ def naive_attention(layer: MAWAttention, x: torch.Tensor, mask: torch.Tensor) ->
     for d in range(layer.depth):
         query_d = query @ layer.depth_query[:, d]
         key_d = key @ layer.depth_key[:, d]
-        scores = query_d @ key_d.transpose(-1, -2) / math.sqrt(HEAD_DIM)
+        tau, local = hand_priors(layer, d)
+        scores = query_d @ key_d.transpose(-1, -2) / (tau * math.sqrt(HEAD_DIM)) + local
         scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
         out[..., d] = scores.softmax(dim=-1)
     return out

@@ -85,6 +85,28 @@ def test_second_identical_call_does_no_encoder_work(
     assert len(calls) == 4
 
 
+def test_embeddings_are_normalised_mean_pools_and_cached(
+    encoder: BaseEncoder, own_cache: Path, forward_calls: list[int]
+) -> None:
+    embedded = encoder.embed(DOCS)
+    assert embedded.shape == (5, 384) and embedded.dtype == np.float32
+    for i, text in enumerate(DOCS):  # each text alone, unpadded: the plain mean over tokens
+        tokens = encoder.tokenizer([text], truncation=True, max_length=16, return_tensors="pt")
+        with torch.inference_mode():
+            mean = encoder.model(**tokens).last_hidden_state[0].mean(0)
+        np.testing.assert_allclose(embedded[i], (mean / mean.norm()).numpy(), atol=1e-5)
+    # Paraphrases are closer than unrelated texts (the bi-encoder's purpose).
+    related = encoder.embed(["Love your neighbour as you love yourself."])[0]
+    assert related @ embedded[1] > max(related @ embedded[j] for j in (0, 2, 3))
+    calls = len(forward_calls)
+    np.testing.assert_array_equal(encoder.embed(DOCS), embedded)
+    assert len(forward_calls) == calls  # read back from the cache
+    (cached,) = [p for p in (own_cache / "embeddings").iterdir() if p.stat().st_size > 4 * 384 * 2]
+    cached.write_bytes(cached.read_bytes()[:100])  # truncated: rebuilt, not trusted
+    np.testing.assert_array_equal(encoder.embed(DOCS), embedded)
+    assert len(forward_calls) > calls
+
+
 def test_model_id_names_the_packaged_model(encoder: BaseEncoder) -> None:
     name, content_hash = encoder.model_id.rsplit("-", 1)
     assert name == DEFAULT_MODEL and len(content_hash) == 16

@@ -9,7 +9,7 @@ import torch
 from maw_gym.encoder.reranker import (
     MAWReranker,
     TrainConfig,
-    bm25_zscore,
+    candidate_zscore,
     depth_correlation,
     listwise_loss,
     score_split,
@@ -53,17 +53,20 @@ def fake_inputs(n: int = 24, c: int = 5, length: int = 10, seed: int = 0) -> Spl
     )
 
 
-def _pairs(batch: int = 6, length: int = 9, seed: int = 0):
+def _pairs(batch: int = 6, length: int = 9, seed: int = 0, features: int = 1):
+    """States, mask and ``features`` z-scored first-stage scores (BM25, then cosine)."""
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, length, HIDDEN, generator=generator)
     mask = torch.ones(batch, length, dtype=torch.bool)
     mask[::2, length - 4 :] = False
-    bm25_z = torch.randn(batch, generator=generator)
-    return x, mask, bm25_z
+    first_stage = torch.randn(batch, features, generator=generator)
+    return x, mask, first_stage
 
 
 #: Expert levers: depth-specific score heads and BM25 weights, per-depth temperatures.
 EXPERTS = {"depth_heads": True, "temperature_spread": 2.0}
+#: Every lever: experts with a locality prior and the semantic first-stage feature.
+ALL_LEVERS = {**EXPERTS, "locality": 0.5, "semantic": True}
 
 
 def _model(seed: int, **kwargs) -> MAWReranker:
@@ -75,11 +78,11 @@ def _model(seed: int, **kwargs) -> MAWReranker:
     return model
 
 
-@pytest.mark.parametrize("levers", [{"layers": 1}, {"layers": 2}, EXPERTS])
+@pytest.mark.parametrize("levers", [{"layers": 1}, {"layers": 2}, EXPERTS, ALL_LEVERS])
 def test_hard_depth_score_equals_base_plus_parts(levers: dict) -> None:
     layers = levers.get("layers", 1)
     model = _model(0, **levers)
-    x, mask, bm25_z = _pairs()
+    x, mask, bm25_z = _pairs(features=model.first_stage_features)
     lower = torch.tensor([[1], [0], [3], [2], [1], [0]]) if layers == 2 else None
     with torch.no_grad():
         base, parts = model.score_terms(x, mask, bm25_z, lower)
@@ -88,10 +91,10 @@ def test_hard_depth_score_equals_base_plus_parts(levers: dict) -> None:
             torch.testing.assert_close(direct, base + parts[:, depth].sum(-1), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("levers", [{}, EXPERTS])
+@pytest.mark.parametrize("levers", [{}, EXPERTS, ALL_LEVERS])
 def test_per_head_and_soft_choices_decompose(levers: dict) -> None:
     model = _model(1, **levers)
-    x, mask, bm25_z = _pairs(seed=1)
+    x, mask, bm25_z = _pairs(seed=1, features=model.first_stage_features)
     per_head = torch.tensor([[0, 1, 2], [3, 3, 3], [1, 0, 1], [2, 2, 0], [0, 0, 0], [3, 1, 2]])
     weights = torch.softmax(torch.randn(6, DEPTH), dim=-1)
     with torch.no_grad():
@@ -128,13 +131,28 @@ def test_expert_levers_make_depths_differ_as_specified() -> None:
             model.layers[0].depth_scale, 2.0 ** (-2.0 * torch.linspace(-0.5, 0.5, DEPTH))
         )
         model.depth_head.zero_()  # only the BM25 weights differ; zero states attend uniformly
-        bm25_z = torch.tensor([1.0])
+        bm25_z = torch.tensor([[1.0]])
         _, parts = model.score_terms(
             torch.zeros(1, 4, HIDDEN), torch.ones(1, 4, dtype=bool), bm25_z
         )
         lexical = parts[0].sum(-1) - parts[0, 0].sum(-1)
         expected = model.depth_bm25 - model.depth_bm25[0]
         torch.testing.assert_close(lexical, expected, atol=1e-5, rtol=0)
+
+
+def test_semantic_feature_weights_span_lexical_to_semantic() -> None:
+    """With ``semantic``, depth d scores (α + β_d)·z(bm25) + (γ + η_d)·z(cos) on zero states:
+    depth 0 starts semantic (1.5 on cosine, 0.5 on BM25), the last depth lexical."""
+    model = _model(4, **ALL_LEVERS)
+    zeros, mask = torch.zeros(3, 4, HIDDEN), torch.ones(3, 4, dtype=bool)
+    first_stage = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    with torch.no_grad():
+        base, parts = model.score_terms(zeros, mask, first_stage)
+        per_depth = base[:, None] + parts.sum(-1)  # (3, D)
+        weights = per_depth[:2] - per_depth[2]  # the weights of z(bm25) and z(cos) per depth
+        torch.testing.assert_close(weights[:, [0, -1]], torch.tensor([[0.5, 1.5], [1.5, 0.5]]))
+        with pytest.raises(ValueError, match=r"expected \(B, 2\) z-scored first-stage"):
+            model.score_terms(zeros, mask, torch.ones(3, 1))
 
 
 def test_sinkhorn_assignment_balances_and_keeps_preferences() -> None:
@@ -153,8 +171,8 @@ def test_depth_correlation_by_hand() -> None:
     assert float(depth_correlation(opposite, mask)) == pytest.approx(-1.0, abs=1e-5)
 
 
-def test_bm25_zscore_and_losses_by_hand() -> None:
-    z = bm25_zscore(torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([[True, True, False]]))
+def test_candidate_zscore_and_losses_by_hand() -> None:
+    z = candidate_zscore(torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([[True, True, False]]))
     torch.testing.assert_close(z, torch.tensor([[-1.0, 1.0, 0.0]]), atol=1e-4, rtol=0)
     scores = torch.tensor([[0.0, np.log(3.0), 5.0]])
     loss = listwise_loss(

@@ -103,7 +103,7 @@ def test_checkpoint_reload_gives_table_scores(encoder_dir, dev_tables) -> None:
             direct = model(
                 batch.x,
                 batch.mask,
-                batch.bm25_z.flatten(),
+                batch.first_stage.flatten(0, 1),
                 depth_index=torch.full((batch.x.shape[0],), depth),
             )
             expected = dev_tables.depth_scores()[:3, depth].reshape(-1)
@@ -178,7 +178,7 @@ def test_layer2_scores_and_router_logits_match_the_models(encoder_dir, dev_table
             direct = encoder.models["stack"](
                 batch.x,
                 batch.mask,
-                batch.bm25_z.flatten(),
+                batch.first_stage.flatten(0, 1),
                 depth_index=torch.full((pairs,), depth),
                 lower_depths=torch.full((pairs, 1), lower),
             )
@@ -186,3 +186,34 @@ def test_layer2_scores_and_router_logits_match_the_models(encoder_dir, dev_table
             np.testing.assert_allclose(direct.numpy(), expected, atol=1e-4)
         logits = encoder.models["maw"].router(torch.tensor(dev_tables.observation))
     np.testing.assert_allclose(logits.numpy(), dev_tables.joint_router_logits, atol=1e-5)
+
+
+def test_semantic_inputs_carry_the_bi_encoder_cosine() -> None:
+    """``Preset.semantic``: dense scores are each query's and candidate's embedding cosine,
+    0 on padding, the same whole or by shard, and the second first-stage column of a batch."""
+    from dataclasses import replace
+
+    from maw_gym.pipeline import _base_encoder, document_text
+
+    preset = replace(PRESET, semantic=True)
+    inputs = split_inputs("nave-kjv", "dev", preset)
+    assert split_inputs("nave-kjv", "dev", PRESET).dense_scores is None
+    dense = inputs.dense_scores
+    assert dense is not None and dense.shape == inputs.candidate_mask.shape
+    assert not dense[~inputs.candidate_mask].any()
+    data = preset_split("nave-kjv", "dev", preset)
+    encoder = _base_encoder(preset.max_length, "cpu")
+    i, j = 3, 2
+    query, doc = encoder.embed(
+        [data.queries[inputs.query_ids[i]], document_text(data.corpus[inputs.candidate_ids[i, j]])]
+    )
+    assert dense[i, j] == pytest.approx(float(query @ doc), abs=1e-5)
+    assert -1.0 <= dense.min() and dense.max() <= 1.0
+    part = split_inputs("nave-kjv", "dev", preset, rows=(2, 5))
+    np.testing.assert_allclose(part.dense_scores, dense[2:5], atol=1e-6)
+    first_stage = QueryBatch.from_inputs(inputs, np.arange(4)).first_stage  # (4, C, 2)
+    assert first_stage.shape == (4, preset.candidates, 2)
+    real = torch.from_numpy(inputs.candidate_mask[:4])
+    cosine_z = first_stage[0, :, 1][real[0]]  # z-scored over query 0's real candidates
+    assert float(cosine_z.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(cosine_z.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)

@@ -91,6 +91,10 @@ class _AttentionBase(nn.Module):
         self.k_proj = nn.Linear(hidden, inner)
         self.v_proj = nn.Linear(hidden, inner)
         self.out_proj = nn.Linear(inner, hidden)
+        #: Locality prior (``MAWAttention``'s ``locality``); 0 = none, no extra work.
+        self.locality = 0.0
+        # (D,): each depth's ALiBi-style slope, logits per token of distance.
+        self.register_buffer("depth_slope", torch.zeros(depth), persistent=False)
 
     # -- building blocks ---------------------------------------------------------------------
 
@@ -124,6 +128,16 @@ class _AttentionBase(nn.Module):
     def _dropout_p(self) -> float:
         return self.dropout if self.training else 0.0
 
+    def _locality(self, rows: Tensor, length: int, slopes: Tensor) -> Tensor | None:
+        """ALiBi-style logits ``-m_d·|i - j|`` for query positions ``rows`` (Lq,) and keys
+        ``0..length-1``, in the internal layout ``(..., Lq, D', Lk)`` for slopes ``(..., D')``;
+        None without a locality prior (the default paths stay as they are)."""
+        if self.locality == 0:
+            return None
+        keys = torch.arange(length, device=rows.device)
+        distance = (rows[:, None] - keys[None, :]).abs().to(slopes.dtype)  # (Lq, Lk)
+        return -slopes[..., None, :, None] * distance[:, None, :]
+
     def _depth_queries(self, query: Tensor, depths: slice | None = None) -> Tensor:
         """(B, H, Lq, D', hd): each depth's query, transformed and scaled by 1/√hd, so that the
         depth's logits are its dot products with the shared keys. ``depths`` selects D' depths.
@@ -131,24 +145,44 @@ class _AttentionBase(nn.Module):
         raise NotImplementedError
 
     def _scores_from(
-        self, query: Tensor, key: Tensor, bias: Tensor, depths: slice | None = None
+        self,
+        query: Tensor,
+        key: Tensor,
+        bias: Tensor,
+        depths: slice | None = None,
+        rows: Tensor | None = None,
     ) -> Tensor:
-        """(B, H, Lq, D', Lk) logits (internal layout) from per-head Q and K; padding -inf."""
+        """(B, H, Lq, D', Lk) logits (internal layout) from per-head Q and K; padding -inf.
+        ``rows``: the positions of the query rows (default ``0..Lq-1``), for the locality prior.
+        """
         depth_queries = self._depth_queries(query, depths)
         batch, heads, lq, n_depth, head_dim = depth_queries.shape
         scores = depth_queries.reshape(batch, heads, lq * n_depth, head_dim) @ key.transpose(-1, -2)
-        return scores.view(batch, heads, lq, n_depth, -1).add_(bias[:, None, None, None, :])
+        scores = scores.view(batch, heads, lq, n_depth, -1).add_(bias[:, None, None, None, :])
+        rows = torch.arange(lq, device=query.device) if rows is None else rows
+        local = self._locality(rows, key.shape[2], self.depth_slope[depths or slice(None)])
+        return scores if local is None else scores.add_(local)
 
     def _depth_values(
-        self, depth_queries: Tensor, key: Tensor, value: Tensor, mask: Tensor
+        self,
+        depth_queries: Tensor,
+        key: Tensor,
+        value: Tensor,
+        mask: Tensor,
+        local: Tensor | None = None,
     ) -> Tensor:
-        """(B, H, Lq, D', hd): every depth's attended values ``A_d @ V`` in one SDPA call."""
+        """(B, H, Lq, D', hd): every depth's attended values ``A_d @ V`` in one SDPA call.
+        ``local``: the locality logits (``_locality``), broadcastable to (B, H, Lq, D', Lk)."""
         batch, heads, lq, n_depth, head_dim = depth_queries.shape
+        attn_mask = mask[:, None, None, :]
+        if local is not None:
+            padding = self._mask_bias(mask, depth_queries.dtype)[:, None, None, None, :]
+            attn_mask = (padding + local).flatten(2, 3)  # (B, H or 1, Lq·D', Lk)
         attended = F.scaled_dot_product_attention(
             depth_queries.reshape(batch, heads, lq * n_depth, head_dim),
             key,
             value,
-            attn_mask=mask[:, None, None, :],
+            attn_mask=attn_mask,
             dropout_p=self._dropout_p(),
             scale=1.0,  # the depth queries are already scaled
         )
@@ -166,10 +200,11 @@ class _AttentionBase(nn.Module):
         """
         _check_mask(x, key_padding_mask)
         query, key, _ = self._projections(x)
+        rows = torch.arange(x.shape[1], device=x.device)
         if query_rows is not None:
-            query = query[:, :, query_rows]
+            query, rows = query[:, :, query_rows], rows[query_rows]
         bias = self._mask_bias(key_padding_mask, x.dtype)
-        return self._scores_from(query, key, bias).transpose(2, 3)
+        return self._scores_from(query, key, bias, rows=rows).transpose(2, 3)
 
     def depth_attention(
         self, x: Tensor, key_padding_mask: Tensor, query_rows: slice | None = None
@@ -198,7 +233,8 @@ class _AttentionBase(nn.Module):
         key = self._split_heads(self.k_proj(x))
         value = self._split_heads(self.v_proj(x))
         depth_queries = self._depth_queries(query)  # (B, H, 1, D, hd)
-        values = self._depth_values(depth_queries, key, value, key_padding_mask)
+        local = self._locality(torch.tensor([row], device=x.device), length, self.depth_slope)
+        values = self._depth_values(depth_queries, key, value, key_padding_mask, local)
         return values.squeeze(2).transpose(1, 2)  # (B, D, H, hd)
 
     # -- selection ---------------------------------------------------------------------------
@@ -308,6 +344,12 @@ class MAWAttention(_AttentionBase):
             depth ``d`` divides its logits by ``τ_d = 2^{spread·(d/(D-1) - 1/2)}`` (depth 0 the
             sharpest). 0 = every depth at temperature 1. Folded into the depth transforms, so
             every path (hard, soft, 5D, compressed) sees it at no cost.
+        locality: a structural prior making depths local ↔ global by construction, as ALiBi
+            does per head: depth ``d`` adds ``-m_d·|i - j|`` to its logits, with
+            ``m_d = locality · 2^{-8d/(D-1)}`` (depth 0 the most local, logits per token of
+            distance). From the CLS row, whose pair is ``[CLS] query [SEP] doc``, a local
+            depth reads the query and the document's start, a global one the whole pair. 0 = no
+            prior (and no extra work); otherwise SDPA gets a float mask per depth.
     """
 
     def __init__(
@@ -319,10 +361,15 @@ class MAWAttention(_AttentionBase):
         dropout: float = 0.0,
         init_noise: float = 0.5,
         temperature_spread: float = 0.0,
+        locality: float = 0.0,
     ) -> None:
         super().__init__(hidden, heads, depth, head_dim, dropout)
         if init_noise < 0:
             raise ValueError(f"MAWAttention: init_noise must be >= 0, got {init_noise}")
+        if locality < 0:
+            raise ValueError(f"MAWAttention: locality must be >= 0, got {locality}")
+        self.locality = float(locality)
+        self.depth_slope.copy_(locality * 2.0 ** (-8.0 * torch.arange(depth) / max(depth - 1, 1)))
         position = torch.arange(depth, dtype=torch.float32) / max(depth - 1, 1) - 0.5
         # (D,): 1/τ_d, each depth's logit scale; a function of the constructor's arguments,
         # so not stored in checkpoints.
@@ -361,10 +408,11 @@ class MAWAttention(_AttentionBase):
         per_item = heads * length * self.depth * head_dim * query.element_size()
         block = max(1, SOFT_BLOCK_BYTES // per_item)
         parts = []
+        local = self._locality(torch.arange(length, device=query.device), length, self.depth_slope)
         for first in range(0, batch, block):
             items = slice(first, first + block)
             depth_queries = self._depth_queries(query[items])  # (b, H, L, D, hd)
-            values = self._depth_values(depth_queries, key[items], value[items], mask[items])
+            values = self._depth_values(depth_queries, key[items], value[items], mask[items], local)
             parts.append((weights[items, :, None, None, :] @ values).squeeze(3))  # (b, H, L, hd)
         return torch.cat(parts)
 
@@ -418,7 +466,9 @@ class MAWAttention(_AttentionBase):
             scale = self.depth_scale[index][:, :, None, None] * (self.head_dim**-0.5)
             transform = (chosen_q @ chosen_k.transpose(-1, -2)) * scale
             chosen_queries = (query @ transform).unsqueeze(3)  # (B, H, L, 1, hd)
-            attended = self._depth_values(chosen_queries, key, value, key_padding_mask)
+            positions = torch.arange(x.shape[1], device=x.device)
+            local = self._locality(positions, x.shape[1], self.depth_slope[index][..., None])
+            attended = self._depth_values(chosen_queries, key, value, key_padding_mask, local)
             attended = attended.squeeze(3)
         return self.merge_heads(attended.transpose(1, 2)), public
 

@@ -4,10 +4,13 @@ attention output, plus its training (listwise loss, joint depth router, early st
 **Score.** For a (query, candidate) pair with last-layer input ``x`` and per-head, per-depth
 attended CLS values ``o[d, h] = A_{h,d}[CLS] V_h`` (``MAWAttention.row_outputs``)::
 
-    score = Σ_h w_hᵀ o[d_h, h] + vᵀ x_CLS + b + α · z(bm25)
+    score = Σ_h w_hᵀ o[d_h, h] + vᵀ x_CLS + b + α · z(bm25) [+ γ · z(cos)]
 
 where ``w_h`` folds the output projection and a linear head (``u_hᵀ W_o,h``), and ``z(bm25)`` is
-the BM25 score z-scored over the query's candidates. Nothing non-linear follows the attention,
+the BM25 score z-scored over the query's candidates; with ``semantic``, ``z(cos)`` is the base
+encoder's bi-encoder cosine (``SplitInputs.dense_scores``) z-scored the same way. These
+*first-stage* features are the columns of ``first_stage`` (B, F) in every scoring call. Nothing
+non-linear follows the attention,
 so ``score[c] = score_base[c] + Σ_h score_parts[d_h, h, c]`` holds exactly for hard, per-head
 and soft choices: the tables (``maw_gym.tables``) store only these two arrays. The BM25 term
 makes reranking start at BM25's ranking (α is initialised large, the rest near zero), which
@@ -111,12 +114,12 @@ class TrainConfig:
     """Seed of initialisation, batching and depth sampling."""
 
 
-def bm25_zscore(bm25: Tensor, mask: Tensor) -> Tensor:
-    """(..., C) BM25 scores z-scored over each query's real candidates; 0 on padding."""
+def candidate_zscore(scores: Tensor, mask: Tensor) -> Tensor:
+    """(..., C) first-stage scores z-scored over each query's real candidates; 0 on padding."""
     count = mask.sum(-1, keepdim=True).clamp(min=1)
-    mean = (bm25 * mask).sum(-1, keepdim=True) / count
-    var = (((bm25 - mean) * mask) ** 2).sum(-1, keepdim=True) / count
-    return torch.where(mask, (bm25 - mean) / (var.sqrt() + 1e-6), torch.zeros_like(bm25))
+    mean = (scores * mask).sum(-1, keepdim=True) / count
+    var = (((scores - mean) * mask) ** 2).sum(-1, keepdim=True) / count
+    return torch.where(mask, (scores - mean) / (var.sqrt() + 1e-6), torch.zeros_like(scores))
 
 
 class DepthRouter(nn.Module):
@@ -158,6 +161,11 @@ class MAWReranker(nn.Module):
             start along the lexical ↔ semantic axis). ``β_d·z(bm25)/H`` is added to every head's
             part, so the score stays exactly ``score_base + Σ_h score_parts[d_h, h]``.
         temperature_spread: ``MAWAttention``'s per-depth temperature prior (sharp ↔ diffuse).
+        semantic: a second first-stage feature, the base encoder's bi-encoder cosine, with its
+            own weight ``γ`` (and, with ``depth_heads``, ``γ + η_d``, η spread over [½, -½]·γ
+            against β's [-½, ½]: depth 0 starts semantic, the last depth lexical). Inputs must
+            then carry ``dense_scores`` (``Preset.semantic``).
+        locality: ``MAWAttention``'s per-depth ALiBi-style locality prior (local ↔ global).
     """
 
     def __init__(
@@ -174,6 +182,8 @@ class MAWReranker(nn.Module):
         init_noise: float = 2.0,
         depth_heads: bool = False,
         temperature_spread: float = 0.0,
+        locality: float = 0.0,
+        semantic: bool = False,
     ) -> None:
         super().__init__()
         if attention not in ("maw", "nonmaw"):
@@ -196,6 +206,7 @@ class MAWReranker(nn.Module):
                     head_dim,
                     init_noise=init_noise,
                     temperature_spread=temperature_spread,
+                    locality=locality,
                 )
             return NonMAWAttention(hidden, heads, 1, head_dim)
 
@@ -207,11 +218,15 @@ class MAWReranker(nn.Module):
         nn.init.zeros_(self.cls_head.weight)
         nn.init.zeros_(self.cls_head.bias)
         self.bm25_weight = nn.Parameter(torch.tensor(1.0))
+        self.semantic_weight = nn.Parameter(torch.tensor(1.0)) if semantic else None
         self.depth_head: nn.Parameter | None = None
         self.depth_bm25: nn.Parameter | None = None
+        self.depth_semantic: nn.Parameter | None = None
         if depth_heads and attention == "maw":
             self.depth_head = nn.Parameter(torch.zeros(self.depth, heads, head_dim))
             self.depth_bm25 = nn.Parameter(torch.linspace(-0.5, 0.5, self.depth))
+            if semantic:
+                self.depth_semantic = nn.Parameter(torch.linspace(0.5, -0.5, self.depth))
         use_router = router and attention == "maw" and layers == 1 and self.depth > 1
         self.router = DepthRouter(self.depth, heads, pool) if use_router else None
 
@@ -233,36 +248,57 @@ class MAWReranker(nn.Module):
         return x
 
     def score_terms(
-        self, x: Tensor, mask: Tensor, bm25_z: Tensor, lower_depths: Tensor | None = None
+        self, x: Tensor, mask: Tensor, first_stage: Tensor, lower_depths: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Linear decomposition of the scores of B pairs: ``(base (B,), parts (B, D, H))``.
 
         The score with depth ``d_h`` for head ``h`` is ``base + Σ_h parts[:, d_h, h]``.
         """
+        self._check_first_stage(first_stage)
         x = self.last_input(x, mask, lower_depths)
         last = self.layers[-1]
         rows = last.row_outputs(x, mask)  # (B, D, H, head_dim)
         # (H, head_dim): u_hᵀ W_o,h for each head.
         head_weight = (self.score_weight @ last.out_proj.weight).view(self.heads, self.head_dim)
-        parts = (rows * head_weight).sum(-1) + self._expert_parts(rows, bm25_z)  # (B, D, H)
-        base = self._depth_free(x, bm25_z) + self.score_weight @ last.out_proj.bias
+        parts = (rows * head_weight).sum(-1) + self._expert_parts(rows, first_stage)  # (B, D, H)
+        base = self._depth_free(x, first_stage) + self.score_weight @ last.out_proj.bias
         return base, parts
 
-    def _expert_parts(self, rows: Tensor, bm25_z: Tensor) -> Tensor | float:
+    @property
+    def first_stage_features(self) -> int:
+        """F: the columns ``first_stage`` must have (z(bm25), then z(cos) with ``semantic``)."""
+        return 1 if self.semantic_weight is None else 2
+
+    def _check_first_stage(self, first_stage: Tensor) -> None:
+        if first_stage.dim() != 2 or first_stage.shape[1] != self.first_stage_features:
+            raise ValueError(
+                f"first_stage: expected (B, {self.first_stage_features}) z-scored first-stage "
+                f"scores (BM25{', cosine' if self.semantic_weight is not None else ''}), got "
+                f"{tuple(first_stage.shape)}; a semantic encoder needs inputs built with "
+                "Preset.semantic"
+            )
+
+    def _expert_parts(self, rows: Tensor, first_stage: Tensor) -> Tensor | float:
         """(B, D, H) depth-specific score heads' share of each part (0 without them)."""
         if self.depth_head is None or self.depth_bm25 is None:
             return 0.0
-        lexical = self.depth_bm25[None, :, None] * bm25_z[:, None, None] / self.heads
-        return (rows * self.depth_head).sum(-1) + lexical
+        weights = [self.depth_bm25]
+        if self.depth_semantic is not None:
+            weights.append(self.depth_semantic)
+        per_depth = first_stage @ torch.stack(weights, dim=1).T  # (B, D)
+        return (rows * self.depth_head).sum(-1) + per_depth[:, :, None] / self.heads
 
-    def _depth_free(self, x: Tensor, bm25_z: Tensor) -> Tensor:
-        return self.cls_head(x[:, 0]).squeeze(-1) + self.bm25_weight * bm25_z
+    def _depth_free(self, x: Tensor, first_stage: Tensor) -> Tensor:
+        weights = [self.bm25_weight]
+        if self.semantic_weight is not None:
+            weights.append(self.semantic_weight)
+        return self.cls_head(x[:, 0]).squeeze(-1) + first_stage @ torch.stack(weights)
 
     def forward(
         self,
         x: Tensor,
         mask: Tensor,
-        bm25_z: Tensor,
+        first_stage: Tensor,
         depth_index: Tensor | None = None,
         depth_weights: Tensor | None = None,
         lower_depths: Tensor | None = None,
@@ -270,15 +306,16 @@ class MAWReranker(nn.Module):
         """(B,) scores of B pairs through the layer's own forward pass (hard ``depth_index``
         (B,) or (B, H), or soft ``depth_weights`` (B, D)); equals the :meth:`score_terms`
         decomposition, which is what tables store (tested)."""
+        self._check_first_stage(first_stage)
         x = self.last_input(x, mask, lower_depths)
         if depth_index is None and depth_weights is None:
             depth_index = torch.zeros(x.shape[0], dtype=torch.long)
         last = self.layers[-1]
         out, _ = last(x, mask, depth_index=depth_index, depth_weights=depth_weights)
-        score = out[:, 0] @ self.score_weight + self._depth_free(x, bm25_z)
+        score = out[:, 0] @ self.score_weight + self._depth_free(x, first_stage)
         if self.depth_head is not None:
             weights = last._weights_per_head(x.shape[0], depth_index, depth_weights)  # (B, H, D)
-            expert = self._expert_parts(last.row_outputs(x, mask), bm25_z)  # (B, D, H)
+            expert = self._expert_parts(last.row_outputs(x, mask), first_stage)  # (B, D, H)
             score = score + (weights.transpose(1, 2) * expert).sum((1, 2))
         return score
 
@@ -297,7 +334,7 @@ class QueryBatch:
 
     x: Tensor  # (B, L, hidden) float32
     mask: Tensor  # (B, L) bool
-    bm25_z: Tensor  # (Bq, C)
+    first_stage: Tensor  # (Bq, C, F): z(bm25), and z(cos) where the inputs carry it
     candidate_mask: Tensor  # (Bq, C)
     relevance: Tensor  # (Bq, C)
 
@@ -316,7 +353,14 @@ class QueryBatch:
         batch = cls(
             x=states.view(bq * c, *states.shape[2:]),
             mask=token_mask.view(bq * c, -1),
-            bm25_z=bm25_zscore(torch.from_numpy(inputs.bm25_scores[index]), candidate_mask),
+            first_stage=torch.stack(
+                [
+                    candidate_zscore(torch.from_numpy(scores[index]), candidate_mask)
+                    for scores in (inputs.bm25_scores, inputs.dense_scores)
+                    if scores is not None
+                ],
+                dim=-1,
+            ),
             candidate_mask=candidate_mask,
             relevance=torch.from_numpy(inputs.relevance[index]),
         )
@@ -331,7 +375,7 @@ class QueryBatch:
         x = self.x.view(bq, c, *self.x.shape[1:])[:, :k].reshape(bq * k, *self.x.shape[1:])
         mask = self.mask.view(bq, c, -1)[:, :k].reshape(bq * k, -1)
         return QueryBatch(
-            x, mask, self.bm25_z[:, :k], self.candidate_mask[:, :k], self.relevance[:, :k]
+            x, mask, self.first_stage[:, :k], self.candidate_mask[:, :k], self.relevance[:, :k]
         )
 
     @property
@@ -363,7 +407,8 @@ def depth_candidate_scores(
     model: MAWReranker, batch: QueryBatch, lower_depths: Tensor | None = None
 ) -> Tensor:
     """(Bq, D, C) every depth's candidate scores (the same depth for all heads)."""
-    base, parts = model.score_terms(batch.x, batch.mask, batch.bm25_z.flatten(), lower_depths)
+    first_stage = batch.first_stage.flatten(0, 1)
+    base, parts = model.score_terms(batch.x, batch.mask, first_stage, lower_depths)
     scores = base[:, None] + parts.sum(-1)  # (B, D)
     return batch.per_query(scores).transpose(1, 2)
 
@@ -517,7 +562,7 @@ def score_split(
         if lower_depths is not None:
             lower = torch.from_numpy(lower_depths[index]).long().repeat_interleave(c, dim=0)
             lower = lower.to(device)
-        base, parts = model.score_terms(batch.x, batch.mask, batch.bm25_z.flatten(), lower)
+        base, parts = model.score_terms(batch.x, batch.mask, batch.first_stage.flatten(0, 1), lower)
         out.setdefault("score_base", []).append(batch.per_query(base).cpu().numpy())
         parts = batch.per_query(parts).permute(0, 2, 3, 1)
         out.setdefault("score_parts", []).append(parts.cpu().numpy())

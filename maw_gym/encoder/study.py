@@ -57,6 +57,7 @@ from maw_gym.tables import Tables, ndcg_at_10
 VARIANTS: dict[str, dict[str, Any]] = {
     "shared-head": {},
     "experts": {"depth_heads": True, "temperature_spread": 3.0},
+    "experts-local": {"depth_heads": True, "temperature_spread": 3.0, "locality": 0.5},
     "experts-sinkhorn": {
         "depth_heads": True,
         "temperature_spread": 3.0,
@@ -276,7 +277,13 @@ def study_variant(
     return result
 
 
-VARIANT_LEVERS = ("depth_heads", "temperature_spread", "specialisation", "diversity_weight")
+VARIANT_LEVERS = (
+    "depth_heads",
+    "temperature_spread",
+    "locality",
+    "specialisation",
+    "diversity_weight",
+)
 
 
 def recall_at_k(dataset: str, preset: Preset, split: str) -> dict[str, Any]:

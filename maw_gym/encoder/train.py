@@ -13,7 +13,8 @@ from (``maw_gym.pipeline.router_queries``).
 Models (all on the same frozen base-encoder states):
 
 - ``maw``: one MAW layer trained with the preset's depth levers (``depth_heads``,
-  ``temperature_spread``, ``specialisation``, ``diversity_weight``; the encoder the tables use);
+  ``temperature_spread``, ``locality``, ``specialisation``, ``diversity_weight``; the encoder the
+  tables use);
 - ``maw_random``: the same trained with a random depth per query (the prototypes' design, for
   comparison in the report);
 - ``nonmaw_0 … nonmaw_{k-1}``: the NON-MAW twin and its seed controls (``preset.seed_controls``
@@ -79,6 +80,12 @@ def model_specs(preset: Preset, hidden: int, seed: int) -> dict[str, tuple[dict,
         "depth_heads": preset.depth_heads,
         "temperature_spread": preset.temperature_spread,
     }
+    # Levers added after encoder version 4 enter the kwargs only when set, so the encoders
+    # trained before them keep their cache keys.
+    if preset.locality:
+        levers["locality"] = preset.locality
+    if preset.semantic:
+        shape["semantic"] = True  # every model, the NON-MAW twin and seeds included
     specs: dict[str, tuple[dict, TrainConfig]] = {
         "nonmaw_0": ({**shape, "attention": "nonmaw"}, base),
         "maw": (
