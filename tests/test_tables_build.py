@@ -208,7 +208,7 @@ def test_semantic_inputs_carry_the_bi_encoder_cosine() -> None:
         [data.queries[inputs.query_ids[i]], document_text(data.corpus[inputs.candidate_ids[i, j]])]
     )
     assert dense[i, j] == pytest.approx(float(query @ doc), abs=1e-5)
-    assert -1.0 <= dense.min() and dense.max() <= 1.0
+    assert dense.min() >= -1.0 and dense.max() <= 1.0
     part = split_inputs("nave-kjv", "dev", preset, rows=(2, 5))
     np.testing.assert_allclose(part.dense_scores, dense[2:5], atol=1e-6)
     first_stage = QueryBatch.from_inputs(inputs, np.arange(4)).first_stage  # (4, C, 2)
