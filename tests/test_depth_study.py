@@ -110,16 +110,16 @@ def test_study_runs_on_another_beir_folder_and_renders(tmp_path: Path) -> None:
     dataset = Path(__file__).parents[2] / "shared" / "datasets" / "kjv-tasks"
     if not dataset.is_dir():
         pytest.skip(f"{dataset} not present")
-    preset = get_preset("smoke").with_overrides(depth=2, epochs=1)
-    study = run_study(
-        str(dataset), preset, {"experts": VARIANTS["experts"]}, tmp_path / "s.json", "cmd"
-    )
-    test = study["variants"]["experts"]["test"]
+    preset = get_preset("smoke").with_overrides(depth=2, epochs=1, semantic=True)
+    variants = {"experts-local": VARIANTS["experts-local"]}
+    study = run_study(str(dataset), preset, variants, tmp_path / "s.json", "cmd")
+    test = study["variants"]["experts-local"]["test"]
     assert set(test["tasks"]) <= {"nave", "web", "rv1909"}
     assert sum(t["queries"] for t in test["tasks"].values()) == study["queries"]["test"]
     render([json.loads((tmp_path / "s.json").read_text())], tmp_path / "p.md", tmp_path / "p.png")
     page = (tmp_path / "p.md").read_text()
     assert "Produced by `cmd`" in page
+    assert "(preset `smoke`, depth=2, epochs=1, semantic=True)" in page
     assert all(f"| {task} | {t['queries']} |" in page for task, t in test["tasks"].items())
     assert (tmp_path / "p.png").stat().st_size > 0
 

@@ -24,10 +24,10 @@ def _ratio(split: dict[str, Any]) -> str:
 
 def _levels_table(study: dict[str, Any]) -> list[str]:
     lines = [
-        "| variant | split | BM25 | NON-MAW | best fixed (depth) | worst depth − BM25 | oracle "
-        "| headroom | seed control | ratio | uniform mixture − best fixed | Spearman | JS "
-        "| all-depth ties |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | split | BM25 | NON-MAW | best fixed (depth) | best fixed − BM25 "
+        "| worst depth − BM25 | oracle | headroom | seed control | ratio "
+        "| uniform mixture − best fixed | Spearman | JS | all-depth ties |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, variant in study["variants"].items():
         for split in ("dev", "test"):
@@ -35,6 +35,7 @@ def _levels_table(study: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {name} | {split} | {s['bm25']:.4f} | {s['nonmaw']:.4f} "
                 f"| {s['best_fixed']:.4f} ({s['best_fixed_depth']}) "
+                f"| {_ci(s['best_fixed_minus_bm25'])} "
                 f"| {s['worst_depth_minus_bm25']:+.4f} | {s['oracle']:.4f} "
                 f"| {s['headroom']:+.4f} | {s['seed_control']:+.4f} | {_ratio(s)} "
                 f"| {_ci(s['mixture_minus_best_fixed'])} | {s['depth_spearman']:.3f} "
@@ -98,11 +99,20 @@ def dev_choice(study: dict[str, Any]) -> tuple[str, float, str]:
     return best if best is not None else ("none", float("nan"), "every variant cripples a depth")
 
 
+def preset_label(preset: dict[str, Any]) -> str:
+    """``quick`` or ``quick, semantic=True``: the preset and the fields a study overrode."""
+    from maw_gym.presets import get_preset
+
+    named = get_preset(preset["name"]).to_dict()
+    changed = [f"{k}={v}" for k, v in preset.items() if k in named and named[k] != v]
+    return ", ".join([f"`{preset['name']}`", *changed])
+
+
 def dataset_section(study: dict[str, Any]) -> list[str]:
     """One dataset's tables (markdown lines)."""
     queries = ", ".join(f"{k} {v}" for k, v in study["queries"].items())
     lines = [
-        f"## {study['dataset']} (preset `{study['preset']['name']}`)",
+        f"## {study['dataset']} (preset {preset_label(study['preset'])})",
         "",
         f"Produced by `{study['command']}`. Queries: {queries}.",
         "",
@@ -144,7 +154,8 @@ def plot_study(studies: list[dict[str, Any]], path: Path) -> None:
         left.bar([i - 0.2 for i in x], [t["headroom"] for t in tests], 0.4, label="oracle − best")
         left.bar([i + 0.2 for i in x], [t["seed_control"] for t in tests], 0.4, label="seed ctrl")
         left.set_xticks(list(x), names, fontsize=8)
-        left.set_title(f"{study['dataset']}: test headroom vs seed control", fontsize=9)
+        label = preset_label(study["preset"]).replace("`", "")
+        left.set_title(f"{study['dataset']} ({label}): test headroom vs seed control", fontsize=9)
         left.legend(fontsize=7)
         for j, router in enumerate(ROUTERS):
             gains = [t["routers"][router]["minus_best_fixed"] for t in tests]
