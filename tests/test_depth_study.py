@@ -98,6 +98,14 @@ def test_study_models_are_the_seed_control_then_one_encoder_per_variant() -> Non
     assert [config.seed for _, _, config in models[: preset.depth]] == list(range(preset.depth))
     sinkhorn = models[-1]
     assert sinkhorn[1]["depth_heads"] and sinkhorn[2].specialisation == "sinkhorn"
+    # A variant is the same encoder under every preset: quick's own levers do not leak in.
+    quick = dict(
+        (name, kwargs) for name, kwargs, _ in study_models(get_preset("quick"), VARIANTS, 8)
+    )
+    assert get_preset("quick").depth_heads
+    assert not quick["maw shared-head"]["depth_heads"]
+    assert quick["maw shared-head"]["temperature_spread"] == 0.0
+    assert quick["maw experts-local"]["locality"] == 0.5
 
 
 @pytest.mark.slow

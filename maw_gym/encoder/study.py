@@ -53,17 +53,31 @@ from maw_gym.presets import Preset
 from maw_gym.stats import paired_difference
 from maw_gym.tables import Tables, ndcg_at_10
 
-#: Encoder variants: preset levers (``Preset`` fields) each variant sets.
+#: What every variant starts from: no lever (the plain MAW encoder), whatever the preset's
+#: own defaults are, so that a variant means the same encoder under every preset.
+NO_LEVERS: dict[str, Any] = {
+    "depth_heads": False,
+    "temperature_spread": 0.0,
+    "locality": 0.0,
+    "specialisation": "router",
+    "diversity_weight": 0.0,
+}
+#: Encoder variants: the preset levers (``Preset`` fields) each variant sets on ``NO_LEVERS``.
+#: ``semantic`` is not a variant but a study-wide ``--set semantic=true``: it changes the
+#: NON-MAW seeds too, which must stay the same models as the variants' NON-MAW twin.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "shared-head": {},
-    "experts": {"depth_heads": True, "temperature_spread": 3.0},
-    "experts-local": {"depth_heads": True, "temperature_spread": 3.0, "locality": 0.5},
-    "experts-sinkhorn": {
-        "depth_heads": True,
-        "temperature_spread": 3.0,
-        "specialisation": "sinkhorn",
-        "diversity_weight": 0.1,
-    },
+    name: {**NO_LEVERS, **levers}
+    for name, levers in {
+        "shared-head": {},
+        "experts": {"depth_heads": True, "temperature_spread": 3.0},
+        "experts-local": {"depth_heads": True, "temperature_spread": 3.0, "locality": 0.5},
+        "experts-sinkhorn": {
+            "depth_heads": True,
+            "temperature_spread": 3.0,
+            "specialisation": "sinkhorn",
+            "diversity_weight": 0.1,
+        },
+    }.items()
 }
 RECALL_DEPTHS = (16, 30, 50)
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
@@ -260,7 +274,7 @@ def study_variant(
     best_fixed = int(tables["dev"].alignment.mean(0).argmax())
     best_seed = int(seeds["dev"].mean(0).argmax())
     result: dict[str, Any] = {
-        "levers": {k: getattr(preset, k) for k in VARIANT_LEVERS},
+        "levers": {k: getattr(preset, k) for k in NO_LEVERS},
         "train_seconds": train_seconds,
         "ridge_alpha": alpha,
     }
@@ -275,15 +289,6 @@ def study_variant(
         if groups.get(split) is not None:
             result[split]["tasks"] = task_breakdown(table, groups[split], best_fixed, routed)
     return result
-
-
-VARIANT_LEVERS = (
-    "depth_heads",
-    "temperature_spread",
-    "locality",
-    "specialisation",
-    "diversity_weight",
-)
 
 
 def recall_at_k(dataset: str, preset: Preset, split: str) -> dict[str, Any]:
