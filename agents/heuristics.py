@@ -261,7 +261,7 @@ def oracle_router(env_id: str, tables: Tables) -> LookupRouter:
     spec = env_layout(env_id, tables).spec
     too_large = spec.kind == "multi_discrete" and spec.choices**spec.slots > MAX_JOINT_ACTIONS
     if spec.kind == "simplex" or too_large:
-        joint = enumerate_returns("MAW/DepthSelection-v1", tables)
+        joint = enumerate_returns("MAW/DepthSelection-v2", tables)
         best = joint.actions[joint.returns.argmax(axis=1), 0]
         if too_large:  # D**H head assignments: the best shared depth, the env's own oracle
             plans = np.repeat(best[:, None, None], spec.slots, axis=2)

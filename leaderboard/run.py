@@ -95,7 +95,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--env",
         type=env_id,
-        default="MAW/DepthSelection-v1",
+        default="MAW/DepthSelection-v2",
         help="env the policies are trained and scored on",
     )
     parser.add_argument(

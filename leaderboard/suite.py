@@ -29,11 +29,11 @@ from maw_gym.cache import atomic_path, write_json
 REFERENCE = "best-fixed"
 #: The hard, retrieval-only, per-head, mixture and layerwise envs.
 TASK_ENVS = (
-    "MAW/DepthSelection-v1",
-    "MAW/DepthSelectionRetrieval-v1",
-    "MAW/PerHeadDepth-v1",
-    "MAW/SoftDepthMixture-v1",
-    "MAW/LayerwiseDepth-v1",
+    "MAW/DepthSelection-v2",
+    "MAW/DepthSelectionRetrieval-v2",
+    "MAW/PerHeadDepth-v2",
+    "MAW/SoftDepthMixture-v2",
+    "MAW/LayerwiseDepth-v2",
 )
 
 

@@ -6,11 +6,13 @@ encoding of 22,400 pairs included (every model's best dev epoch was 1-3, and it 
 2-layer stack behind ``MAW/LayerwiseDepth``, 55% of table time); its measured time is the one
 in the README, printed from the run by ``scripts/readme_tables.py``. ``full`` uses every query.
 
-The encoder levers of ``quick`` and ``full`` (depth-specific score heads, temperature spread 3)
-are the depth study's dev-only choice on nave-kjv at quick (``docs/depth-study.md``,
-``dev_choice``): best dev NDCG@10 with no crippled depth; Sinkhorn specialisation decorrelated
-the depths but crippled some. ``full`` was not studied; it takes quick's choice. ``smoke``
-keeps the plain encoder (tests' measured floors were set on it).
+The encoder levers of ``quick`` and ``full`` (depth-specific score heads, temperature spread 3,
+and the semantic first-stage feature) are the depth study's dev-only choice on nave-kjv at
+quick (``docs/depth-study.md``, ``dev_choice``): best dev NDCG@10 with no crippled depth. The
+semantic feature is what makes the reranker beat BM25; Sinkhorn specialisation decorrelated the
+depths but crippled some, and the locality prior scored lower on dev. ``full`` was not
+studied; it takes quick's choice. ``smoke`` keeps the plain encoder (tests' measured floors
+were set on it).
 
 Any field but ``name`` can be overridden from the command line (``--set candidates=16``,
 ``--set depth_heads=true``); the overrides are part of every cache key and recorded in a run's
@@ -133,6 +135,7 @@ PRESETS: dict[str, Preset] = {
         seeds=3,
         depth_heads=True,
         temperature_spread=3.0,
+        semantic=True,
     ),
     "full": Preset(
         "full",
@@ -152,6 +155,7 @@ PRESETS: dict[str, Preset] = {
         seeds=5,
         depth_heads=True,
         temperature_spread=3.0,
+        semantic=True,
     ),
 }
 

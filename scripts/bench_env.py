@@ -148,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     env_ids = args.env_ids or [
-        "MAW/DepthSelection-v1",
-        "MAW/SoftDepthMixture-v1",
-        "MAW/PerHeadDepth-v1",
-        "MAW/LayerwiseDepth-v1",
+        "MAW/DepthSelection-v2",
+        "MAW/SoftDepthMixture-v2",
+        "MAW/PerHeadDepth-v2",
+        "MAW/LayerwiseDepth-v2",
     ]
     report: dict[str, object] = {"preset": args.preset, "envs": {}}
     for env_id in env_ids:

@@ -22,7 +22,7 @@ from maw_gym.artifacts import (
 from maw_gym.tables import Tables
 from maw_gym_leaderboard.cli import main
 
-ENV = "MAW/DepthSelection-v1"
+ENV = "MAW/DepthSelection-v2"
 
 
 @pytest.fixture

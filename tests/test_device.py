@@ -77,7 +77,7 @@ def test_cuda_results_match_cpu_within_float_tolerance() -> None:
     tables = Tables.synthetic(num_queries=64, best_depth=1)
     logits = {
         device: train(
-            "MAW/DepthSelection-v1",
+            "MAW/DepthSelection-v2",
             tables,
             SupervisedConfig(epochs=5, device=device),
             progress=False,

@@ -26,7 +26,7 @@ from maw_gym_agents import rllib
 from maw_gym_agents.common import load_router
 from maw_gym_agents.evaluate import evaluate_router
 
-ENV_ID = "MAW/DepthSelection-v1"
+ENV_ID = "MAW/DepthSelection-v2"
 TINY = {
     "num_envs_per_env_runner": 4,
     "train_batch_size_per_learner": 64,
@@ -136,7 +136,7 @@ def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monk
     assert rllib.init_ray(ray_head, None)
     # Fail fast: a worker that cannot build the env raises its own error, not a later IndexError.
     with pytest.raises(Exception, match="Nope"):
-        rllib.preflight({"env_id": "MAW/Nope-v1"})
+        rllib.preflight({"env_id": "MAW/Nope-v2"})
     router = rllib.train_run(run)
     print(f"by address: {time.perf_counter() - started:.1f} s, metrics {run.metrics}")
     assert run.metrics[0]["env_steps"] >= 64

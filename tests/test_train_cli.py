@@ -10,7 +10,7 @@ from maw_gym.tables import Tables
 from maw_gym_agents.train import AGENTS
 from maw_gym_leaderboard.cli import main
 
-ENV = "MAW/DepthSelectionRetrieval-v1"  # alignment only: depth 1 is best on synthetic tables
+ENV = "MAW/DepthSelectionRetrieval-v2"  # alignment only: depth 1 is best on synthetic tables
 
 
 @pytest.fixture(scope="module")

@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
 
         target, manifest = install_artifact(args.artifact)
         _print_artifact(target, manifest)
-        print(f'use it: gym.make("MAW/DepthSelection-v1", tables="{target}", split="train")')
+        print(f'use it: gym.make("MAW/DepthSelection-v2", tables="{target}", split="train")')
         return 0
     splits = SPLITS if args.split == "all" else (args.split,)
     preset = preset_from_args(args)

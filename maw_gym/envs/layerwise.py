@@ -1,4 +1,4 @@
-"""``MAW/LayerwiseDepth-v1``: one MAW depth per layer of a two-layer stack (a real MDP)."""
+"""``MAW/LayerwiseDepth-v2``: one MAW depth per layer of a two-layer stack (a real MDP)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ class LayerwiseDepthEnv(MAWEnv):
 
     ## Arguments
 
-    As `MAW/DepthSelection-v1`: `tables` (must have layer-2 arrays), `dataset`, `split`,
+    As `MAW/DepthSelection-v2`: `tables` (must have layer-2 arrays), `dataset`, `split`,
     `preset`, `encoder`, `max_queries`, `depth`, `reward_weights` (`"default"`,
     `"retrieval"`, a triple or a dict, normalised to sum 1), `obs_mode`, `render_mode`.
 
@@ -157,7 +157,7 @@ class LayerwiseDepthEnv(MAWEnv):
     >>> import maw_gym
     >>> from maw_gym.tables import Tables
     >>> tables = Tables.synthetic(depth=4, heads=2, pool=2, layers=True)
-    >>> env = gym.make("MAW/LayerwiseDepth-v1", tables=tables)
+    >>> env = gym.make("MAW/LayerwiseDepth-v2", tables=tables)
     >>> obs, _ = env.reset(seed=0)
     >>> obs.shape, obs[-2:].tolist()
     ((34,), [1.0, 0.0])
@@ -170,7 +170,7 @@ class LayerwiseDepthEnv(MAWEnv):
 
     ## Registered Configurations
 
-    - `MAW/LayerwiseDepth-v1`: `reward_weights="default"`.
+    - `MAW/LayerwiseDepth-v2`: `reward_weights="default"`.
 
     Native vector env: :class:`maw_gym.envs.vector.LayerwiseDepthVectorEnv`.
 
@@ -180,6 +180,9 @@ class LayerwiseDepthEnv(MAWEnv):
     - v1: the `train` split holds router-train queries only, held out from the encoder
       (`router_fraction`); encoder levers and defaults chosen by the depth study
       (README, "Depth study"); optional `alignment="relevant_mass"`.
+    - v2: the `quick` and `full` encoders add the semantic first-stage feature (the base
+      encoder's bi-encoder cosine beside BM25, `Preset.semantic`), the depth study's dev choice;
+      with it the reranker beats BM25 on test.
     """
 
     variant_class = LayerwiseDepthVariant

@@ -1,4 +1,4 @@
-"""``MAW/PerHeadDepth-v1``: one MAW depth per attention head."""
+"""``MAW/PerHeadDepth-v2``: one MAW depth per attention head."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class PerHeadDepthEnv(MAWEnv):
 
     ## Observation Space
 
-    As `MAW/DepthSelection-v1`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
+    As `MAW/DepthSelection-v2`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
     `Box(0, 1, (D, H, P, P), float32)` (`obs_mode="structured"`).
 
     ## Rewards
@@ -90,7 +90,7 @@ class PerHeadDepthEnv(MAWEnv):
     - `alignment = NDCG@10` of the candidates ranked by `scores` above;
     - `reward = w_e·entropy + w_f·focus + w_a·alignment`, in [0, 1].
 
-    With every `d_h = d` this is `MAW/DepthSelection-v1`'s reward for depth `d`.
+    With every `d_h = d` this is `MAW/DepthSelection-v2`'s reward for depth `d`.
     `info["oracle_reward"]` is the best depth shared by all heads (DepthSelection's oracle;
     the D**H assignments are not searched), so `info["regret"]` can be negative.
 
@@ -105,7 +105,7 @@ class PerHeadDepthEnv(MAWEnv):
 
     ## Arguments
 
-    As `MAW/DepthSelection-v1`: `tables`, `dataset`, `split`, `preset`, `encoder`,
+    As `MAW/DepthSelection-v2`: `tables`, `dataset`, `split`, `preset`, `encoder`,
     `max_queries`, `depth`, `reward_weights` (`"default"`, `"retrieval"`, a triple or a dict,
     normalised to sum 1), `obs_mode`, `render_mode`.
 
@@ -113,7 +113,7 @@ class PerHeadDepthEnv(MAWEnv):
     >>> import numpy as np
     >>> import maw_gym
     >>> from maw_gym.tables import Tables
-    >>> env = gym.make("MAW/PerHeadDepth-v1", tables=Tables.synthetic(depth=4, heads=2))
+    >>> env = gym.make("MAW/PerHeadDepth-v2", tables=Tables.synthetic(depth=4, heads=2))
     >>> env.action_space
     MultiDiscrete([4 4])
     >>> _ = env.reset(seed=0)
@@ -123,7 +123,7 @@ class PerHeadDepthEnv(MAWEnv):
 
     ## Registered Configurations
 
-    - `MAW/PerHeadDepth-v1`: `reward_weights="default"`.
+    - `MAW/PerHeadDepth-v2`: `reward_weights="default"`.
 
     Native vector env: :class:`maw_gym.envs.vector.PerHeadDepthVectorEnv`.
 
@@ -133,6 +133,9 @@ class PerHeadDepthEnv(MAWEnv):
     - v1: the `train` split holds router-train queries only, held out from the encoder
       (`router_fraction`); encoder levers and defaults chosen by the depth study
       (README, "Depth study"); optional `alignment="relevant_mass"`.
+    - v2: the `quick` and `full` encoders add the semantic first-stage feature (the base
+      encoder's bi-encoder cosine beside BM25, `Preset.semantic`), the depth study's dev choice;
+      with it the reranker beats BM25 on test.
     """
 
     variant_class = PerHeadDepthVariant

@@ -1,4 +1,4 @@
-"""``MAW/SoftDepthMixture-v1``: weight the MAW depths instead of picking one."""
+"""``MAW/SoftDepthMixture-v2``: weight the MAW depths instead of picking one."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class SoftDepthMixtureEnv(MAWEnv):
 
     ## Observation Space
 
-    As `MAW/DepthSelection-v1`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
+    As `MAW/DepthSelection-v2`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
     `Box(0, 1, (D, H, P, P), float32)` (`obs_mode="structured"`).
 
     ## Rewards
@@ -102,7 +102,7 @@ class SoftDepthMixtureEnv(MAWEnv):
       would need the full per-candidate 5D tensor, which the tables do not keep);
     - `reward = w_e·entropy + w_f·focus + w_a·alignment`, in [0, 1].
 
-    At a one-hot `w` every quantity equals `MAW/DepthSelection-v1`'s for that depth.
+    At a one-hot `w` every quantity equals `MAW/DepthSelection-v2`'s for that depth.
     `info["oracle_reward"]` is the best *one-hot* mixture (DepthSelection's oracle): a blend can
     beat it, so `info["regret"]` can be negative. `info["action"]` is the raw action.
 
@@ -117,7 +117,7 @@ class SoftDepthMixtureEnv(MAWEnv):
 
     ## Arguments
 
-    As `MAW/DepthSelection-v1`: `tables`, `dataset`, `split`, `preset`, `encoder`,
+    As `MAW/DepthSelection-v2`: `tables`, `dataset`, `split`, `preset`, `encoder`,
     `max_queries`, `depth`, `reward_weights` (`"default"`, `"retrieval"`, a triple or a dict,
     normalised to sum 1), `obs_mode`, `render_mode`.
 
@@ -125,7 +125,7 @@ class SoftDepthMixtureEnv(MAWEnv):
     >>> import numpy as np
     >>> import maw_gym
     >>> from maw_gym.tables import Tables
-    >>> env = gym.make("MAW/SoftDepthMixture-v1", tables=Tables.synthetic(depth=4))
+    >>> env = gym.make("MAW/SoftDepthMixture-v2", tables=Tables.synthetic(depth=4))
     >>> env.action_space
     Box(0.0, 1.0, (4,), float32)
     >>> _ = env.reset(seed=0, options={"query_index": 3})
@@ -135,7 +135,7 @@ class SoftDepthMixtureEnv(MAWEnv):
 
     ## Registered Configurations
 
-    - `MAW/SoftDepthMixture-v1`: `reward_weights="default"`.
+    - `MAW/SoftDepthMixture-v2`: `reward_weights="default"`.
 
     Native vector env: :class:`maw_gym.envs.vector.SoftDepthMixtureVectorEnv`.
 
@@ -145,6 +145,9 @@ class SoftDepthMixtureEnv(MAWEnv):
     - v1: the `train` split holds router-train queries only, held out from the encoder
       (`router_fraction`); encoder levers and defaults chosen by the depth study
       (README, "Depth study"); optional `alignment="relevant_mass"`.
+    - v2: the `quick` and `full` encoders add the semantic first-stage feature (the base
+      encoder's bi-encoder cosine beside BM25, `Preset.semantic`), the depth study's dev choice;
+      with it the reranker beats BM25 on test.
     """
 
     variant_class = SoftDepthMixtureVariant

@@ -201,25 +201,25 @@ class MAWVectorEnv(VectorEnv):
 
 
 class DepthSelectionVectorEnv(MAWVectorEnv):
-    """Native vector env of ``MAW/DepthSelection-v1`` (:class:`DepthSelectionEnv`)."""
+    """Native vector env of ``MAW/DepthSelection-v2`` (:class:`DepthSelectionEnv`)."""
 
     single_env_class = DepthSelectionEnv
 
 
 class SoftDepthMixtureVectorEnv(MAWVectorEnv):
-    """Native vector env of ``MAW/SoftDepthMixture-v1`` (:class:`SoftDepthMixtureEnv`)."""
+    """Native vector env of ``MAW/SoftDepthMixture-v2`` (:class:`SoftDepthMixtureEnv`)."""
 
     single_env_class = SoftDepthMixtureEnv
 
 
 class PerHeadDepthVectorEnv(MAWVectorEnv):
-    """Native vector env of ``MAW/PerHeadDepth-v1`` (:class:`PerHeadDepthEnv`)."""
+    """Native vector env of ``MAW/PerHeadDepth-v2`` (:class:`PerHeadDepthEnv`)."""
 
     single_env_class = PerHeadDepthEnv
 
 
 class LayerwiseDepthVectorEnv(MAWVectorEnv):
-    """Native vector env of ``MAW/LayerwiseDepth-v1`` (:class:`LayerwiseDepthEnv`).
+    """Native vector env of ``MAW/LayerwiseDepth-v2`` (:class:`LayerwiseDepthEnv`).
 
     Sub-envs are at different layers at a time; ``terminated[i]`` marks those that just made
     their layer-2 decision (and were reset to a new query's layer 1 in the same step).
