@@ -8,11 +8,11 @@ in the README, printed from the run by ``scripts/readme_tables.py``. ``full`` us
 
 The encoder levers of ``quick`` and ``full`` (depth-specific score heads, temperature spread 3,
 and the semantic first-stage feature) are the depth study's dev-only choice on nave-kjv at
-quick (``docs/depth-study.md``, ``dev_choice``): best dev NDCG@10 with no crippled depth. The
-semantic feature is what makes the reranker beat BM25; Sinkhorn specialisation decorrelated the
-depths but crippled some, and the locality prior scored lower on dev. ``full`` was not
-studied; it takes quick's choice. ``smoke`` keeps the plain encoder (tests' measured floors
-were set on it).
+quick (``docs/depth-study.md``, ``dev_choice``: no crippled depth, a best fixed depth above BM25
+with a CI excluding 0, then the most headroom over the seed control). Only with the semantic
+feature does the reranker beat BM25 on dev; Sinkhorn specialisation crippled depths; the
+locality prior's dev gain over BM25 had a CI containing 0. ``full`` was not studied; it takes
+quick's choice. ``smoke`` keeps the plain encoder (tests' measured floors were set on it).
 
 Any field but ``name`` can be overridden from the command line (``--set candidates=16``,
 ``--set depth_heads=true``); the overrides are part of every cache key and recorded in a run's

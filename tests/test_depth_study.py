@@ -132,27 +132,37 @@ def test_study_runs_on_another_beir_folder_and_renders(tmp_path: Path) -> None:
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
-def test_dev_choice_skips_crippled_variants_and_needs_a_significant_router() -> None:
+def test_dev_choice_gates_then_takes_the_most_headroom_across_studies() -> None:
     from maw_gym.encoder.study_report import dev_choice
 
-    def variant(best: float, worst: float, router: float, low: float) -> dict:
-        gain = {"mean": router - best, "low": low, "high": 1.0}
+    def variant(worst: float, low: float, headroom: float) -> dict:
         return {
             "dev": {
-                "best_fixed": best,
+                "best_fixed": 0.3,
                 "best_fixed_depth": 2,
                 "worst_depth_minus_bm25": worst,
-                "routers": {"probe": {"ndcg10": router, "minus_best_fixed": gain}},
+                "best_fixed_minus_bm25": {"mean": 0.01, "low": low, "high": 0.02},
+                "headroom": headroom,
+                "seed_control": 0.01,
             }
         }
 
-    study = {
-        "variants": {
-            "crippled": variant(0.50, -0.01, 0.60, 0.01),
-            "lucky-router": variant(0.30, 0.0, 0.40, -0.01),  # its CI contains 0: best fixed
-            "plain": variant(0.32, 0.0, 0.31, -0.02),
-        }
-    }
-    assert dev_choice(study) == ("plain", 0.32, "best fixed depth 2")
-    study["variants"]["lucky-router"]["dev"]["routers"]["probe"]["minus_best_fixed"]["low"] = 0.001
-    assert dev_choice(study) == ("lucky-router", 0.40, "probe")
+    plain = {"name": "smoke"}  # a study from before the semantic lever: its default, False
+    semantic = {"name": "smoke", "semantic": True}
+    studies = [
+        {"preset": plain, "variants": {"crippled": variant(-0.01, 0.001, 0.05)}},
+        {
+            "preset": semantic,
+            "variants": {
+                "ties-bm25": variant(0.0, -0.001, 0.04),  # its CI over BM25 contains 0
+                "flat": variant(0.0, 0.002, 0.005),
+                "experts": variant(0.0, 0.001, 0.02),
+            },
+        },
+    ]
+    label, dev = dev_choice(studies)
+    assert label == "experts with `smoke`, semantic=True" and dev["headroom"] == 0.02
+    studies[1]["variants"].pop("experts")
+    assert dev_choice(studies)[0] == "flat with `smoke`, semantic=True"
+    studies[1]["variants"].pop("flat")
+    assert dev_choice(studies) == ("none", None)
