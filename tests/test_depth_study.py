@@ -166,3 +166,17 @@ def test_dev_choice_gates_then_takes_the_most_headroom_across_studies() -> None:
     assert dev_choice(studies)[0] == "flat with `smoke`, semantic=True"
     studies[1]["variants"].pop("flat")
     assert dev_choice(studies) == ("none", None)
+
+
+def test_reproduce_command_adds_what_todays_preset_changed() -> None:
+    from maw_gym.encoder.study_report import preset_label, reproduce_command
+    from maw_gym.presets import get_preset
+
+    old = get_preset("quick").to_dict()
+    del old["semantic"]  # a study from before the lever: it ran without it
+    old.update(epochs=2, depth_heads=False)  # depth_heads is a variant lever: not a change
+    study = {"command": "maw-gym encoder study --preset quick --set epochs=2", "preset": old}
+    assert preset_label(old) == "`quick`, epochs=2, semantic=False"
+    assert reproduce_command(study) == study["command"] + " --set semantic=false"
+    study["preset"] = {**get_preset("quick").to_dict(), "epochs": 2}
+    assert reproduce_command(study) == study["command"]

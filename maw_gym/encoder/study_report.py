@@ -124,10 +124,9 @@ def choice_lines(studies: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def preset_label(preset: dict[str, Any]) -> str:
-    """``quick`` or ``quick, semantic=True``: the preset and where the study's differs from
-    today's preset of that name, variant levers aside (a field missing from the study's JSON
-    predates it: its default)."""
+def preset_changes(preset: dict[str, Any]) -> dict[str, Any]:
+    """Where a study's preset differs from today's preset of that name, variant levers aside
+    (a field missing from the study's JSON predates it: its default)."""
     from dataclasses import MISSING, fields
 
     from maw_gym.encoder.study import NO_LEVERS  # each variant sets these itself
@@ -136,8 +135,28 @@ def preset_label(preset: dict[str, Any]) -> str:
     named = get_preset(preset["name"]).to_dict()
     defaults = {f.name: f.default for f in fields(Preset) if f.default is not MISSING}
     studied = {k: preset.get(k, defaults.get(k, v)) for k, v in named.items()}
-    changed = [f"{k}={v}" for k, v in studied.items() if named[k] != v and k not in NO_LEVERS]
+    return {k: v for k, v in studied.items() if named[k] != v and k not in NO_LEVERS}
+
+
+def preset_label(preset: dict[str, Any]) -> str:
+    """``quick`` or ``quick, semantic=True``: the preset and :func:`preset_changes`."""
+    changed = [f"{k}={v}" for k, v in preset_changes(preset).items()]
     return ", ".join([f"`{preset['name']}`", *changed])
+
+
+def reproduce_command(study: dict[str, Any]) -> str:
+    """The study's command, with ``--set`` for every field where today's preset differs and
+    the command does not say so (a preset's defaults may have changed since it ran)."""
+    command = study["command"]
+    for key, value in preset_changes(study["preset"]).items():
+        if f"--set {key}=" not in command:
+            command += f" --set {key}={str(value).lower()}"
+    return command
+
+
+def _today(study: dict[str, Any]) -> str:
+    again = reproduce_command(study)
+    return "" if again == study["command"] else f"; with today's presets `{again}`"
 
 
 def dataset_section(study: dict[str, Any]) -> list[str]:
@@ -146,7 +165,7 @@ def dataset_section(study: dict[str, Any]) -> list[str]:
     lines = [
         f"## {study['dataset']} (preset {preset_label(study['preset'])})",
         "",
-        f"Produced by `{study['command']}`. Queries: {queries}.",
+        f"Produced by `{study['command']}`{_today(study)}. Queries: {queries}.",
         "",
         "BM25 Recall@k and the NDCG@10 of a perfect rerank of the top k (no encoder):",
         "",
@@ -177,11 +196,17 @@ def plot_study(studies: list[dict[str, Any]], path: Path) -> None:
         tests = [study["variants"][n]["test"] for n in names]
         left, right = axes[row]
         x = range(len(names))
-        left.bar([i - 0.2 for i in x], [t["headroom"] for t in tests], 0.4, label="oracle − best")
-        left.bar([i + 0.2 for i in x], [t["seed_control"] for t in tests], 0.4, label="seed ctrl")
+        for offset, split in ((-0.2, "dev"), (0.2, "test")):
+            ratios = [_headroom_ratio(study["variants"][n][split]) for n in names]
+            left.bar([i + offset for i in x], ratios, 0.4, label=split)
+        left.axhline(1, color="grey", linestyle=":", linewidth=1, label="seed control")
+        left.axhline(3, color="black", linestyle="--", linewidth=1, label="issue 14's goal")
         left.set_xticks(list(x), names, fontsize=8)
         label = preset_label(study["preset"]).replace("`", "")
-        left.set_title(f"{study['dataset']} ({label}): test headroom vs seed control", fontsize=9)
+        left.set_title(
+            f"{Path(study['dataset']).name} ({label}): (oracle − best fixed) / seed control",
+            fontsize=9,
+        )
         left.legend(fontsize=7)
         for j, router in enumerate(ROUTERS):
             gains = [t["routers"][router]["minus_best_fixed"] for t in tests]
