@@ -198,6 +198,7 @@ def plot_study(studies: list[dict[str, Any]], path: Path) -> None:
         x = range(len(names))
         for offset, split in ((-0.2, "dev"), (0.2, "test")):
             ratios = [_headroom_ratio(study["variants"][n][split]) for n in names]
+            ratios = [r if r != float("inf") else float("nan") for r in ratios]  # no control
             left.bar([i + offset for i in x], ratios, 0.4, label=split)
         left.axhline(1, color="grey", linestyle=":", linewidth=1, label="seed control")
         left.axhline(3, color="black", linestyle="--", linewidth=1, label="issue 14's goal")
