@@ -180,3 +180,22 @@ def test_reproduce_command_adds_what_todays_preset_changed() -> None:
     assert reproduce_command(study) == study["command"] + " --set semantic=false"
     study["preset"] = {**get_preset("quick").to_dict(), "epochs": 2}
     assert reproduce_command(study) == study["command"]
+
+
+def test_per_task_depths_are_chosen_on_dev_and_scored_on_test() -> None:
+    from maw_gym.encoder.study_report import per_task_depths, per_task_gain
+
+    variant = {
+        "dev": {"tasks": {"a": {"depths": [0.1, 0.3]}, "b": {"depths": [0.5, 0.2]}}},
+        "test": {
+            "tasks": {
+                "a": {"queries": 3, "depths": [0.2, 0.1], "best_fixed": 0.2},  # dev picks 1
+                "b": {"queries": 1, "depths": [0.6, 0.9], "best_fixed": 0.9},  # dev picks 0
+                "c": {"queries": 4, "depths": [0.0, 0.0], "best_fixed": 0.0},  # not on dev
+            }
+        },
+    }
+    chosen = per_task_depths(variant)
+    assert chosen == {"a": 1, "b": 0}
+    # (3·(0.1 − 0.2) + 1·(0.6 − 0.9)) / 8 queries
+    assert per_task_gain(variant["test"]["tasks"], chosen) == pytest.approx(-0.075)

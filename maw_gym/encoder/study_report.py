@@ -57,26 +57,53 @@ def _routers_table(study: dict[str, Any]) -> list[str]:
     return lines
 
 
+def per_task_depths(variant: dict[str, Any]) -> dict[str, int]:
+    """Each task's best depth on **dev**: the router that knows every query's task exactly
+    and nothing else (the most a router reading only the query type can do)."""
+    dev = variant["dev"]["tasks"]
+    return {
+        task: max(range(len(t["depths"])), key=t["depths"].__getitem__) for task, t in dev.items()
+    }
+
+
+def per_task_gain(tasks: dict[str, Any], chosen: dict[str, int]) -> float:
+    """Mean NDCG@10 gain over the best fixed depth of routing each query to its task's depth
+    (tasks without a dev choice keep the best fixed depth)."""
+    total = sum(t["queries"] for t in tasks.values())
+    return sum(
+        t["queries"] * (t["depths"][chosen[task]] - t["best_fixed"])
+        for task, t in tasks.items()
+        if task in chosen
+    ) / max(total, 1)
+
+
 def _tasks_table(study: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name, variant in study["variants"].items():
         tasks = variant["test"].get("tasks")
         if not tasks:
             continue
+        chosen = per_task_depths(variant)
         lines += [
-            f"\n**{name}**, test, per task (depth usage: queries sent to depth 0, 1, …):\n",
-            "| task | queries | BM25 | best fixed | oracle | ridge router | ridge usage "
-            "| probe usage | joint router usage |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"\n**{name}**, test, per task (depth usage: queries sent to depth 0, 1, …; "
+            "task depth: the task's best depth on dev, a router given every query's task):\n",
+            "| task | queries | BM25 | best fixed | oracle | task depth | ridge router "
+            "| ridge usage | probe usage | joint router usage |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for task, t in tasks.items():
             ridge, probe = t["routers"]["ridge_relevant_mass"], t["routers"]["probe"]
             joint = t["routers"]["joint_router"]
+            by_task = f"{t['depths'][chosen[task]]:.4f} ({chosen[task]})" if task in chosen else "–"
             lines.append(
                 f"| {task} | {t['queries']} | {t['bm25']:.4f} | {t['best_fixed']:.4f} "
-                f"| {t['oracle']:.4f} | {ridge['ndcg10']:.4f} | {ridge['usage']} "
+                f"| {t['oracle']:.4f} | {by_task} | {ridge['ndcg10']:.4f} | {ridge['usage']} "
                 f"| {probe['usage']} | {joint['usage']} |"
             )
+        lines.append(
+            "\nTask depths − best fixed, test (a mean over queries, no CI): "
+            f"{per_task_gain(tasks, chosen):+.4f}."
+        )
     return lines
 
 
