@@ -37,8 +37,10 @@ rank, then specialises). Honest status: the prototypes found no routing gain fro
 encoder config, and a preset field, so in every cache key).** With one shared score head the
 depth only changes how one CLS row pools already-contextualised states, and training pulls the
 depths together (Spearman 0.97 between depths' scores at quick). ``depth_heads`` gives each
-depth its own score head and BM25 weight, so depths can sit anywhere on the lexical ↔ semantic
-axis, still exactly linear; ``temperature_spread`` makes depths sharp ↔ diffuse by
+depth its own score head and first-stage weights, so depths can sit anywhere on the
+lexical ↔ semantic axis, still exactly linear; ``semantic`` adds the base encoder's bi-encoder
+cosine as that axis' semantic end (and is what makes the reranker beat BM25 at quick);
+``temperature_spread`` makes depths sharp ↔ diffuse and ``locality`` local ↔ global by
 construction. ``specialisation="sinkhorn"`` trains each query only on the depth a balanced
 hard assignment gives it (BASE layers: Sinkhorn on the per-query, per-depth listwise losses,
 so every depth gets ``Bq/D`` queries of each batch and none starves), after a warm-up epoch in
@@ -46,8 +48,9 @@ which every depth learns every query; the router learns to predict that assignme
 observation (cross-entropy), which makes the assignment something the observation can tell
 apart. The projections, the CLS head and the shared score head are a trunk every query trains.
 ``diversity_weight`` adds the mean pairwise correlation of the depths' candidate scores to the
-loss (negative correlation learning). Not done: ALiBi-style distance slopes and query/document
-segment restriction per depth, and MAW inside the base encoder (the base encoder stays frozen).
+loss (negative correlation learning). Not done: query/document segment restriction per depth
+(the states cache holds no token types; ``locality`` approximates it from the CLS row), and MAW
+inside the base encoder (the base encoder stays frozen).
 Whether any of this makes routing pay is measured by ``maw-gym encoder study``.
 
 **Layerwise stack.** With ``layers=2``, layer 1's output is added to its input (residual,
