@@ -1,9 +1,10 @@
 """The depth study: do MAW depths become rankers worth routing between, and can a router tell?
 
 ``maw-gym encoder study`` trains each encoder *variant* (a set of preset levers: depth-specific
-score heads, per-depth temperatures, specialisation training, diversity term) on the
-encoder-train part of the train split, on the cached base-encoder states of one preset, and
-measures on dev and test:
+score heads, per-depth temperatures, per-depth locality, specialisation training, diversity
+term; see ``VARIANTS``) on the encoder-train part of the train split, on the cached
+base-encoder states of one preset (``--set semantic=true`` etc. change the preset for the whole
+study, NON-MAW seeds included), and measures on dev and test:
 
 - BM25, the NON-MAW twin, each fixed depth, the best fixed depth (chosen on dev), the per-query
   NDCG@10 oracle over depths, and the uniform mixture (the mean of the depths' scores, i.e. the
