@@ -77,6 +77,18 @@ class SplitInputs:
     def num_queries(self) -> int:
         return int(self.query_ids.shape[0])
 
+    def model_key(self) -> str:
+        """What a model trained or early-stopped on these inputs depends on: the queries
+        (``fingerprint``), candidates per query, tokens per pair, the base model and the
+        first-stage features."""
+        return stable_hash(
+            self.fingerprint,
+            self.candidate_mask.shape[1],
+            self.token_mask.shape[2],
+            self.base_model_id,
+            self.dense_scores is not None,
+        )
+
     def has_relevant(self) -> np.ndarray:
         """(N,) bool: queries with at least one relevant candidate (the only ones that teach)."""
         return (self.relevance * self.candidate_mask > 0).any(axis=1)

@@ -270,3 +270,17 @@ def test_a_changed_reranker_default_changes_the_encoder_cache_key(monkeypatch) -
     after = encoder_config("nave-kjv", preset)
     assert after["models"]["maw"]["model"]["init_noise"] == noise + 1
     assert default_encoder_dir(after) != default_encoder_dir(before)
+
+
+def test_model_key_changes_with_what_a_model_learns_from() -> None:
+    """A study's cached model is keyed by its inputs' queries *and* their shape: at 30
+    candidates the study once silently reused models trained on 16 (same queries)."""
+    import dataclasses
+
+    inputs = fake_inputs(c=5, length=10)
+    assert inputs.model_key() == fake_inputs(c=5, length=10).model_key()
+    assert inputs.model_key() != fake_inputs(c=5, length=10, seed=1).model_key()  # queries
+    assert inputs.model_key() != fake_inputs(c=4, length=10).model_key()
+    assert inputs.model_key() != fake_inputs(c=5, length=9).model_key()
+    semantic = dataclasses.replace(inputs, dense_scores=np.zeros((24, 5), dtype=np.float32))
+    assert inputs.model_key() != semantic.model_key()

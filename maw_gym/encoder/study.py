@@ -87,7 +87,7 @@ RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
 def _train(kwargs: dict, config, train: SplitInputs, dev: SplitInputs, name: str) -> MAWReranker:
     """Train one model, or load it from the study cache (keyed by everything it depends on),
     so that ``--worker`` processes can train a study's models in parallel beforehand."""
-    key = stable_hash(kwargs, dataclasses.asdict(config), train.fingerprint, dev.fingerprint)
+    key = stable_hash(kwargs, dataclasses.asdict(config), train.model_key(), dev.model_key())
     path = cache_dir("study") / f"{key}.pt"
     torch.manual_seed(config.seed)
     model = MAWReranker(**kwargs)
