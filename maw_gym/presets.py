@@ -7,12 +7,14 @@ encoding of 22,400 pairs included (every model's best dev epoch was 1-3, and it 
 in the README, printed from the run by ``scripts/readme_tables.py``. ``full`` uses every query.
 
 The encoder levers of ``quick`` and ``full`` (depth-specific score heads, temperature spread 3,
-and the semantic first-stage feature) are the depth study's dev-only choice on nave-kjv at
-quick (``docs/depth-study.md``, ``dev_choice``: no crippled depth, a best fixed depth above BM25
-with a CI excluding 0, then the most headroom over the seed control). Only with the semantic
-feature does the reranker beat BM25 on dev; Sinkhorn specialisation crippled depths; the
-locality prior's dev gain over BM25 had a CI containing 0. ``full`` was not studied; it takes
-quick's choice. ``smoke`` keeps the plain encoder (tests' measured floors were set on it).
+the semantic first-stage feature) and quick's 30 BM25 candidates are the depth study's dev-only
+choice on nave-kjv at quick (``docs/depth-study.md``, ``dev_choice``: no crippled depth, a best
+fixed depth above BM25 with a CI excluding 0, then the most headroom over the seed control),
+within the cold quick leaderboard's budget of about 20 minutes on 2 cores. Only with the
+semantic feature does the reranker beat BM25 on dev; 30 candidates gave more headroom than 16;
+Sinkhorn specialisation crippled depths; the locality prior's dev gain over BM25 had a CI
+containing 0. ``full`` was not studied; it takes quick's choice. ``smoke`` keeps the plain
+encoder (tests' measured floors were set on it).
 
 Any field but ``name`` can be overridden from the command line (``--set candidates=16``,
 ``--set depth_heads=true``); the overrides are part of every cache key and recorded in a run's
@@ -122,7 +124,7 @@ PRESETS: dict[str, Preset] = {
         train_queries=800,
         dev_queries=200,
         test_queries=400,
-        candidates=16,
+        candidates=30,
         max_length=64,
         depth=8,
         heads=12,
