@@ -146,8 +146,8 @@ class SoftDepthMixtureEnv(MAWEnv):
       (`router_fraction`); encoder levers and defaults chosen by the depth study
       (README, "Depth study"); optional `alignment="relevant_mass"`.
     - v2: the `quick` and `full` encoders add the semantic first-stage feature (the base
-      encoder's bi-encoder cosine beside BM25, `Preset.semantic`), the depth study's dev choice;
-      with it the reranker beats BM25 on test.
+      encoder's bi-encoder cosine beside BM25, `Preset.semantic`) and `quick` reranks 30 BM25
+      candidates, the depth study's dev choice; with them the reranker beats BM25 on test.
     """
 
     variant_class = SoftDepthMixtureVariant
