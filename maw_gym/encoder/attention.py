@@ -128,14 +128,14 @@ class _AttentionBase(nn.Module):
     def _dropout_p(self) -> float:
         return self.dropout if self.training else 0.0
 
-    def _locality(self, rows: Tensor, length: int, slopes: Tensor) -> Tensor | None:
-        """ALiBi-style logits ``-m_d·|i - j|`` for query positions ``rows`` (Lq,) and keys
-        ``0..length-1``, in the internal layout ``(..., Lq, D', Lk)`` for slopes ``(..., D')``;
-        None without a locality prior (the default paths stay as they are)."""
+    def _locality(self, rows: slice, length: int, slopes: Tensor) -> Tensor | None:
+        """ALiBi-style logits ``-m_d·|i - j|`` for the query positions ``range(length)[rows]``
+        and keys ``0..length-1``, in the internal layout ``(..., Lq, D', Lk)`` for slopes
+        ``(..., D')``; None without a locality prior (the default paths do no extra work)."""
         if self.locality == 0:
             return None
-        keys = torch.arange(length, device=rows.device)
-        distance = (rows[:, None] - keys[None, :]).abs().to(slopes.dtype)  # (Lq, Lk)
+        keys = torch.arange(length, device=slopes.device)
+        distance = (keys[rows, None] - keys[None, :]).abs().to(slopes.dtype)  # (Lq, Lk)
         return -slopes[..., None, :, None] * distance[:, None, :]
 
     def _depth_queries(self, query: Tensor, depths: slice | None = None) -> Tensor:
@@ -150,16 +150,15 @@ class _AttentionBase(nn.Module):
         key: Tensor,
         bias: Tensor,
         depths: slice | None = None,
-        rows: Tensor | None = None,
+        rows: slice = slice(None),
     ) -> Tensor:
         """(B, H, Lq, D', Lk) logits (internal layout) from per-head Q and K; padding -inf.
-        ``rows``: the positions of the query rows (default ``0..Lq-1``), for the locality prior.
+        ``rows``: which positions the query rows are (all by default), for the locality prior.
         """
         depth_queries = self._depth_queries(query, depths)
         batch, heads, lq, n_depth, head_dim = depth_queries.shape
         scores = depth_queries.reshape(batch, heads, lq * n_depth, head_dim) @ key.transpose(-1, -2)
         scores = scores.view(batch, heads, lq, n_depth, -1).add_(bias[:, None, None, None, :])
-        rows = torch.arange(lq, device=query.device) if rows is None else rows
         local = self._locality(rows, key.shape[2], self.depth_slope[depths or slice(None)])
         return scores if local is None else scores.add_(local)
 
@@ -200,11 +199,9 @@ class _AttentionBase(nn.Module):
         """
         _check_mask(x, key_padding_mask)
         query, key, _ = self._projections(x)
-        rows = torch.arange(x.shape[1], device=x.device)
-        if query_rows is not None:
-            query, rows = query[:, :, query_rows], rows[query_rows]
+        rows = query_rows if query_rows is not None else slice(None)
         bias = self._mask_bias(key_padding_mask, x.dtype)
-        return self._scores_from(query, key, bias, rows=rows).transpose(2, 3)
+        return self._scores_from(query[:, :, rows], key, bias, rows=rows).transpose(2, 3)
 
     def depth_attention(
         self, x: Tensor, key_padding_mask: Tensor, query_rows: slice | None = None
@@ -233,7 +230,7 @@ class _AttentionBase(nn.Module):
         key = self._split_heads(self.k_proj(x))
         value = self._split_heads(self.v_proj(x))
         depth_queries = self._depth_queries(query)  # (B, H, 1, D, hd)
-        local = self._locality(torch.tensor([row], device=x.device), length, self.depth_slope)
+        local = self._locality(slice(row, row + 1), length, self.depth_slope)
         values = self._depth_values(depth_queries, key, value, key_padding_mask, local)
         return values.squeeze(2).transpose(1, 2)  # (B, D, H, hd)
 
@@ -408,7 +405,7 @@ class MAWAttention(_AttentionBase):
         per_item = heads * length * self.depth * head_dim * query.element_size()
         block = max(1, SOFT_BLOCK_BYTES // per_item)
         parts = []
-        local = self._locality(torch.arange(length, device=query.device), length, self.depth_slope)
+        local = self._locality(slice(None), length, self.depth_slope)
         for first in range(0, batch, block):
             items = slice(first, first + block)
             depth_queries = self._depth_queries(query[items])  # (b, H, L, D, hd)
@@ -466,8 +463,7 @@ class MAWAttention(_AttentionBase):
             scale = self.depth_scale[index][:, :, None, None] * (self.head_dim**-0.5)
             transform = (chosen_q @ chosen_k.transpose(-1, -2)) * scale
             chosen_queries = (query @ transform).unsqueeze(3)  # (B, H, L, 1, hd)
-            positions = torch.arange(x.shape[1], device=x.device)
-            local = self._locality(positions, x.shape[1], self.depth_slope[index][..., None])
+            local = self._locality(slice(None), x.shape[1], self.depth_slope[index][..., None])
             attended = self._depth_values(chosen_queries, key, value, key_padding_mask, local)
             attended = attended.squeeze(3)
         return self.merge_heads(attended.transpose(1, 2)), public

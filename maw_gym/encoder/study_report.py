@@ -18,8 +18,8 @@ def _ci(interval: dict[str, float]) -> str:
 
 
 def _ratio(split: dict[str, Any]) -> str:
-    control = split["seed_control"]
-    return f"{split['headroom'] / control:.1f}×" if control > 0 else "n/a"
+    ratio = _headroom_ratio(split)
+    return f"{ratio:.1f}×" if ratio != float("inf") else "n/a"
 
 
 def _levels_table(study: dict[str, Any]) -> list[str]:
