@@ -15,10 +15,7 @@ actions, through ``maw_gym.retrieval.evaluate`` against the split's full qrels.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import read_json
-from maw_gym.command import env_id
 from maw_gym.envs.base import Variant
-from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
@@ -228,12 +222,11 @@ def retrieval_metrics(
     tables: Tables, scores: np.ndarray, qrels: dict[str, dict[str, int]]
 ) -> dict[str, float]:
     """NDCG@10, MRR@10, Hit@1 (and more) of the rerank given by ``scores`` (N, C)."""
-    from maw_gym.encoder.table_builder import routed_results
     from maw_gym.retrieval import evaluate
 
     wanted = {str(q) for q in tables.query_ids}
     judged = {qid: docs for qid, docs in qrels.items() if qid in wanted}
-    return evaluate(judged, routed_results(tables, scores))
+    return evaluate(judged, tables.results(scores))
 
 
 def candidate_qrels(tables: Tables) -> dict[str, dict[str, int]]:
@@ -296,65 +289,3 @@ def check_trained_on(trained: dict[str, Any] | None, tables: Tables, where: Path
             f"scored on the queries it was trained on (split {now['split']!r}): optimistic"
         )
     return warnings
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--router", type=Path, required=True, help="a saved router directory")
-    parser.add_argument("--split", default="test", choices=["train", "dev", "test"])
-    parser.add_argument(
-        "--env",
-        type=env_id,
-        default=None,
-        help=f"env id (default: the one in DIR/{TRAINING_FILE}, else MAW/DepthSelection-v2)",
-    )
-    parser.add_argument("--dataset", default=None, help="BEIR name or folder (default: training's)")
-    add_preset_arguments(parser, default=None, default_help="the one it was trained with")
-    parser.add_argument("--encoder", type=Path, default=None, help="encoder directory")
-    parser.add_argument(
-        "--tables",
-        type=Path,
-        default=None,
-        help="a tables directory to score instead of the dataset's split; its "
-        "retrieval metrics then use the judged candidates as qrels",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-
-
-def run(args: argparse.Namespace) -> int:
-    from maw_gym_agents.common import load_router
-
-    training_file = args.router / TRAINING_FILE
-    trained = read_json(training_file) if training_file.exists() else {}
-    env_id = args.env or trained.get("env_id", "MAW/DepthSelection-v2")
-    if trained.get("env_id", env_id) != env_id:
-        raise ValueError(
-            f"{training_file}: the router was trained on {trained['env_id']}, not {env_id}; "
-            "evaluate it on its own env (omit --env)"
-        )
-    router = load_router(args.router)
-    if args.tables is not None:
-        tables = Tables.load(args.tables)
-        qrels = candidate_qrels(tables)
-        source: dict[str, Any] = {"tables": str(args.tables)}
-    else:
-        from maw_gym.encoder.table_builder import ensure_tables
-        from maw_gym.pipeline import preset_split
-
-        dataset = args.dataset or trained.get("dataset", "nave-kjv")
-        args.preset = args.preset or trained.get("preset", "smoke")
-        preset = preset_from_args(args)
-        tables = ensure_tables(dataset, args.split, preset, args.encoder)
-        qrels = preset_split(dataset, args.split, preset).qrels
-        source = {"dataset": dataset, "split": args.split, "preset": preset.name}
-    for warning in check_trained_on(trained.get("tables"), tables, training_file):
-        print(f"warning: {warning}", file=sys.stderr)
-    result = evaluate_router(router, env_id, tables)
-    summary = result.summary() | source
-    metrics = retrieval_metrics(tables, result.candidate_scores, qrels)
-    summary.update({k: metrics[k] for k in ("NDCG@10", "MRR@10", "Hit@1")})
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        for key, value in summary.items():
-            print(f"{key:>22}: {value:.4f}" if isinstance(value, float) else f"{key:>22}: {value}")
-    return 0

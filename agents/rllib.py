@@ -23,7 +23,6 @@ CLI: ``python -m maw_gym_agents.rllib --env MAW/DepthSelection-v2 --synthetic --
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import shutil
@@ -41,15 +40,8 @@ import torch
 from tqdm.auto import tqdm
 
 from maw_gym.cache import read_json, stable_hash, write_json
-from maw_gym.command import (
-    env_id,
-    keeping_sigterm_handler,
-    output_dir,
-    positive_int,
-    run_command,
-)
-from maw_gym.device import add_device_argument, resolve_device
-from maw_gym.presets import add_preset_arguments, preset_from_args
+from maw_gym.device import resolve_device
+from maw_gym.signals import keeping_sigterm_handler
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
     ObsNormalisation,
@@ -468,108 +460,3 @@ def train(
     finally:
         if started:
             ray.shutdown()
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--env", type=env_id, required=True, help="Gymnasium id, e.g. MAW/DepthSelection-v2"
-    )
-    parser.add_argument("--algo", choices=ALGORITHMS, default="ppo")
-    parser.add_argument("--iterations", type=positive_int, default=5)
-    parser.add_argument(
-        "--num-env-runners",
-        type=int,
-        default=0,
-        help="remote env runners (0: sample in the driver)",
-    )
-    parser.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster to join: 'auto' or host:port (default: private local)",
-    )
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a private local Ray")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=output_dir, required=True, help="output directory")
-    parser.add_argument("--checkpoint-every", type=int, default=0)
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--synthetic",
-        action="store_true",
-        help="synthetic tables with one clearly best depth (smoke runs)",
-    )
-    source.add_argument("--dataset", help="dataset name or BEIR folder for the env's tables")
-    parser.add_argument("--split", default="train")
-    add_preset_arguments(parser, default="smoke")
-    add_device_argument(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.synthetic:
-        env_config: dict[str, Any] = {"env_id": args.env, "synthetic": {"best_depth": 1}}
-    else:
-        env_config = {
-            "env_id": args.env,
-            "env_kwargs": {
-                "dataset": args.dataset,
-                "split": args.split,
-                "preset": preset_from_args(args),
-            },
-        }
-    rl_run = RLlibRun(
-        env_config,
-        args.out,
-        algo=args.algo,
-        iterations=args.iterations,
-        num_env_runners=args.num_env_runners,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        device=args.device,
-    )
-    router = train_run(rl_run)
-    router.save(Path(args.out) / "router")
-    _write_training_record(Path(args.out) / "router", args, env_config)
-    for row in rl_run.metrics:
-        print(
-            f"iteration {row['iteration']:>4}: return {row['episode_return_mean']:.4f}  "
-            f"env steps {row['env_steps']:.0f}  {row['seconds']:.1f} s"
-        )
-    print(f"router saved to {Path(args.out) / 'router'}")
-    return 0
-
-
-def _write_training_record(
-    directory: Path, args: argparse.Namespace, env_config: dict[str, Any]
-) -> None:
-    """``training.json`` as ``maw-gym train`` writes it: the env id and the tables' source, so
-    that ``maw-gym evaluate`` refuses another env or encoder (the tables are cached by now:
-    measuring the observation statistics built them in this process)."""
-    from maw_gym_agents.evaluate import TRAINING_FILE, observation_source
-
-    if args.synthetic:
-        tables = Tables.synthetic(**env_config["synthetic"])
-    else:
-        from maw_gym.encoder.table_builder import ensure_tables
-
-        kwargs = env_config["env_kwargs"]
-        tables = ensure_tables(kwargs["dataset"], kwargs["split"], kwargs["preset"])
-    record = {"agent": f"rllib-{args.algo}", "env_id": args.env, "seed": args.seed}
-    write_json(directory / TRAINING_FILE, {**record, "tables": observation_source(tables)})
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m maw_gym_agents.rllib", description=__doc__.split("\n")[0]
-    )
-    configure(parser)
-    args = parser.parse_args(argv)  # --out is resolved by its type: RLlib needs absolute URIs
-    return run_command(parser.prog, lambda: run(args), resumable=True)
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, not __main__'s: router.json must name
-    # maw_gym_agents.rllib's class.
-    from maw_gym_agents.rllib import main as module_main
-
-    raise SystemExit(module_main())

@@ -11,7 +11,6 @@ together with ``curve.json``, which the leaderboard plots, and ``training.json``
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable
@@ -20,9 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from maw_gym.cache import write_json
-from maw_gym.command import env_id, output_dir, positive_int
-from maw_gym.device import add_device_argument
-from maw_gym.presets import add_preset_arguments, preset_from_args
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.curve import CurvePoint, DevCurve
@@ -213,63 +209,3 @@ def train_agent(
         record["dev_normalized_score"] = result.normalized_score
     write_json(out_dir / TRAINING_FILE, record)
     return router, record
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--agent", required=True, help="one of: " + ", ".join(sorted(AGENTS)))
-    parser.add_argument(
-        "--env", type=env_id, default="MAW/DepthSelection-v2", help="a registered MAW/ env id"
-    )
-    add_preset_arguments(parser, default="smoke")
-    parser.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
-    parser.add_argument("--encoder", type=Path, default=None, help="trained encoder directory")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None,
-        help="env steps (default: the preset's agent_steps)",
-    )
-    parser.add_argument("--out", type=output_dir, required=True, help="directory for the router")
-    parser.add_argument(
-        "--train-tables",
-        type=Path,
-        default=None,
-        help="a tables directory (Tables.save) to train on instead of the dataset's train split",
-    )
-    parser.add_argument(
-        "--dev-tables",
-        type=Path,
-        default=None,
-        help="a tables directory for dev evaluation (with --train-tables)",
-    )
-    add_device_argument(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    preset = preset_from_args(args)
-    steps = args.steps if args.steps is not None else preset.agent_steps
-    extra: dict[str, Any] = {"preset": preset.name}
-    if args.train_tables is not None:
-        train_tables = Tables.load(args.train_tables)
-        dev_tables = Tables.load(args.dev_tables) if args.dev_tables else None
-        extra["train_tables"] = str(args.train_tables)
-    else:
-        from maw_gym.encoder.table_builder import ensure_tables
-
-        train_tables = ensure_tables(args.dataset, "train", preset, args.encoder, args.device)
-        dev_tables = ensure_tables(args.dataset, "dev", preset, args.encoder, args.device)
-        extra["dataset"] = args.dataset
-    _, record = train_agent(
-        args.agent,
-        args.env,
-        train_tables,
-        dev_tables,
-        args.seed,
-        steps,
-        args.out,
-        extra,
-        device=args.device,
-    )
-    print(json.dumps(record, indent=2))
-    return 0

@@ -1,8 +1,8 @@
 """The ``maw-gym`` command: one subcommand per stage of the pipeline.
 
-Each subcommand lives in the module that does the work, which exposes ``configure(parser)`` to
-declare its arguments and ``run(args) -> int`` to execute; modules are imported only when their
-subcommand runs, so ``maw-gym --help`` stays fast.
+Each subcommand is a module of :mod:`maw_gym_leaderboard.commands` exposing
+``configure(parser)`` to declare its arguments and ``run(args) -> int`` to call the library and
+print; modules are imported only when their subcommand runs, so ``maw-gym --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,25 +12,19 @@ import importlib
 import sys
 from pathlib import Path
 
-from maw_gym.command import run_command
+from maw_gym_leaderboard.command import run_command
 
-# name -> (module, one-line help). A module may declare nested subcommands in configure().
-SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "retrieve": ("maw_gym.retrieval", "BM25 first stage and its BEIR metrics on a split"),
-    "encoder": ("maw_gym.encoder.cli", "train the MAW encoder, or report its diagnostics"),
-    "tables": ("maw_gym.encoder.table_builder", "build the per-query, per-depth tables envs read"),
-    "train": ("maw_gym_agents.train", "train a routing policy (GRPO, supervised, SB3, RLlib)"),
-    "evaluate": ("maw_gym_agents.evaluate", "score a saved router on a split"),
-    "rllib": ("maw_gym_agents.rllib", "train RLlib PPO/APPO locally or on a Ray cluster"),
-    "show": ("maw_gym.show", "print one query's env frame under an action, save its image"),
-    "leaderboard": (
-        "maw_gym_leaderboard.run",
-        "train and rank every routing policy (the main job)",
-    ),
-    "validate": (
-        "maw_gym_leaderboard.submissions",
-        "replay a leaderboard's recorded test actions and check every score",
-    ),
+#: name -> one-line help; each runs ``maw_gym_leaderboard.commands.<name>``.
+SUBCOMMANDS: dict[str, str] = {
+    "retrieve": "BM25 first stage and its BEIR metrics on a split",
+    "encoder": "train the MAW encoder, or report its diagnostics",
+    "tables": "build the per-query, per-depth tables envs read",
+    "train": "train a routing policy (GRPO, supervised, SB3, RLlib)",
+    "evaluate": "score a saved router on a split",
+    "rllib": "train RLlib PPO/APPO locally or on a Ray cluster",
+    "show": "print one query's env frame under an action, save its image",
+    "leaderboard": "train and rank every routing policy (the main job)",
+    "validate": "replay a leaderboard's recorded test actions and check every score",
 }
 
 
@@ -45,11 +39,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         description="Route Multi-Attention-Weight depths with reinforcement learning.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, help_text in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         # Only the chosen subcommand's module is imported (heavy deps: torch, ray).
         if argv and argv[0] == name:
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(f"maw_gym_leaderboard.commands.{name}")
             module.configure(sub)
             sub.set_defaults(_run=module.run)
     return parser

@@ -1,4 +1,4 @@
-"""``maw-gym leaderboard``: train and rank every routing policy against one frozen MAW encoder.
+"""The leaderboard: train and rank every routing policy against one frozen MAW encoder.
 
 Every policy is scored on the test split of the same tables (so the same frozen encoder): env
 return (mean, and IQM with rliable's stratified bootstrap over seeds), normalised score
@@ -11,34 +11,35 @@ retrieval columns.
 
 Each (policy, seed) is trained, evaluated and written to ``DIR/runs/<policy>/seed<k>/`` before
 the next starts, so an interrupted leaderboard resumes where it stopped; a finished result is
-reused only if it was made with the same configuration.
+reused only if it was made with the same configuration. :func:`run_leaderboard` runs one
+leaderboard (``maw-gym leaderboard``); a suite runs it once per task
+(:mod:`maw_gym_leaderboard.suite`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import shlex
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from maw_gym.cache import write_json
-from maw_gym.command import env_id, output_dir, positive_int
-from maw_gym.presets import Preset, add_preset_arguments, parse_overrides, preset_from_args
+from maw_gym.presets import Preset, resolve_preset
+from maw_gym.specs import SPLITS
 from maw_gym_leaderboard.plots import PLOT_FILES
 from maw_gym_leaderboard.policies import (
     ALL_POLICIES,
     LEARNED,
     MIN_QUERIES,
-    RERANKERS,
     RESULT_FILE,
     RUN_FILE,
     Context,
 )
 from maw_gym_leaderboard.report import Runs, render_markdown, summarise, write_outputs
 from maw_gym_leaderboard.score import Scorer
-from maw_gym_leaderboard.suite import SUITES
 
 #: Marks a folder as a leaderboard's --out: the only kind of folder --fresh deletes from.
 MARKER = ".maw-gym-leaderboard"
@@ -56,132 +57,73 @@ OUTPUTS = (
     "suite.json",
     *PLOT_FILES.values(),
 )
+DEFAULT_ENV = "MAW/DepthSelection-v2"
 
-__all__ = ["ALL_POLICIES", "RERANKERS", "configure", "run"]
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dataset",
-        default="nave-kjv",
-        help="BEIR dataset: embedded name, public BEIR name, or folder path",
-    )
-    add_preset_arguments(parser, default=None, default_help="quick; with --suite, the suite's")
-    parser.add_argument(
-        "--suite",
-        default=None,
-        choices=sorted(SUITES),
-        help="rank the policies over a suite of tasks (env x tables) instead of one env",
-    )
-    parser.add_argument(
-        "--add-dataset",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="with --suite: a further dataset whose tables add the suite's envs as tasks",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=positive_int,
-        default=None,
-        help="seeds per learned policy (default: the preset's)",
-    )
-    parser.add_argument(
-        "--out",
-        type=output_dir,
-        default="runs/leaderboard",
-        help="output directory (default: runs/leaderboard)",
-    )
-    parser.add_argument(
-        "--env",
-        type=env_id,
-        default="MAW/DepthSelection-v2",
-        help="env the policies are trained and scored on",
-    )
-    parser.add_argument(
-        "--steps",
-        type=positive_int,
-        default=None,
-        help="env steps per RL agent (default: the preset's agent_steps)",
-    )
-    parser.add_argument(
-        "--policies",
-        nargs="+",
-        default=None,
-        metavar="NAME",
-        help=f"a subset of: {' '.join(ALL_POLICIES)}",
-    )
-    parser.add_argument(
-        "--encoder",
-        type=Path,
-        default=None,
-        help="a trained encoder directory (default: built or reused for preset)",
-    )
-    parser.add_argument(
-        "--fresh",
-        action="store_true",
-        help="delete what an earlier leaderboard wrote in --out (a folder it marked) instead "
-        "of resuming; other files stay",
-    )
+logger = logging.getLogger(__name__)
 
 
-def run(args: argparse.Namespace) -> int:
-    """The leaderboard in named steps: check, build the context, score, summarise, write."""
-    if args.suite is not None:
-        from maw_gym_leaderboard.suite import run_suite
+@dataclass(frozen=True)
+class LeaderboardJob:
+    """One leaderboard: what ``maw-gym leaderboard`` is asked (see its ``--help``)."""
 
-        if args.preset is not None:
-            raise ValueError(f"--suite {args.suite} names its own preset; drop --preset")
-        return run_suite(args)
-    if args.add_dataset:
-        raise ValueError("--add-dataset needs --suite")
-    args.preset = args.preset or "quick"
+    dataset: str
+    preset: str
+    """The preset's name; ``overrides`` are applied to it (:meth:`resolved`)."""
+    out: Path
+    overrides: tuple[str, ...] = ()
+    env: str = DEFAULT_ENV
+    seeds: int | None = None
+    """Seeds per learned policy; None: the preset's ``AgentSpec.seeds``."""
+    steps: int | None = None
+    """Env steps per RL agent; None: the preset's ``AgentSpec.agent_steps``."""
+    policies: tuple[str, ...] = ()
+    """A subset of :data:`ALL_POLICIES`; empty: all."""
+    encoder: Path | None = None
+    fresh: bool = False
+
+    def resolved(self) -> Preset:
+        return resolve_preset(self.preset, list(self.overrides))
+
+
+def run_leaderboard(job: LeaderboardJob) -> str:
+    """The leaderboard in named steps: check, build the context, score, summarise, write;
+    returns the markdown table (also in ``leaderboard.md``)."""
     started = time.perf_counter()
-    preset = preset_from_args(args)
-    seeds, policies = check_arguments(args, preset)
-    check_dataset(args.dataset, preset)
-    prepare_out(args.out, args.fresh)  # only once every input is known to be good
-    resumed = any(args.out.glob(f"runs/*/seed*/{RESULT_FILE}"))
-    ctx = build_context(args, preset, seeds)
+    preset = job.resolved()
+    seeds, policies = check_job(job, preset)
+    check_dataset(job.dataset, preset)
+    prepare_out(job.out, job.fresh)  # only once every input is known to be good
+    resumed = any(job.out.glob(f"runs/*/seed*/{RESULT_FILE}"))
+    ctx = build_context(job, preset, seeds)
     tables_seconds = time.perf_counter() - started
     results = collect(ctx, policies, seeds)
     rows = summarise(results)
     write_outputs(ctx, rows, results)
     seconds = time.perf_counter() - started
-    write_run_record(args, seconds, resumed, tables_seconds)
-    print(render_markdown(rows, ctx))
-    print(
-        f"\nwrote {args.out}/leaderboard.{{md,csv,json}}, raw_scores.json and plots "
-        f"({seconds:.0f} s)"
-    )
-    return 0
+    write_run_record(job.out, command_line(job), seconds, resumed, tables_seconds)
+    return render_markdown(rows, ctx)
 
 
-def command_line(args: argparse.Namespace, command: str = "leaderboard") -> str:
+def command_line(job: LeaderboardJob, command: str = "leaderboard") -> str:
     """The shell command that reproduces this run (``--out`` relative to the working directory
     when inside it), as README tables cite it."""
-    out = args.out.relative_to(Path.cwd()) if args.out.is_relative_to(Path.cwd()) else args.out
-    parts = ["maw-gym", command, "--dataset", str(args.dataset)]
-    if args.suite is None:
-        parts += ["--preset", args.preset]
-    for item in args.overrides:
+    out = job.out.relative_to(Path.cwd()) if job.out.is_relative_to(Path.cwd()) else job.out
+    parts = ["maw-gym", command, "--dataset", str(job.dataset), "--preset", job.preset]
+    for item in job.overrides:
         parts += ["--set", item]
-    for flag, value in (("--suite", args.suite), ("--seeds", args.seeds), ("--steps", args.steps)):
+    for flag, value in (("--seeds", job.seeds), ("--steps", job.steps)):
         if value is not None:
             parts += [flag, str(value)]
-    for path in args.add_dataset:
-        parts += ["--add-dataset", str(path)]
-    if args.suite is None:
-        parts += ["--env", args.env]
-    if args.policies:
-        parts += ["--policies", *args.policies]
-    if args.encoder is not None:
-        parts += ["--encoder", str(args.encoder)]
+    parts += ["--env", job.env]
+    if job.policies:
+        parts += ["--policies", *job.policies]
+    if job.encoder is not None:
+        parts += ["--encoder", str(job.encoder)]
     return shlex.join([*parts, "--out", str(out)])
 
 
 def write_run_record(
-    args: argparse.Namespace, seconds: float, resumed: bool, tables_seconds: float | None = None
+    out: Path, command: str, seconds: float, resumed: bool, tables_seconds: float | None = None
 ) -> None:
     """``run.json`` for ``scripts/readme_tables.py``: the command, its wall-clock time (and the
     part spent loading or building the encoder and tables: near 0 when they were cached), and
@@ -189,27 +131,27 @@ def write_run_record(
     from maw_gym.artifacts import maw_gym_version
 
     record = {
-        "command": command_line(args),
+        "command": command,
         "seconds": seconds,
         "tables_seconds": tables_seconds,
         "resumed": resumed,
         "maw_gym_version": maw_gym_version(),
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    write_json(args.out / RUN_FILE, record)
+    write_json(out / RUN_FILE, record)
 
 
-def check_arguments(args: argparse.Namespace, preset: Preset) -> tuple[int, tuple[str, ...]]:
+def check_job(job: LeaderboardJob, preset: Preset) -> tuple[int, tuple[str, ...]]:
     """The number of seeds and the policies to rank; bad values name the argument."""
-    seeds = args.seeds if args.seeds is not None else preset.seeds
-    policies = tuple(args.policies or ALL_POLICIES)
+    seeds = job.seeds if job.seeds is not None else preset.agents.seeds
+    policies = tuple(job.policies or ALL_POLICIES)
     unknown = sorted(set(policies) - set(ALL_POLICIES))
     if unknown:
         raise ValueError(f"unknown policies {unknown}; choose from {list(ALL_POLICIES)}")
-    if args.encoder is not None:
-        from maw_gym.encoder.train import read_verified
+    if job.encoder is not None:
+        from maw_gym.build import resolve_encoder
 
-        read_verified(args.encoder)  # a bad --encoder is refused before --out is touched
+        resolve_encoder(job.dataset, preset, job.encoder)  # refused before --out is touched
     return seeds, policies
 
 
@@ -238,29 +180,26 @@ def prepare_out(out: Path, fresh: bool) -> None:
     write_json(marker, {"written_by": "maw-gym leaderboard", "outputs": list(OUTPUTS)})
 
 
-def build_context(args: argparse.Namespace, preset: Preset, seeds: int) -> Context:
+def build_context(job: LeaderboardJob, preset: Preset, seeds: int) -> Context:
     """The three splits' tables, the test qrels and the run's configuration (``config.json``)."""
-    from maw_gym.encoder.table_builder import ensure_tables
-    from maw_gym.pipeline import preset_split
+    from maw_gym.build import ensure_tables
+    from maw_gym.pipeline import sampled_split
 
-    tables = {
-        split: ensure_tables(args.dataset, split, preset, args.encoder)
-        for split in ("train", "dev", "test")
-    }
-    steps = args.steps if args.steps is not None else preset.agent_steps
+    tables = {split: ensure_tables(job.dataset, split, preset, job.encoder) for split in SPLITS}
+    steps = job.steps if job.steps is not None else preset.agents.agent_steps
     config = {
-        "dataset": str(args.dataset),
+        "dataset": str(job.dataset),
         "preset": preset.to_dict(),
-        "overrides": parse_overrides(args.overrides),
-        "env": args.env,
+        "overrides": list(job.overrides),
+        "env": job.env,
         "steps": steps,
         "seeds": seeds,
         "test_tables": tables["test"].meta,
     }
-    write_json(args.out / "config.json", config)
-    qrels = preset_split(args.dataset, "test", preset).qrels
+    write_json(job.out / "config.json", config)
+    qrels = sampled_split(job.dataset, "test", preset.data).qrels
     return Context(
-        args.env, tables["train"], tables["dev"], tables["test"], qrels, steps, args.out, config
+        job.env, tables["train"], tables["dev"], tables["test"], qrels, steps, job.out, config
     )
 
 
@@ -271,23 +210,24 @@ def check_dataset(dataset: str, preset: Preset) -> None:
     has): routers need train queries to learn from and dev queries to stop on, and splitting
     test queries here would quietly evaluate on what was trained on.
     """
-    import sys
+    from maw_gym.pipeline import sampled_split
 
-    from maw_gym.pipeline import preset_queries, preset_split
-
-    for split in ("train", "dev", "test"):
-        count = len(preset_split(dataset, split, preset).queries)
+    for split in SPLITS:
+        count = len(sampled_split(dataset, split, preset.data).queries)
         if count < MIN_QUERIES:
             raise ValueError(
                 f"dataset {dataset!r}: split {split!r} has {count} judged queries; the "
                 f"leaderboard needs at least {MIN_QUERIES} per split for its statistics"
             )
-        wanted = preset_queries(preset, split)
+        wanted = preset.data.queries(split)
         if wanted is not None and count < wanted:
-            print(
-                f"note: split {split!r} has {count} queries, fewer than preset "
-                f"{preset.name!r} samples ({wanted}); using all of them",
-                file=sys.stderr,
+            logger.warning(
+                "note: split %r has %d queries, fewer than preset %r samples (%d); using all "
+                "of them",
+                split,
+                count,
+                preset.name,
+                wanted,
             )
 
 

@@ -113,10 +113,9 @@ def score_router(
 
 def retrieval(ctx: Context, scores: np.ndarray) -> dict[str, Any]:
     """beir metrics of the rerank given by candidate ``scores`` (N, C), and per-query NDCG@10."""
-    from maw_gym.encoder.table_builder import routed_results
     from maw_gym.retrieval import evaluate, per_query_ndcg10
 
-    results = routed_results(ctx.test, scores)
+    results = ctx.test.results(scores)
     metrics = evaluate(ctx.qrels, results)
     per_query = per_query_ndcg10(ctx.qrels, results)
     return {

@@ -1,4 +1,4 @@
-"""Replayable submissions and ``maw-gym validate RUN_DIR``.
+"""Replayable submissions, and the replay behind ``maw-gym validate RUN_DIR``.
 
 For every (policy, seed) with env returns, the leaderboard writes ``submission.json`` beside its
 ``result.json``: the env, the test tables' fingerprint, each test query's recorded actions and
@@ -14,9 +14,7 @@ saved routers does: SB3 zips and RLlib checkpoints are unpickled, and so is anyt
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,29 +225,13 @@ def _unsubmitted(run_dir: Path) -> list[Difference]:
     return issues
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="a directory written by `maw-gym leaderboard`")
-    parser.add_argument(
-        "--tables",
-        type=Path,
-        default=None,
-        help="the test tables to score on: an artifact file or its installed directory "
-        "(default: rebuild/load the run's own from its config.json)",
-    )
-    parser.add_argument(
-        "--trust-routers",
-        action="store_true",
-        help="also re-run every saved router (UNPICKLES CODE from the run directory)",
-    )
-
-
 def run_tables(run_dir: Path, source: Path | None) -> Tables:
     """The test tables to validate ``run_dir`` on: ``source``, else those its config names."""
     if source is not None:
         from maw_gym.artifacts import open_tables
 
         return open_tables(source, "test")
-    from maw_gym.encoder.table_builder import ensure_tables
+    from maw_gym.build import ensure_tables
     from maw_gym.presets import Preset
 
     config = json.loads((Path(run_dir) / "config.json").read_text())
@@ -259,18 +241,9 @@ def run_tables(run_dir: Path, source: Path | None) -> Tables:
             f"{run_dir}/config.json: its encoder {encoder} is not on this machine; pass "
             "--tables with the run's tables artifact (`maw-gym tables export`)"
         )
-    return ensure_tables(config["dataset"], "test", Preset(**config["preset"]), encoder)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.trust_routers:
-        print(TRUST_WARNING, file=sys.stderr)
-    tables = run_tables(args.run_dir, args.tables)
-    count, issues = validate_run(args.run_dir, tables, args.trust_routers)
-    for issue in issues:
-        print(issue)
-    routers = "and saved routers re-run" if args.trust_routers else "(routers not re-run)"
-    verdict = "reproduce" if not issues else f"{len(issues)} differences"
-    fingerprint = tables_fingerprint(tables)[:16]
-    print(f"{count} submissions replayed on tables {fingerprint} {routers}: {verdict}")
-    return 1 if issues else 0
+    preset = Preset.from_dict(config["preset"])
+    if "encoder" not in json.loads((encoder / "config.json").read_text()):
+        # An encoder directory of an older layout: rebuild the run's preset's own; equal
+        # arrays give equal tables fingerprints, which the replay compares.
+        encoder = None
+    return ensure_tables(config["dataset"], "test", preset, encoder)

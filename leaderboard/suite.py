@@ -15,8 +15,8 @@ suite takes more datasets by path with ``--add-dataset``.
 
 from __future__ import annotations
 
-import argparse
 import json
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import atomic_path, write_json
+from maw_gym.cache import atomic_path, slug, write_json
+from maw_gym_leaderboard.run import (
+    LeaderboardJob,
+    check_dataset,
+    prepare_out,
+    run_leaderboard,
+    write_run_record,
+)
 
 REFERENCE = "best-fixed"
 #: The hard, retrieval-only, per-head, mixture and layerwise envs.
@@ -65,31 +72,53 @@ SUITES: dict[str, Suite] = {
 }
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(text).name or text)
+@dataclass(frozen=True)
+class SuiteJob:
+    """What ``maw-gym leaderboard --suite NAME`` is asked."""
+
+    suite: str
+    dataset: str
+    out: Path
+    add_datasets: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    seeds: int | None = None
+    steps: int | None = None
+    policies: tuple[str, ...] = ()
+    fresh: bool = False
+
+    def command_line(self) -> str:
+        """The shell command that reproduces this suite (for ``run.json``)."""
+        out = self.out.relative_to(Path.cwd()) if self.out.is_relative_to(Path.cwd()) else self.out
+        parts = ["maw-gym", "leaderboard", "--dataset", str(self.dataset), "--suite", self.suite]
+        for item in self.overrides:
+            parts += ["--set", item]
+        for flag, value in (("--seeds", self.seeds), ("--steps", self.steps)):
+            if value is not None:
+                parts += [flag, str(value)]
+        for path in self.add_datasets:
+            parts += ["--add-dataset", str(path)]
+        if self.policies:
+            parts += ["--policies", *self.policies]
+        return shlex.join([*parts, "--out", str(out)])
 
 
-def suite_tasks(args: argparse.Namespace) -> dict[str, argparse.Namespace]:
-    """Task name → the arguments of its own leaderboard run."""
-    suite = SUITES[args.suite]
-    policies = tuple(dict.fromkeys([*(args.policies or suite.policies), REFERENCE]))
+def suite_tasks(job: SuiteJob) -> dict[str, LeaderboardJob]:
+    """Task name → its own leaderboard."""
+    suite = SUITES[job.suite]
+    policies = tuple(dict.fromkeys([*(job.policies or suite.policies), REFERENCE]))
     tasks = {}
-    for dataset in (args.dataset, *args.add_dataset):
+    for dataset in (job.dataset, *job.add_datasets):
         for env_id in suite.envs:
-            name = f"{_slug(str(dataset))}--{_slug(env_id)}"
-            tasks[name] = argparse.Namespace(
-                **{
-                    **vars(args),
-                    "suite": None,
-                    "add_dataset": [],
-                    "dataset": dataset,
-                    "env": env_id,
-                    "preset": suite.preset,
-                    "overrides": [*suite.overrides, *args.overrides],
-                    "policies": list(policies),
-                    "out": args.out / "tasks" / name,
-                    "fresh": False,
-                }
+            name = f"{slug(str(dataset))}--{slug(env_id)}"
+            tasks[name] = LeaderboardJob(
+                dataset=dataset,
+                preset=suite.preset,
+                out=job.out / "tasks" / name,
+                overrides=(*suite.overrides, *job.overrides),
+                env=env_id,
+                seeds=job.seeds,
+                steps=job.steps,
+                policies=policies,
             )
     return tasks
 
@@ -134,11 +163,9 @@ def rank(scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["iqm"])
 
 
-def render_markdown(
-    args: argparse.Namespace, tasks: list[str], flat: list[str], rows: list[dict]
-) -> str:
-    suite = SUITES[args.suite]
-    settings = " ".join(f"--set {item}" for item in (*suite.overrides, *args.overrides))
+def render_markdown(job: SuiteJob, tasks: list[str], flat: list[str], rows: list[dict]) -> str:
+    suite = SUITES[job.suite]
+    settings = " ".join(f"--set {item}" for item in (*suite.overrides, *job.overrides))
 
     def cell(row: dict[str, Any], key: str) -> str:
         if key not in row:
@@ -146,7 +173,7 @@ def render_markdown(
         return f"{row[key]:.3f} [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
 
     lines = [
-        f"Suite {args.suite}: {len(tasks)} tasks (env × tables), preset {suite.preset} "
+        f"Suite {job.suite}: {len(tasks)} tasks (env × tables), preset {suite.preset} "
         f"{settings}".rstrip()
         + ". Normalised test score per task (random 0, oracle 1); rliable aggregates over "
         "(seeds × tasks), 95% CIs from a bootstrap stratified over seeds within tasks. "
@@ -169,28 +196,27 @@ def render_markdown(
     return "\n".join(lines)
 
 
-def run_suite(args: argparse.Namespace) -> int:
-    """Every task's leaderboard, then the suite's ranking in ``suite.{md,json}`` and plots."""
-    from maw_gym.presets import preset_from_args
+def run_suite(job: SuiteJob) -> str:
+    """Every task's leaderboard, then the suite's ranking in ``suite.{md,json}`` and plots;
+    returns the markdown."""
     from maw_gym_leaderboard.plots import plot_performance_profiles
-    from maw_gym_leaderboard.run import check_dataset, prepare_out, run, write_run_record
 
     started = time.perf_counter()
-    tasks = suite_tasks(args)
+    tasks = suite_tasks(job)
     for task in tasks.values():  # every input checked before --fresh deletes anything
-        check_dataset(task.dataset, preset_from_args(task))
-    prepare_out(args.out, args.fresh)
-    resumed = any(args.out.glob("tasks/*/runs/*/seed*/result.json"))
-    for task_args in tasks.values():
-        run(task_args)
-    policies = next(iter(tasks.values())).policies
+        check_dataset(task.dataset, task.resolved())
+    prepare_out(job.out, job.fresh)
+    resumed = any(job.out.glob("tasks/*/runs/*/seed*/result.json"))
+    for task in tasks.values():
+        run_leaderboard(task)
+    policies = list(next(iter(tasks.values())).policies)
     scores, flat = normalised_scores({name: t.out for name, t in tasks.items()}, policies)
     rows = rank(scores)
-    markdown = render_markdown(args, [t for t in tasks if t not in flat], flat, rows)
-    with atomic_path(args.out / "suite.md") as tmp:
+    markdown = render_markdown(job, [t for t in tasks if t not in flat], flat, rows)
+    with atomic_path(job.out / "suite.md") as tmp:
         tmp.write_text(markdown + "\n")
     write_json(
-        args.out / "suite.json",
+        job.out / "suite.json",
         {
             "tasks": [t for t in tasks if t not in flat],
             "left_out": flat,
@@ -198,7 +224,6 @@ def run_suite(args: argparse.Namespace) -> int:
             "scores": {p: s.tolist() for p, s in scores.items()},
         },
     )
-    plot_performance_profiles(args.out, scores)
-    write_run_record(args, time.perf_counter() - started, resumed)
-    print(markdown)
-    return 0
+    plot_performance_profiles(job.out, scores)
+    write_run_record(job.out, job.command_line(), time.perf_counter() - started, resumed)
+    return markdown

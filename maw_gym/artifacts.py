@@ -31,13 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import cache_dir, slug
+from maw_gym.cache import cache_dir, read_json, slug, stable_hash
+from maw_gym.presets import Preset
+from maw_gym.specs import SPLITS
 from maw_gym.tables import Tables
 
 FORMAT = "maw-gym-tables-artifact"
 FORMAT_VERSION = 1
-MANIFEST = "benchmark.json"
-SPLITS = ("train", "dev", "test")
+ARTIFACT_MANIFEST = "benchmark.json"
 _MEMBER = re.compile(r"(train|dev|test)/([a-z0-9_]+)\.npy")
 #: An .npy header (magic, version, dict literal) is padded to 64 bytes; 4 KiB is ample.
 _MAX_HEADER = 4096
@@ -73,6 +74,26 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def export_benchmark(
+    dataset: str, preset: Preset, encoder: Path | None, out: Path
+) -> dict[str, object]:
+    """Write every split's tables (built or loaded: :func:`maw_gym.build.ensure_tables`) and
+    their provenance to the artifact ``out``; returns its manifest."""
+    from maw_gym.build import get_tables, resolve_encoder
+
+    encoder_dir = resolve_encoder(dataset, preset, encoder)
+    splits = {split: get_tables(dataset, split, preset.inputs, encoder_dir) for split in SPLITS}
+    encoder_config = read_json(encoder_dir / "config.json")
+    info = {
+        "maw_gym_version": maw_gym_version(),
+        "dataset": str(splits["train"].meta.get("dataset", dataset)),
+        "dataset_hash": stable_hash(*(t.meta.get("fingerprint") for t in splits.values())),
+        "preset": preset.to_dict(),
+        "encoder": {"hash": encoder_config["content_hash"], "config": encoder_config},
+    }
+    return export_artifact(splits, info, out)
+
+
 def export_artifact(splits: dict[str, Tables], info: dict[str, Any], out: Path) -> dict[str, Any]:
     """Write ``splits`` (name → tables) and ``info`` (versions, hashes) to the tar ``out``,
     atomically; returns the manifest."""
@@ -95,7 +116,7 @@ def export_artifact(splits: dict[str, Tables], info: dict[str, Any], out: Path) 
         manifest["splits"][split] = entry
     manifest_bytes = json.dumps(manifest, indent=2, default=str).encode()
     with atomic_path(Path(out)) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in {MANIFEST: manifest_bytes, **members}.items():
+        for name, data in {ARTIFACT_MANIFEST: manifest_bytes, **members}.items():
             member = tarfile.TarInfo(name)
             member.size = len(data)
             member.mode = 0o644
@@ -107,16 +128,18 @@ def _checked_members(path: Path, archive: tarfile.TarFile) -> dict[str, tarfile.
     """Members by name, after refusing anything but uniquely named regular files we expect."""
     members: dict[str, tarfile.TarInfo] = {}
     for member in archive.getmembers():
-        if not member.isfile() or not (member.name == MANIFEST or _MEMBER.fullmatch(member.name)):
+        if not member.isfile() or not (
+            member.name == ARTIFACT_MANIFEST or _MEMBER.fullmatch(member.name)
+        ):
             raise ValueError(
                 f"{path}: archive member {member.name!r} is not a regular file named "
-                f"{MANIFEST} or SPLIT/FIELD.npy; refusing the whole file"
+                f"{ARTIFACT_MANIFEST} or SPLIT/FIELD.npy; refusing the whole file"
             )
         if member.name in members:
             raise ValueError(f"{path}: archive member {member.name!r} appears twice")
         members[member.name] = member
-    if MANIFEST not in members:
-        raise ValueError(f"{path}: no {MANIFEST}; not a maw-gym tables artifact")
+    if ARTIFACT_MANIFEST not in members:
+        raise ValueError(f"{path}: no {ARTIFACT_MANIFEST}; not a maw-gym tables artifact")
     return members
 
 
@@ -175,9 +198,9 @@ def _read_manifest(
     path: Path, archive: tarfile.TarFile, members: dict[str, tarfile.TarInfo]
 ) -> dict[str, Any]:
     """The manifest, after checking it lists exactly the archive's arrays."""
-    if members[MANIFEST].size > _MAX_MANIFEST:
-        raise ValueError(f"{path}: {MANIFEST} is larger than {_MAX_MANIFEST} bytes")
-    handle = archive.extractfile(members[MANIFEST])
+    if members[ARTIFACT_MANIFEST].size > _MAX_MANIFEST:
+        raise ValueError(f"{path}: {ARTIFACT_MANIFEST} is larger than {_MAX_MANIFEST} bytes")
+    handle = archive.extractfile(members[ARTIFACT_MANIFEST])
     assert handle is not None  # a regular file, checked by _checked_members
     try:
         manifest = json.loads(handle.read())
@@ -186,10 +209,10 @@ def _read_manifest(
         entries = manifest["splits"]
         wanted = {f"{s}/{f}.npy" for s in entries for f in entries[s]["fields"]}
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise ValueError(f"{path}: {MANIFEST} is not a valid manifest ({error})") from None
-    differ = sorted(set(members) ^ (wanted | {MANIFEST}))
+        raise ValueError(f"{path}: {ARTIFACT_MANIFEST} is not a valid manifest ({error})") from None
+    differ = sorted(set(members) ^ (wanted | {ARTIFACT_MANIFEST}))
     if differ or not set(entries) <= set(SPLITS):
-        raise ValueError(f"{path}: archive members and {MANIFEST} disagree ({differ})")
+        raise ValueError(f"{path}: archive members and {ARTIFACT_MANIFEST} disagree ({differ})")
     return manifest
 
 
@@ -231,13 +254,15 @@ def install_artifact(path: Path) -> tuple[Path, dict[str, Any]]:
     preset = manifest.get("preset", {}).get("name", "x")
     name = f"{slug(first.get('dataset', 'tables'))}-{slug(preset)}"
     target = cache_dir("benchmarks") / f"{name}-{artifact_id(manifest)}"
-    if (target / MANIFEST).is_file():  # the same id means the same manifest, so same arrays
+    if (
+        target / ARTIFACT_MANIFEST
+    ).is_file():  # the same id means the same manifest, so same arrays
         return target, manifest
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
     try:
         for split, tables in splits.items():
             tables.save(tmp / split)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / ARTIFACT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         tmp.chmod(0o755)
         os.replace(tmp, target)
     finally:
@@ -251,8 +276,8 @@ def open_tables(source: Path | str, split: str) -> Tables:
     source = Path(source).expanduser()
     if source.is_file() and tarfile.is_tarfile(source):
         manifest, splits = read_artifact(source)
-    elif (source / MANIFEST).is_file():
-        manifest = json.loads((source / MANIFEST).read_text())
+    elif (source / ARTIFACT_MANIFEST).is_file():
+        manifest = json.loads((source / ARTIFACT_MANIFEST).read_text())
         if split not in manifest["splits"]:
             raise ValueError(f"{source}: no split {split!r}; it has {sorted(manifest['splits'])}")
         tables = Tables.load(source / split)

@@ -64,7 +64,7 @@ class BaseEncoder:
             raise ValueError(f"max_length={max_length}: expected at least 4 tokens")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
-        source, local, label = _resolve_model(model)
+        source, local, _ = _resolve_model(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
             self.model = AutoModel.from_pretrained(source, local_files_only=local).eval()
@@ -81,10 +81,7 @@ class BaseEncoder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.hidden_size: int = self.model.config.hidden_size
-        if local:
-            self.model_id = f"{label}-{_folder_hash(Path(source))}"
-        else:
-            self.model_id = f"{source}@{getattr(self.model.config, '_commit_hash', None)}"
+        self.model_id = base_model_id(model)
 
     def encode_pairs(
         self, queries: list[str], docs: list[str], desc: str = "encoding pairs"
@@ -224,6 +221,23 @@ class BaseEncoder:
                     states[out_rows, :width] = hidden.to(torch.float16).cpu().numpy()
                     mask[out_rows, :width] = batch_mask.cpu().numpy()
                     bar.update(len(rows))
+
+
+def base_model_id(model: str | Path | None = None) -> str:
+    """The id of a base model in every cache key that depends on it, without loading it: a
+    local folder's name and the hash of its files, or a hub name (whose files are unknown
+    until downloaded)."""
+    source, local, label = _resolve_model(model)
+    return f"{label}-{_folder_hash(Path(source))}" if local else source
+
+
+@functools.lru_cache(maxsize=8)
+def base_hidden_size(model: str | None = None) -> int:
+    """The width of a base model's hidden states, read from its config (no weights loaded)."""
+    from transformers import AutoConfig
+
+    source, local, _ = _resolve_model(model)
+    return int(AutoConfig.from_pretrained(source, local_files_only=local).hidden_size)
 
 
 def _check_pairs(queries: list[str], docs: list[str]) -> None:

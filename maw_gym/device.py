@@ -8,7 +8,6 @@ differ between devices by float rounding only (tests/test_device.py compares the
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 
 import torch
@@ -39,13 +38,3 @@ def half_autocast(device: torch.device) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
-
-
-def add_device_argument(parser: argparse.ArgumentParser) -> None:
-    """The shared ``--device`` option (resolved later with :func:`resolve_device`)."""
-    parser.add_argument(
-        "--device",
-        default="auto",
-        choices=DEVICE_CHOICES,
-        help="where torch computes: auto (CUDA when available), cpu or cuda",
-    )

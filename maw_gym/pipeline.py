@@ -1,24 +1,26 @@
 """The reranker's inputs for one split: BM25 candidates, their judgments and base-encoder states.
 
-Every stage below is cached by the module that computes it (BM25 candidates in
-``maw_gym.retrieval``, token states in ``maw_gym.base_encoder``), so calling
-:func:`split_inputs` twice is cheap. A preset's query counts are applied here, with a fixed
-sampling seed, so that the encoder, the tables and the leaderboard all see the same queries.
+The first three stages (:mod:`maw_gym.specs`) meet here: the data sampling (:class:`DataSpec`,
+applied with a fixed seed so that the encoder, the tables and the leaderboard all see the same
+queries), the BM25 candidates (cached by ``maw_gym.retrieval``) and the base-encoder states
+(cached by ``maw_gym.base_encoder``), so calling :func:`split_inputs` twice is cheap.
+:func:`inputs_key` names a split's inputs without loading any model: the key the encoder and
+the tables build on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from maw_gym.cache import stable_hash
-from maw_gym.presets import Preset
-from maw_gym.tables import NDCG_CUTOFF
+from maw_gym.metrics import NDCG_CUTOFF
+from maw_gym.specs import DataSpec, InputsSpec, spec_dict
 
-#: Seed of the preset's query sampling (fixed: every stage must see the same queries).
+#: Seed of the query sampling (fixed: every stage must see the same queries).
 SAMPLE_SEED = 0
 #: Queries whose token states are computed and cached together (see :func:`split_inputs`); also
 #: the unit of work of a sharded tables build. 256 queries x 30 candidates = 7,680 pairs.
@@ -53,6 +55,20 @@ class ShardedRows:
         return picked[(slice(None),) * index.ndim + rest]
 
 
+#: The per-query arrays of :class:`SplitInputs` (row i belongs to query i), in field order.
+QUERY_ARRAYS = (
+    "query_ids",
+    "candidate_ids",
+    "candidate_mask",
+    "bm25_scores",
+    "relevance",
+    "ideal_gains",
+    "states",
+    "token_mask",
+    "dense_scores",
+)
+
+
 @dataclass
 class SplitInputs:
     """Arrays for N queries x C candidates x L tokens (shapes in comments)."""
@@ -70,7 +86,7 @@ class SplitInputs:
     token_mask: np.ndarray  # (N, C, L) bool, True for real tokens
     base_model_id: str
     #: (N, C) float32 bi-encoder cosine of query and candidate (0 where masked), the semantic
-    #: first-stage score; None unless the preset asks for it (``Preset.semantic``).
+    #: first-stage score; None unless the states spec asks for it (``StatesSpec.semantic``).
     dense_scores: np.ndarray | None = None
 
     @property
@@ -96,24 +112,13 @@ class SplitInputs:
     def subset(self, index: np.ndarray, part: str) -> SplitInputs:
         """The queries ``index`` of this split, named ``<split>:<part>`` (their own fingerprint)."""
         arrays = {
-            name: getattr(self, name)[index]
-            for name in (
-                "query_ids",
-                "candidate_ids",
-                "candidate_mask",
-                "bm25_scores",
-                "relevance",
-                "ideal_gains",
-                "states",
-                "token_mask",
-            )
+            name: None if getattr(self, name) is None else getattr(self, name)[index]
+            for name in QUERY_ARRAYS
         }
-        return SplitInputs(
-            dataset=self.dataset,
+        return dataclasses.replace(
+            self,
             split=f"{self.split}:{part}",
             fingerprint=stable_hash(self.fingerprint, part, arrays["query_ids"].tolist()),
-            base_model_id=self.base_model_id,
-            dense_scores=None if self.dense_scores is None else self.dense_scores[index],
             **arrays,
         )
 
@@ -146,36 +151,33 @@ def encoder_and_router_parts(
     )
 
 
-def preset_queries(preset: Preset, split: str) -> int | None:
-    """How many queries of ``split`` the preset samples (None = all)."""
-    counts = {"train": preset.train_queries, "dev": preset.dev_queries, "test": preset.test_queries}
-    if split not in counts:
-        raise ValueError(f"split must be one of {sorted(counts)}, got {split!r}")
-    return counts[split]
-
-
 def document_text(doc: dict[str, str]) -> str:
     """The text the base encoder reads for a BEIR corpus entry: title then body."""
     return f"{doc.get('title', '')} {doc.get('text', '')}".strip()
 
 
 @functools.lru_cache(maxsize=8)
-def preset_split(dataset: str, split: str, preset: Preset):
-    """The split with the preset's query sampling applied (a ``maw_gym.data.Split``; cached in
-    memory: the corpus is loaded once per process)."""
+def sampled_split(dataset: str, split: str, data: DataSpec):
+    """The split with the data spec's query sampling applied (a ``maw_gym.data.Split``; cached
+    in memory: the corpus is loaded once per process)."""
     from maw_gym.data import load_split
 
-    data = load_split(dataset, split)
-    count = preset_queries(preset, split)
-    if count is not None and count < len(data.queries):
-        data = data.sample(count, seed=SAMPLE_SEED)
-    return data
+    loaded = load_split(dataset, split)
+    count = data.queries(split)
+    if count is not None and count < len(loaded.queries):
+        loaded = loaded.sample(count, seed=SAMPLE_SEED)
+    return loaded
 
 
-def split_fingerprint(dataset: str, split: str, preset: Preset) -> tuple[str, str]:
-    """(dataset name, fingerprint) of the preset's sample of ``split``, without encoding."""
-    data = preset_split(dataset, split, preset)
-    return data.dataset, data.fingerprint
+def inputs_key(dataset: str, split: str, spec: InputsSpec) -> str:
+    """The cache key of a split's inputs: its sampled queries' fingerprint, the candidates and
+    states specs and the base model's id (hashed from its files: no model is loaded)."""
+    from maw_gym.base_encoder import base_model_id
+
+    fingerprint = sampled_split(dataset, split, spec.data).fingerprint
+    return stable_hash(
+        fingerprint, spec_dict(spec.candidates), spec_dict(spec.states), base_model_id()
+    )
 
 
 def query_shards(count: int, size: int) -> list[tuple[int, int]]:
@@ -188,7 +190,7 @@ def query_shards(count: int, size: int) -> list[tuple[int, int]]:
 def split_inputs(
     dataset: str,
     split: str,
-    preset: Preset,
+    spec: InputsSpec,
     rows: tuple[int, int] | None = None,
     device: str = "cpu",
 ) -> SplitInputs:
@@ -200,28 +202,26 @@ def split_inputs(
     pairs batched with it, so the encoder's training and every tables build, local or on Ray,
     must batch the same shards to see bit-identical states.
     """
-    data = preset_split(dataset, split, preset)
+    data = sampled_split(dataset, split, spec.data)
     query_ids = sorted(data.queries)
     if rows is not None:
-        return _shard_inputs(data, query_ids[rows[0] : rows[1]], preset, device)
+        return _shard_inputs(data, query_ids[rows[0] : rows[1]], spec, device)
     shards = [
-        _shard_inputs(data, query_ids[start:stop], preset, device)
+        _shard_inputs(data, query_ids[start:stop], spec, device)
         for start, stop in query_shards(len(query_ids), SHARD_QUERIES)
     ]
     if len(shards) == 1:
         return shards[0]
     joined = {
-        f.name: np.concatenate([getattr(shard, f.name) for shard in shards])
-        for f in fields(SplitInputs)
-        if f.type == "np.ndarray"
+        name: None
+        if shards[0].dense_scores is None and name == "dense_scores"
+        # States stay one memory map per shard's cache file.
+        else ShardedRows([shard.states for shard in shards])
+        if name == "states"
+        else np.concatenate([getattr(shard, name) for shard in shards])
+        for name in QUERY_ARRAYS
     }
-    dense = [shard.dense_scores for shard in shards]
-    return dataclasses.replace(
-        shards[0],
-        **joined,
-        states=ShardedRows([shard.states for shard in shards]),
-        dense_scores=None if dense[0] is None else np.concatenate(dense),
-    )
+    return dataclasses.replace(shards[0], **joined)
 
 
 @functools.lru_cache(maxsize=2)
@@ -232,12 +232,13 @@ def _base_encoder(max_length: int, device: str):
     return BaseEncoder(max_length=max_length, device=device)
 
 
-def _shard_inputs(data, query_ids: list[str], preset: Preset, device: str) -> SplitInputs:
+def _shard_inputs(data, query_ids: list[str], spec: InputsSpec, device: str) -> SplitInputs:
     """The inputs of ``query_ids`` of the split ``data`` (a ``maw_gym.data.Split``)."""
     from maw_gym.retrieval import bm25_candidates
 
-    candidates = bm25_candidates(data, preset.candidates)
-    n, c = len(query_ids), preset.candidates
+    c = spec.candidates.candidates
+    candidates = bm25_candidates(data, c)
+    n = len(query_ids)
     candidate_ids = np.full((n, c), "", dtype=object)
     mask = np.zeros((n, c), dtype=bool)
     bm25 = np.zeros((n, c), dtype=np.float32)
@@ -257,11 +258,11 @@ def _shard_inputs(data, query_ids: list[str], preset: Preset, device: str) -> Sp
             doc = data.corpus.get(candidate_ids[i, j], {}) if mask[i, j] else {}
             pair_queries.append(data.queries[qid])
             pair_docs.append(document_text(doc))
-    encoder = _base_encoder(preset.max_length, device)
+    encoder = _base_encoder(spec.states.max_length, device)
     states, token_mask = encoder.encode_pairs(pair_queries, pair_docs)
     length = states.shape[1]
     dense = None
-    if preset.semantic:
+    if spec.states.semantic:
         dense = _dense_scores(encoder, data, query_ids, candidate_ids.astype(str), mask)
     return SplitInputs(
         dataset=data.dataset,

@@ -10,19 +10,17 @@ Metrics keep beir's definitions (pytrec_eval for NDCG/Recall, beir's own MRR and
 with two fixes at the boundary: beir receives a copy (it deletes entries from ``results``), and
 every judged query counts, a query with no results scoring 0, where beir would average NDCG
 over the queries that have results but MRR over all judged ones.
-
-    maw-gym retrieve --dataset nave-kjv --split test --json
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from maw_gym.cache import (
     CORRUPT_ERRORS,
@@ -34,7 +32,7 @@ from maw_gym.cache import (
     stable_hash,
     write_json,
 )
-from maw_gym.data import DatasetError, Split, load_split
+from maw_gym.data import Split
 from maw_gym.data.sources import rename_into_place
 
 logger = logging.getLogger(__name__)
@@ -206,51 +204,18 @@ def per_query_ndcg10(
     return {qid: float(scores[qid]["ndcg_cut_10"]) for qid in qrels}
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``maw-gym retrieve``."""
-    parser.description = (
-        "Rank every query of a split with BM25 (bm25s, English stop words, title + text) and "
-        "print its BEIR metrics. Index and candidates are cached, so a rerun is fast."
-    )
-    parser.add_argument(
-        "--dataset",
-        default="nave-kjv",
-        help="embedded name (nave-kjv), a BEIR folder path, or a BEIR public name when online "
-        "(default: %(default)s)",
-    )
-    parser.add_argument("--split", default="test", help="qrels split (default: %(default)s)")
-    parser.add_argument(
-        "--k", type=int, default=100, help="candidates per query (default: %(default)s)"
-    )
-    parser.add_argument(
-        "--stemmer",
-        default=None,
-        help="PyStemmer language for BM25 tokens, e.g. 'english' (default: none, as in the "
-        "nave-kjv reference figures; on nave-kjv/test it raises Recall@100 0.372 -> 0.409)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object of metrics")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Evaluate BM25 on one split; print the headline metrics (plus Recall@k)."""
-    try:
-        split = load_split(args.dataset, args.split)
-    except DatasetError as error:  # bad input, not a bug: the message without a traceback
-        print(f"maw-gym retrieve: error: {error}", file=sys.stderr)
-        return 2
-    candidates = bm25_candidates(split, args.k, stemmer=args.stemmer)
-    metrics = evaluate(
-        split.qrels, candidates_to_results(candidates), k_values=(1, 10, 100, args.k)
-    )
-    names = list(dict.fromkeys([*HEADLINE_METRICS, f"Recall@{args.k}"]))
-    shown = {name: metrics[name] for name in names}
-    if args.json:
-        print(json.dumps(shown))
-        return 0
-    print(
-        f"BM25 on {split.dataset} / {split.name}: {len(split.queries)} queries, "
-        f"{len(split.corpus)} documents, top {args.k}"
-    )
-    for name, value in shown.items():
-        print(f"  {name:<12} {value:.4f}")
-    return 0
+def routed_results(
+    query_ids: np.ndarray, candidate_ids: np.ndarray, mask: np.ndarray, scores: np.ndarray
+) -> dict[str, dict[str, float]]:
+    """BEIR ``results`` of N queries from their candidates' scores ``(N, C)`` under a router's
+    choices (padding, where ``mask`` is False, dropped); ``Tables.results`` calls it."""
+    if scores.shape != mask.shape:
+        raise ValueError(f"scores: expected shape {mask.shape} (N, C), got {scores.shape}")
+    return {
+        str(qid): {
+            str(doc): float(score)
+            for doc, score, real in zip(docs, row, real_row, strict=True)
+            if real
+        }
+        for qid, docs, row, real_row in zip(query_ids, candidate_ids, scores, mask, strict=True)
+    }

@@ -2,7 +2,7 @@
 
 With the MAW encoder frozen, an episode's observation and reward are pure functions of
 (query, action). They are computed once per split by
-:func:`maw_gym.encoder.table_builder.build_tables` and cached here, so environments step at
+:func:`maw_gym.build.build_tables` and cached here, so environments step at
 memory speed.
 
 The reranker's score is *linear* in the MAW attention output (see ``maw_gym.encoder.reranker``),
@@ -54,79 +54,11 @@ from typing import Any
 import numpy as np
 
 from maw_gym.cache import file_hash, write_json
+from maw_gym.metrics import NDCG_CUTOFF, depth_scores, ndcg_at_10, relevant_mass
+from maw_gym.retrieval import routed_results
 
-NDCG_CUTOFF = 10
 #: The file that describes a tables directory; its presence marks a directory as tables.
-MANIFEST = "manifest.json"
-
-
-def rank_candidates(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Candidate positions by descending ``scores`` (..., C), padding (``~mask``) last.
-
-    Ties keep candidate position (BM25 order), as a stable sort does: the one ranking that
-    NDCG and the rendered top-10 share.
-    """
-    return np.argsort(-np.where(mask, scores, -np.inf), axis=-1, kind="stable")
-
-
-def ndcg_at_10(
-    scores: np.ndarray, relevance: np.ndarray, ideal_gains: np.ndarray, mask: np.ndarray
-) -> np.ndarray:
-    """NDCG@10 of each row's candidates ranked by ``scores``.
-
-    ``relevance``/``mask``: (N, C) and ``ideal_gains``: (N, 10) for N queries; ``scores``:
-    (N, C), or (N, ..., C) with extra middle axes (depths, say), which broadcast: one NDCG per
-    score row, (N, ...). Ties are broken by candidate position (BM25 order), as a stable sort
-    does. Queries with no relevant document score 0. Uses linear gains ``rel`` and
-    ``log2(rank + 1)`` discounts, as trec_eval (and so beir) does.
-    """
-    extra = scores.ndim - relevance.ndim
-    if extra > 0:  # (N, C) -> (N, 1, ..., 1, C): the judgments are the same for every row
-        axes = tuple(range(1, 1 + extra))
-        relevance, mask = np.expand_dims(relevance, axes), np.expand_dims(mask, axes)
-        ideal_gains = np.expand_dims(ideal_gains, axes)
-    order = rank_candidates(scores, mask)[..., :NDCG_CUTOFF]
-    ranked_rel = np.take_along_axis(np.where(mask, relevance, 0.0), order, axis=-1)
-    k = ranked_rel.shape[-1]
-    discounts = 1.0 / np.log2(np.arange(2, NDCG_CUTOFF + 2))
-    dcg = (ranked_rel * discounts[:k]).sum(-1)
-    idcg = (ideal_gains * discounts).sum(-1)
-    return np.where(idcg > 0, dcg / np.maximum(idcg, 1e-12), 0.0).astype(np.float32)
-
-
-def depth_scores(score_base: np.ndarray, score_parts: np.ndarray) -> np.ndarray:
-    """(N, D, C) candidate scores of every hard depth: ``base + Σ_h parts[:, d, h]``.
-
-    ``score_base`` (N, C), ``score_parts`` (N, D, H, C); exact because the reranker's score is
-    linear in the attention output (module docstring).
-    """
-    return score_base[:, None, :] + score_parts.sum(axis=2)
-
-
-def relevant_mass(
-    scores: np.ndarray, relevance: np.ndarray, mask: np.ndarray, temperature: float = 1.0
-) -> np.ndarray:
-    """Continuous alignment: the probability mass ``softmax(scores / T)`` over a row's real
-    candidates puts on relevant ones, each weighted by ``grade / max grade``; in [0, 1], 0 for
-    a row with no relevant candidate. Extra middle axes of ``scores`` broadcast as in
-    :func:`ndcg_at_10`.
-
-    Why: NDCG@10 over a handful of relevant verses is a step function of the ranking, so most
-    queries tie across depths (all-depth ties on 58% of quick test queries). This mass moves
-    with every score and is ``exp(-ListNet loss)`` for one relevant candidate, the quantity the
-    encoder was trained on (its scores are logits of this softmax at T = 1).
-    """
-    extra = scores.ndim - relevance.ndim
-    if extra > 0:  # (N, C) -> (N, 1, ..., 1, C), as in ndcg_at_10
-        axes = tuple(range(1, 1 + extra))
-        relevance, mask = np.expand_dims(relevance, axes), np.expand_dims(mask, axes)
-    logits = np.where(mask, scores / temperature, -np.inf)
-    logits = logits - logits.max(-1, keepdims=True)
-    weights = np.where(mask, np.exp(logits), 0.0)
-    grades = np.where(mask, relevance, 0.0)
-    top = grades.max(-1, keepdims=True)
-    gain = np.where(top > 0, grades / np.maximum(top, 1e-12), 0.0)
-    return ((weights * gain).sum(-1) / weights.sum(-1)).astype(np.float32)
+TABLES_MANIFEST = "manifest.json"
 
 
 #: Alignment measures an env can reward (``alignment=`` env kwarg).
@@ -211,6 +143,11 @@ class Tables:
         rel, ideal, mask = self.relevance[rows], self.ideal_gains[rows], self.candidate_mask[rows]
         return ndcg_at_10(scores, rel, ideal, mask)
 
+    def results(self, scores: np.ndarray) -> dict[str, dict[str, float]]:
+        """BEIR ``results`` of the rerank given by candidate ``scores`` (N, C), e.g.
+        ``tables.depth_scores()[np.arange(N), actions]`` for a router's choices."""
+        return routed_results(self.query_ids, self.candidate_ids, self.candidate_mask, scores)
+
     def alignment_of(
         self, scores: np.ndarray, kind: str, index: np.ndarray | None = None
     ) -> np.ndarray:
@@ -247,7 +184,7 @@ class Tables:
                     "dtype": array.dtype.str,
                     "sha256": file_hash(file, length=64),
                 }
-            write_json(tmp / MANIFEST, {"meta": self.meta, "fields": manifest})
+            write_json(tmp / TABLES_MANIFEST, {"meta": self.meta, "fields": manifest})
             _honour_umask(tmp)
             _replace_dir(tmp, path)
         finally:
@@ -264,7 +201,7 @@ class Tables:
         """
         path = Path(path)
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
+            manifest = json.loads((path / TABLES_MANIFEST).read_text())
             arrays = {
                 name: _open_field(path / f"{name}.npy", expected, verify)
                 for name, expected in manifest["fields"].items()
@@ -359,13 +296,13 @@ def _honour_umask(directory: Path) -> None:
 
 def _replace_dir(new: Path, path: Path) -> None:
     """Rename ``new`` onto ``path``; an existing ``path`` must be tables (it holds
-    ``MANIFEST`` and only ``.npy`` files besides) and is moved aside, then deleted."""
+    ``TABLES_MANIFEST`` and only ``.npy`` files besides) and is moved aside, then deleted."""
     if not path.exists():
         os.replace(new, path)
         return
     entries = list(path.iterdir()) if path.is_dir() else []
-    if not (path / MANIFEST).is_file() or any(
-        entry.name != MANIFEST and entry.suffix != ".npy" for entry in entries
+    if not (path / TABLES_MANIFEST).is_file() or any(
+        entry.name != TABLES_MANIFEST and entry.suffix != ".npy" for entry in entries
     ):
         raise FileExistsError(f"{path}: exists and is not a tables directory; move it away")
     old = path.with_name(f".{path.name}.{uuid.uuid4().hex}.old")

@@ -31,7 +31,7 @@ QUICK_SHAPES = {"num_queries": 800, "depth": 8, "heads": 12, "pool": 4, "candida
 def load_tables(preset: str, env_id: str) -> Tables:
     if preset == "synthetic":
         return Tables.synthetic(**QUICK_SHAPES, layers="Layerwise" in env_id)
-    from maw_gym.encoder.table_builder import ensure_tables
+    from maw_gym.build import ensure_tables
 
     return ensure_tables(split="train", preset=preset)
 

@@ -40,18 +40,18 @@ TABLE_MODELS = ("maw", "nonmaw_0", "stack")
 def stage_rates(args: argparse.Namespace, device: str) -> dict:
     """Median pairs/s of each stage on the first shard of the split."""
     from maw_gym.base_encoder import BaseEncoder
+    from maw_gym.build import resolve_encoder
     from maw_gym.encoder.reranker import score_split
     from maw_gym.encoder.shards import scored_arrays
-    from maw_gym.encoder.table_builder import resolve_encoder
     from maw_gym.encoder.train import TrainedEncoder
-    from maw_gym.pipeline import document_text, preset_split, split_inputs
+    from maw_gym.pipeline import document_text, sampled_split, split_inputs
     from maw_gym.presets import get_preset
 
     preset = get_preset(args.preset)
     encoder_dir = resolve_encoder(args.dataset, preset, args.encoder)
     encoder = TrainedEncoder.load(encoder_dir, device=device)
-    inputs = split_inputs(args.dataset, args.split, preset, rows=(0, args.shard_queries))
-    data = preset_split(args.dataset, args.split, preset)
+    inputs = split_inputs(args.dataset, args.split, preset.inputs, rows=(0, args.shard_queries))
+    data = sampled_split(args.dataset, args.split, preset.data)
     rows = zip(inputs.query_ids, inputs.candidate_ids, inputs.candidate_mask, strict=True)
     pairs = [
         (data.queries[qid], document_text(data.corpus.get(doc, {})) if real else "")
@@ -59,7 +59,7 @@ def stage_rates(args: argparse.Namespace, device: str) -> dict:
         for doc, real in zip(docs, mask, strict=True)
     ]
     queries, docs = [query for query, _ in pairs], [doc for _, doc in pairs]
-    base = BaseEncoder(max_length=preset.max_length, device=device)
+    base = BaseEncoder(max_length=preset.states.max_length, device=device)
     models = encoder.models
     stages = {
         "states": lambda: base.compute_pairs(queries, docs, desc="states"),
@@ -76,7 +76,7 @@ def stage_rates(args: argparse.Namespace, device: str) -> dict:
 
 def build_rate(args: argparse.Namespace, device: str, ray_workers: int) -> dict:
     """A whole split's tables from a cache without states: pairs/s and peak RSS."""
-    from maw_gym.encoder.table_builder import build_tables, resolve_encoder
+    from maw_gym.build import build_tables, resolve_encoder
     from maw_gym.presets import get_preset
 
     preset = get_preset(args.preset)
@@ -92,9 +92,9 @@ def build_rate(args: argparse.Namespace, device: str, ray_workers: int) -> dict:
         address = "local"
     started = time.perf_counter()
     tables = build_tables(
-        args.split,
         args.dataset,
-        preset,
+        args.split,
+        preset.inputs,
         encoder_dir,
         device=device,
         ray_address=address,

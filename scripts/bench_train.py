@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         tables = Tables.synthetic(num_queries=64, best_depth=1, seed=args.seed)
     else:
-        from maw_gym.encoder.table_builder import ensure_tables
+        from maw_gym.build import ensure_tables
 
         tables = ensure_tables(args.dataset, "train", args.preset)
     budgets = ladder(args.min_steps, args.max_steps)

@@ -201,7 +201,7 @@ def test_cli_export_refused_import_and_split_choice(artifact, tmp_path, capsys) 
 
 
 def test_cli_exports_the_smoke_benchmark_with_its_provenance(tmp_path, monkeypatch) -> None:
-    from maw_gym.encoder.table_builder import ensure_tables
+    from maw_gym.build import ensure_tables
 
     monkeypatch.chdir(tmp_path)  # a relative OUT, as the README writes it
     assert main(["tables", "export", "--preset", "smoke", "smoke.tar"]) == 0

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from maw_gym.encoder.study import query_groups, split_metrics, task_breakdown
 from maw_gym.pipeline import router_queries
 from maw_gym.tables import Tables
+from maw_gym_leaderboard.study.study import query_groups, split_metrics, task_breakdown
 
 
 def test_router_queries_are_a_fixed_disjoint_share_whatever_the_order() -> None:
@@ -88,8 +88,8 @@ def test_study_cli_refuses_unknown_variants_and_missing_json(tmp_path: Path, cap
 
 
 def test_study_models_are_the_seed_control_then_one_encoder_per_variant() -> None:
-    from maw_gym.encoder.study import VARIANTS, study_models
     from maw_gym.presets import get_preset
+    from maw_gym_leaderboard.study.study import VARIANTS, study_models
 
     preset = get_preset("smoke")
     models = study_models(preset, VARIANTS, hidden=8)
@@ -111,9 +111,9 @@ def test_study_models_are_the_seed_control_then_one_encoder_per_variant() -> Non
 @pytest.mark.slow
 def test_study_runs_on_another_beir_folder_and_renders(tmp_path: Path) -> None:
     """kjv-tasks (not nave-kjv, with query tasks) through the study and the page, tiny."""
-    from maw_gym.encoder.study import VARIANTS, run_study
-    from maw_gym.encoder.study_report import render
     from maw_gym.presets import get_preset
+    from maw_gym_leaderboard.study.render import render
+    from maw_gym_leaderboard.study.study import VARIANTS, run_study
 
     dataset = Path(__file__).parents[2] / "shared" / "datasets" / "kjv-tasks"
     if not dataset.is_dir():
@@ -133,7 +133,7 @@ def test_study_runs_on_another_beir_folder_and_renders(tmp_path: Path) -> None:
 
 
 def test_dev_choice_gates_then_takes_the_most_headroom_across_studies() -> None:
-    from maw_gym.encoder.study_report import dev_choice
+    from maw_gym_leaderboard.study.render import dev_choice
 
     def variant(worst: float, low: float, headroom: float) -> dict:
         return {
@@ -169,8 +169,8 @@ def test_dev_choice_gates_then_takes_the_most_headroom_across_studies() -> None:
 
 
 def test_reproduce_command_adds_what_todays_preset_changed() -> None:
-    from maw_gym.encoder.study_report import preset_label, reproduce_command
     from maw_gym.presets import get_preset
+    from maw_gym_leaderboard.study.render import preset_label, reproduce_command
 
     old = get_preset("quick").to_dict()
     del old["semantic"]  # a study from before the lever: it ran without it
@@ -183,7 +183,7 @@ def test_reproduce_command_adds_what_todays_preset_changed() -> None:
 
 
 def test_per_task_depths_are_chosen_on_dev_and_scored_on_test() -> None:
-    from maw_gym.encoder.study_report import per_task_depths, per_task_gain
+    from maw_gym_leaderboard.study.render import per_task_depths, per_task_gain
 
     variant = {
         "dev": {"tasks": {"a": {"depths": [0.1, 0.3]}, "b": {"depths": [0.5, 0.2]}}},

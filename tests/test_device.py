@@ -45,8 +45,8 @@ def test_cuda_results_match_cpu_within_float_tolerance() -> None:
     import numpy as np
 
     from maw_gym.base_encoder import BaseEncoder
+    from maw_gym.build import resolve_encoder
     from maw_gym.encoder.shards import scored_arrays
-    from maw_gym.encoder.table_builder import resolve_encoder
     from maw_gym.encoder.train import TrainedEncoder
     from maw_gym.pipeline import split_inputs
     from maw_gym.presets import get_preset
@@ -61,7 +61,7 @@ def test_cuda_results_match_cpu_within_float_tolerance() -> None:
     # Half-precision activations through 6 layers: a few hundredths on values of order 1.
     np.testing.assert_allclose(states["cuda"], states["cpu"], atol=0.1, rtol=0.05)
     preset = get_preset("smoke")
-    inputs = split_inputs("nave-kjv", "dev", preset, rows=(0, 8), device="cpu")
+    inputs = split_inputs("nave-kjv", "dev", preset.inputs, rows=(0, 8), device="cpu")
     directory = resolve_encoder("nave-kjv", preset, device="cpu")
     models = {
         device: TrainedEncoder.load(directory, device=device).models for device in ("cpu", "cuda")

@@ -223,7 +223,7 @@ def test_bad_reset_options_and_arguments_are_clear_errors(tables: Tables) -> Non
 
 
 def test_tables_default_to_get_tables_and_observations_are_checked(monkeypatch) -> None:
-    import maw_gym.encoder.table_builder as builder
+    import maw_gym.build as builder
 
     calls = []
 

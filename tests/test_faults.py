@@ -26,18 +26,19 @@ from maw_gym.data import DatasetError, load_split, write_beir_folder
 from maw_gym.presets import get_preset
 
 TINY = dataclasses.replace(
-    get_preset("smoke"),
+    get_preset("smoke").with_overrides(
+        train_queries=None,
+        dev_queries=None,
+        test_queries=None,
+        max_length=16,
+        depth=2,
+        heads=2,
+        head_dim=8,
+        epochs=1,
+        seed_controls=1,
+        layers=1,
+    ),
     name="tiny",
-    train_queries=None,
-    dev_queries=None,
-    test_queries=None,
-    max_length=16,
-    depth=2,
-    heads=2,
-    head_dim=8,
-    epochs=1,
-    seed_controls=1,
-    layers=1,
 )
 TOPICS = ("shepherd flock sheep", "king throne crown", "river water flood", "bread wheat harvest")
 
@@ -74,7 +75,7 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     cache = root / "cache"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MAW_GYM_CACHE", str(cache))
-        directory = train_encoder(str(dataset), TINY)
+        directory = train_encoder(str(dataset), TINY.inputs, TINY.encoder)
     return dataset, cache, directory
 
 
@@ -91,7 +92,7 @@ def _damage(path: Path, how: str) -> None:
 
 
 def test_folder_dataset_never_writes_beside_itself(tmp_path: Path, own_cache: Path) -> None:
-    from maw_gym.encoder.table_builder import ensure_tables
+    from maw_gym.build import ensure_tables
 
     dataset = tiny_dataset(tmp_path / "shelf" / "my data")
     shelf_before = sorted(p.name for p in dataset.parent.iterdir())
@@ -132,7 +133,7 @@ def test_damaged_encoder_is_retrained_to_the_same_weights(
     copy = shutil.copytree(trained, tmp_path / "encoder")
     original = read_verified(trained)[0]["content_hash"]
     _damage(copy / name, how)
-    assert train_encoder(str(dataset), TINY, out=copy) == copy
+    assert train_encoder(str(dataset), TINY.inputs, TINY.encoder, out=copy) == copy
     # Training is deterministic, so the rebuild reproduces the original bit for bit.
     assert TrainedEncoder.load(copy).content_hash == original
 
@@ -141,7 +142,7 @@ def test_damaged_encoder_is_retrained_to_the_same_weights(
 def test_a_damaged_encoder_given_by_the_user_is_refused_naming_the_file(
     tiny_encoder: tuple[Path, Path, Path], tmp_path: Path, how: str
 ) -> None:
-    from maw_gym.encoder.table_builder import resolve_encoder
+    from maw_gym.build import resolve_encoder
 
     dataset, _, trained = tiny_encoder
     copy = shutil.copytree(trained, tmp_path / "encoder")
@@ -186,7 +187,10 @@ def test_two_concurrent_encoder_builds_train_once(
     import maw_gym.encoder.train as train_module
 
     dataset = str(tiny_dataset(tmp_path / "data"))
-    train_module.encoder_config(dataset, TINY)  # load the base model once, outside the race
+    # the data and the base model's files read once, outside the race
+    train_module.encoder_config(
+        dataset, TINY.inputs, TINY.encoder, train_module.table_models(TINY.encoder, TINY.inputs)
+    )
     trainings: list[int] = []
     original = train_module._train_all
 
@@ -197,7 +201,11 @@ def test_two_concurrent_encoder_builds_train_once(
     monkeypatch.setattr(train_module, "_train_all", counted)
     results: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: results.append(train_module.train_encoder(dataset, TINY)))
+        threading.Thread(
+            target=lambda: results.append(
+                train_module.train_encoder(dataset, TINY.inputs, TINY.encoder)
+            )
+        )
         for _ in range(2)
     ]
     for thread in threads:
@@ -228,10 +236,12 @@ def test_the_two_layer_stack_trains_bit_reproducibly(
         return original(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_reranker", recorded)
-    stacked = dataclasses.replace(TINY, layers=2, epochs=2, depth=4, heads=4, head_dim=16)
+    stacked = TINY.with_overrides(layers=2, epochs=2, depth=4, heads=4, head_dim=16)
     hashes = {
         train_module.read_verified(
-            train_module.train_encoder(str(dataset), stacked, out=tmp_path / f"run{i}")
+            train_module.train_encoder(
+                str(dataset), stacked.inputs, stacked.encoder, out=tmp_path / f"run{i}"
+            )
         )[0]["content_hash"]
         for i in range(2)
     }
@@ -524,7 +534,7 @@ def test_unknown_env_lists_the_maw_ids_before_any_work(
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("tables were built for an unknown env id")
 
-    monkeypatch.setattr("maw_gym.encoder.table_builder.ensure_tables", no_work)
+    monkeypatch.setattr("maw_gym.build.ensure_tables", no_work)
     argv = [command, "--env", env, "--out", str(tmp_path / "out")]
     argv += {"train": ["--agent", "grpo"], "rllib": ["--synthetic"]}.get(command, [])
     with pytest.raises(SystemExit) as exit_info:

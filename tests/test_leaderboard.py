@@ -63,7 +63,7 @@ def test_bounds_and_normalisation_come_from_the_tables(
 ) -> None:
     """The oracle, the random zero and best-fixed's normalised score, recomputed by hand from
     the test tables' rewards (DepthSelection, weights 0.3/0.3/0.4), not through the env."""
-    from maw_gym.encoder.table_builder import ensure_tables
+    from maw_gym.build import ensure_tables
     from maw_gym.presets import get_preset
 
     out, rows = leaderboard

@@ -14,7 +14,7 @@ def test_overrides_parse_to_typed_fields() -> None:
         "seed_controls": 8,
     }
     quick = get_preset("quick").with_overrides(**parse_overrides(["epochs=5"]))
-    assert quick.epochs == 5 and quick.candidates == get_preset("quick").candidates
+    assert quick.encoder.epochs == 5 and quick.candidates == get_preset("quick").candidates
     assert quick.name == "quick"
     levers = parse_overrides(["depth_heads=true", "temperature_spread=3", "router_fraction=0.5"])
     assert levers == {"depth_heads": True, "temperature_spread": 3.0, "router_fraction": 0.5}
@@ -49,11 +49,54 @@ def test_cli_refuses_a_bad_override_without_traceback(capsys) -> None:
     assert "--set 'heads=-1'" in err and "Traceback" not in err
 
 
-def test_an_override_changes_the_tables_cache_key() -> None:
-    from maw_gym.encoder.table_builder import resolve_encoder, tables_path
+def _stage_keys(preset) -> tuple[str, str]:
+    """(encoder key, test tables key) of ``preset``, the encoder's weights held fixed."""
+    from maw_gym.build import tables_key
+    from maw_gym.encoder.train import encoder_config, encoder_key, table_models
 
+    models = table_models(preset.encoder, preset.inputs)
+    config = encoder_config("nave-kjv", preset.inputs, preset.encoder, models)
+    weights = {**config, "content_hash": "the same weights"}
+    return encoder_key(config), tables_key("nave-kjv", "test", preset.inputs, weights)
+
+
+def test_each_stage_key_hashes_its_own_spec_and_its_inputs_keys() -> None:
+    """Issue 21: ``--set agent_steps=…`` retrained the encoder (the whole preset was hashed)."""
     smoke = get_preset("smoke")
-    encoder = resolve_encoder("nave-kjv", smoke)
-    base = tables_path("nave-kjv", "test", smoke, encoder)
-    changed = tables_path("nave-kjv", "test", smoke.with_overrides(candidates=6), encoder)
-    assert base[1] != changed[1] and base[0] != changed[0]
+    encoder, tables = _stage_keys(smoke)
+    assert _stage_keys(smoke.with_overrides(agent_steps=40_000, seeds=5, seed_controls=7)) == (
+        encoder,
+        tables,
+    )
+    for change in ({"depth": 2}, {"epochs": 1}, {"candidates": 6}, {"max_length": 16}):
+        moved = _stage_keys(smoke.with_overrides(**change))
+        assert moved[0] != encoder and moved[1] != tables, change
+    # the test sample is read by the test tables only
+    sampled = _stage_keys(smoke.with_overrides(test_queries=12))
+    assert sampled[0] == encoder and sampled[1] != tables
+
+
+def test_computing_keys_loads_no_model() -> None:
+    """A key needs the data and the base model's files, never its weights in memory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import transformers\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise SystemExit('a model was loaded to compute a key')\n"
+        "transformers.AutoModel.from_pretrained = refuse\n"
+        "import sys; sys.path.insert(0, 'tests')\n"
+        "from test_presets import _stage_keys\n"
+        "from maw_gym.presets import get_preset\n"
+        "print(_stage_keys(get_preset('quick')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout

@@ -19,7 +19,8 @@ import pytest
 from gymnasium.error import ResetNeeded
 
 from maw_gym import env_ids
-from maw_gym.tables import Tables, ndcg_at_10
+from maw_gym.metrics import ndcg_at_10
+from maw_gym.tables import Tables
 from maw_gym_leaderboard.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

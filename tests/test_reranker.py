@@ -8,6 +8,7 @@ import torch
 
 from maw_gym.encoder.reranker import (
     MAWReranker,
+    RerankerConfig,
     TrainConfig,
     candidate_zscore,
     depth_correlation,
@@ -71,7 +72,7 @@ ALL_LEVERS = {**EXPERTS, "locality": 0.5, "semantic": True}
 
 def _model(seed: int, **kwargs) -> MAWReranker:
     torch.manual_seed(seed)
-    model = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL, **kwargs).eval()
+    model = MAWReranker(RerankerConfig(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL, **kwargs)).eval()
     if model.depth_head is not None:  # trained experts' heads differ (they start at 0)
         with torch.no_grad():
             model.depth_head.normal_()
@@ -112,7 +113,7 @@ def test_per_head_and_soft_choices_decompose(levers: dict) -> None:
 
 def test_depths_give_different_scores_at_init() -> None:
     torch.manual_seed(2)
-    model = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL).eval()
+    model = MAWReranker(RerankerConfig(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL)).eval()
     with torch.no_grad():
         _, parts = model.score_terms(*_pairs())
     assert not torch.allclose(parts[:, 0], parts[:, 1])
@@ -201,7 +202,9 @@ def test_training_lowers_loss_and_is_deterministic(specialisation: str) -> None:
     for _ in range(2):
         torch.manual_seed(0)
         model = MAWReranker(
-            HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL, router=specialisation != "random", **EXPERTS
+            RerankerConfig(
+                HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL, router=specialisation != "random", **EXPERTS
+            )
         )
         state = train_reranker(model, train, dev, config)
         runs.append((state, score_split(model, dev).score_parts))
@@ -217,12 +220,12 @@ def test_score_split_shapes_and_resume_matches_uninterrupted() -> None:
     train, dev = fake_inputs(seed=0), fake_inputs(n=12, seed=1)
     config = TrainConfig(epochs=3, patience=3, batch_queries=6, seed=1)
     torch.manual_seed(0)
-    straight = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL)
+    straight = MAWReranker(RerankerConfig(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL))
     train_reranker(straight, train, dev, config)
 
     saved: list[dict] = []
     torch.manual_seed(0)
-    first = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL)
+    first = MAWReranker(RerankerConfig(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL))
     train_reranker(
         first,
         train,
@@ -232,7 +235,7 @@ def test_score_split_shapes_and_resume_matches_uninterrupted() -> None:
     )
     resume = saved[-1]
     resume["train_state"].done = False
-    resumed = MAWReranker(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL)
+    resumed = MAWReranker(RerankerConfig(HIDDEN, HEADS, DEPTH, HEAD_DIM, POOL))
     train_reranker(resumed, train, dev, config, resume=resume)
     assert state_hash({"m": resumed.state_dict()}) == state_hash({"m": straight.state_dict()})
 
@@ -254,21 +257,32 @@ def _roundtrip(payload: dict):
 
 
 def test_a_changed_reranker_default_changes_the_encoder_cache_key(monkeypatch) -> None:
-    """``init_noise`` and ``observe_candidates`` change the tables, so the key holds them."""
-    from maw_gym.encoder.reranker import MAWReranker
-    from maw_gym.encoder.train import default_encoder_dir, encoder_config
+    """``init_noise`` and ``observe_candidates`` change the tables, so the key holds every
+    architecture field, defaults included (not only the ones a spec sets)."""
+    import dataclasses
+
+    from maw_gym.encoder import reranker
+    from maw_gym.encoder.train import default_encoder_dir, encoder_config, table_models
     from maw_gym.presets import get_preset
 
     preset = get_preset("smoke")
-    before = encoder_config("nave-kjv", preset)
-    defaults = list(MAWReranker.__init__.__defaults__)
-    names = MAWReranker.__init__.__code__.co_varnames[: MAWReranker.__init__.__code__.co_argcount]
-    index = names[-len(defaults) :].index("init_noise")
-    noise = defaults[index]
-    defaults[index] = noise + 1
-    monkeypatch.setattr(MAWReranker.__init__, "__defaults__", tuple(defaults))
-    after = encoder_config("nave-kjv", preset)
-    assert after["models"]["maw"]["model"]["init_noise"] == noise + 1
+
+    def config() -> dict:
+        models = table_models(preset.encoder, preset.inputs)
+        return encoder_config("nave-kjv", preset.inputs, preset.encoder, models)
+
+    before = config()
+    noise = dataclasses.fields(reranker.RerankerConfig)
+    default = next(f.default for f in noise if f.name == "init_noise")
+    changed = dataclasses.make_dataclass(
+        "RerankerConfig",
+        [("init_noise", float, dataclasses.field(default=default + 1))],
+        bases=(reranker.RerankerConfig,),
+        frozen=True,
+    )
+    monkeypatch.setattr("maw_gym.encoder.train.RerankerConfig", changed)
+    after = config()
+    assert after["models"]["maw"]["model"]["init_noise"] == default + 1
     assert default_encoder_dir(after) != default_encoder_dir(before)
 
 

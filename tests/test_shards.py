@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from maw_gym import pipeline
+from maw_gym.build import build_tables, resolve_encoder
 from maw_gym.encoder import shards
-from maw_gym.encoder.table_builder import build_tables, resolve_encoder
 from maw_gym.pipeline import ShardedRows, split_inputs
 from maw_gym.presets import get_preset
 
@@ -39,9 +39,9 @@ def test_sharded_rows_index_like_the_concatenation() -> None:
 def test_split_states_are_its_shards_states(monkeypatch) -> None:
     """Training reads the whole split, a tables shard its rows: the same states, bit for bit."""
     monkeypatch.setattr(pipeline, "SHARD_QUERIES", 16)
-    whole = split_inputs("nave-kjv", "train", PRESET)  # 48 queries: 3 shards
+    whole = split_inputs("nave-kjv", "train", PRESET.inputs)  # 48 queries: 3 shards
     assert isinstance(whole.states, ShardedRows) and len(whole.states.parts) == 3
-    part = split_inputs("nave-kjv", "train", PRESET, rows=(16, 32))
+    part = split_inputs("nave-kjv", "train", PRESET.inputs, rows=(16, 32))
     np.testing.assert_array_equal(part.states, whole.states[np.arange(16, 32)])
     np.testing.assert_array_equal(part.query_ids, whole.query_ids[16:32])
     np.testing.assert_array_equal(part.relevance, whole.relevance[16:32])
@@ -51,7 +51,13 @@ def test_finished_shards_are_reused_and_damaged_ones_recomputed(
     encoder_dir, tmp_path, monkeypatch
 ) -> None:
     first = build_tables(
-        "dev", "nave-kjv", PRESET, encoder_dir, device="cpu", shard_queries=8, shard_dir=tmp_path
+        "nave-kjv",
+        "dev",
+        PRESET.inputs,
+        encoder_dir,
+        device="cpu",
+        shard_queries=8,
+        shard_dir=tmp_path,
     )
     files = sorted(tmp_path.glob("rows-*.npz"))
     assert [f.name for f in files] == [
@@ -65,7 +71,13 @@ def test_finished_shards_are_reused_and_damaged_ones_recomputed(
     real = shards.compute_shard
     monkeypatch.setattr(shards, "compute_shard", lambda job: computed.append(job.rows) or real(job))
     again = build_tables(
-        "dev", "nave-kjv", PRESET, encoder_dir, device="cpu", shard_queries=8, shard_dir=tmp_path
+        "nave-kjv",
+        "dev",
+        PRESET.inputs,
+        encoder_dir,
+        device="cpu",
+        shard_queries=8,
+        shard_dir=tmp_path,
     )
     assert computed == [(0, 8), (16, 24)]
     for name, array in first.arrays().items():
@@ -107,7 +119,7 @@ def test_ray_build_with_a_killed_worker_equals_the_local_build(
     build = {"device": "cpu", "shard_queries": 8}
     monkeypatch.setenv("MAW_GYM_CACHE", str(tmp_path / "local-cache"))
     local = build_tables(
-        "dev", "nave-kjv", PRESET, encoder_dir, shard_dir=tmp_path / "local", **build
+        "nave-kjv", "dev", PRESET.inputs, encoder_dir, shard_dir=tmp_path / "local", **build
     )
     ray_cache = tmp_path / "ray-cache"
     monkeypatch.setenv("MAW_GYM_CACHE", str(ray_cache))
@@ -117,9 +129,9 @@ def test_ray_build_with_a_killed_worker_equals_the_local_build(
     killer.start()
     try:
         remote = build_tables(
-            "dev",
             "nave-kjv",
-            PRESET,
+            "dev",
+            PRESET.inputs,
             encoder_dir,
             ray_address=ray_head,
             shard_dir=tmp_path / "ray",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maw_gym.tables import MANIFEST, Tables, ndcg_at_10, relevant_mass
+from maw_gym.metrics import ndcg_at_10, relevant_mass
+from maw_gym.tables import TABLES_MANIFEST, Tables
 
 
 def test_ndcg_at_10_hand_computed_with_graded_judgments() -> None:
@@ -48,7 +49,7 @@ def test_save_load_round_trip_is_memory_mapped(tmp_path) -> None:
     np.testing.assert_array_equal(loaded.alignment, tables.alignment)
     assert loaded.meta == tables.meta
     assert sorted(p.name for p in path.iterdir()) == sorted(
-        [MANIFEST, *(f"{name}.npy" for name in tables.arrays())]
+        [TABLES_MANIFEST, *(f"{name}.npy" for name in tables.arrays())]
     )
 
 
@@ -65,7 +66,7 @@ def test_damaged_field_is_a_clear_error(tmp_path, damage) -> None:
     elif damage == "delete":
         field.unlink()
     else:
-        (path / MANIFEST).write_text("{")
+        (path / TABLES_MANIFEST).write_text("{")
     with pytest.raises(ValueError, match=r"t\.tables: not readable tables .* delete it to rebuild"):
         Tables.load(path)
     if damage == "flip":  # only the content hash sees a flipped byte

@@ -10,20 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from maw_gym.encoder import table_builder as tables_module
-from maw_gym.encoder.report import depth_js_divergence, depth_spearman, encoder_report
-from maw_gym.encoder.reranker import QueryBatch, score_split
-from maw_gym.encoder.table_builder import (
+from maw_gym import build as tables_module
+from maw_gym.build import (
     ensure_tables,
     get_tables,
     resolve_encoder,
-    routed_results,
     tables_path,
 )
+from maw_gym.encoder.reranker import QueryBatch, score_split
 from maw_gym.encoder.train import TrainedEncoder
-from maw_gym.pipeline import preset_split, split_inputs
+from maw_gym.pipeline import sampled_split, split_inputs
 from maw_gym.presets import get_preset
 from maw_gym.retrieval import evaluate
+from maw_gym_leaderboard.study.report import depth_js_divergence, depth_spearman, encoder_report
 
 PRESET = get_preset("smoke")
 
@@ -39,7 +38,8 @@ def dev_tables(encoder_dir):
 
 
 def test_shapes_and_layer2_fields(dev_tables) -> None:
-    n, c, d, h, p = 24, PRESET.candidates, PRESET.depth, PRESET.heads, PRESET.pool
+    spec = PRESET.encoder
+    n, c, d, h, p = 24, PRESET.candidates.candidates, spec.depth, spec.heads, spec.pool
     assert dev_tables.num_queries == n
     assert dev_tables.observation.shape == (n, d, h, p, p)
     assert dev_tables.score_parts.shape == (n, d, h, c)
@@ -56,10 +56,8 @@ def test_get_tables_never_trains_an_encoder(encoder_dir, dev_tables, monkeypatch
         raise AssertionError("get_tables trained an encoder")
 
     monkeypatch.setattr("maw_gym.encoder.train.train_encoder", refuse)
-    again = get_tables("nave-kjv", "dev", PRESET, encoder_dir)
+    again = get_tables("nave-kjv", "dev", PRESET.inputs, encoder_dir)
     np.testing.assert_array_equal(again.score_parts, dev_tables.score_parts)
-    with pytest.raises(ValueError, match="ensure_tables"):
-        get_tables("nave-kjv", "dev", PRESET, None)
     with pytest.raises(AssertionError, match="trained an encoder"):
         resolve_encoder("nave-kjv", PRESET.with_overrides(epochs=1))  # not cached: it trains
 
@@ -76,7 +74,7 @@ def test_second_call_loads_without_building(encoder_dir, dev_tables, monkeypatch
 
 
 def test_corrupt_or_stale_file_is_rebuilt(encoder_dir, dev_tables) -> None:
-    path, key = tables_path("nave-kjv", "dev", PRESET, encoder_dir)
+    path, key = tables_path("nave-kjv", "dev", PRESET.inputs, encoder_dir)
     # Truncated, through a new file: the fixture maps the old one, and truncating a mapped file
     # in place kills its readers (SIGBUS), which is why Tables.save only ever renames.
     field, damaged = path / "score_parts.npy", path / "score_parts.tmp"
@@ -92,7 +90,7 @@ def test_corrupt_or_stale_file_is_rebuilt(encoder_dir, dev_tables) -> None:
 
 def test_checkpoint_reload_gives_table_scores(encoder_dir, dev_tables) -> None:
     encoder = TrainedEncoder.load(encoder_dir)
-    inputs = split_inputs("nave-kjv", "dev", PRESET)
+    inputs = split_inputs("nave-kjv", "dev", PRESET.inputs)
     scored = score_split(encoder.models["maw"], inputs)
     np.testing.assert_allclose(scored.score_parts, dev_tables.score_parts, atol=1e-5)
     # The model's own forward pass for a hard depth equals the tables' decomposition.
@@ -112,16 +110,16 @@ def test_checkpoint_reload_gives_table_scores(encoder_dir, dev_tables) -> None:
 
 def test_ndcg_matches_beir_and_routed_results(dev_tables) -> None:
     # trec_eval breaks score ties by doc id, ndcg_at_10 by position: break BM25's ties first.
-    scores = dev_tables.bm25_scores - 1e-3 * np.arange(PRESET.candidates)
+    scores = dev_tables.bm25_scores - 1e-3 * np.arange(PRESET.candidates.candidates)
     per_query = dev_tables.ndcg(scores)
-    data = split_inputs("nave-kjv", "dev", PRESET)
-    qrels = preset_split("nave-kjv", "dev", PRESET).qrels
-    results = routed_results(dev_tables, scores)
+    data = split_inputs("nave-kjv", "dev", PRESET.inputs)
+    qrels = sampled_split("nave-kjv", "dev", PRESET.data).qrels
+    results = dev_tables.results(scores)
     assert set(results) == set(data.query_ids)
-    assert all(len(docs) == PRESET.candidates for docs in results.values())
+    assert all(len(docs) == PRESET.candidates.candidates for docs in results.values())
     assert evaluate(qrels, results)["NDCG@10"] == pytest.approx(per_query.mean(), abs=1e-4)
     with pytest.raises(ValueError, match="expected shape"):
-        routed_results(dev_tables, scores[:, :2])
+        dev_tables.results(scores[:, :2])
 
 
 def test_diversity_measures_by_hand() -> None:
@@ -146,20 +144,20 @@ def test_encoder_report_on_smoke(encoder_dir, tmp_path) -> None:
     for split in ("dev", "test"):
         r = report[split]
         tables = ensure_tables("nave-kjv", split, PRESET, encoder_dir)
-        qrels = preset_split("nave-kjv", split, PRESET).qrels
+        qrels = sampled_split("nave-kjv", split, PRESET.data).qrels
         scores = tables.depth_scores()  # (N, D, C)
         per_depth = np.array(
             [
                 [
-                    per_query_ndcg10(qrels, routed_results(tables, scores[:, d]))[str(q)]
+                    per_query_ndcg10(qrels, tables.results(scores[:, d]))[str(q)]
                     for q in tables.query_ids
                 ]
-                for d in range(PRESET.depth)
+                for d in range(PRESET.encoder.depth)
             ]
         ).T  # (N, D)
         np.testing.assert_allclose(r["depths"], per_depth.mean(axis=0), atol=1e-5)
         assert r["oracle"] == pytest.approx(per_depth.max(axis=1).mean(), abs=1e-5)
-        assert len(r["nonmaw_seeds"]) == PRESET.seed_controls
+        assert len(r["nonmaw_seeds"]) == PRESET.controls.seed_controls
         assert r["probe_minus_best_fixed"]["low"] <= r["probe_minus_best_fixed"]["high"]
     assert report["test"]["best_fixed_depth"] == int(np.argmax(report["dev"]["depths"]))
     for name in ("depth_ndcg_test.png", "depth_slices_test.png"):
@@ -170,7 +168,7 @@ def test_encoder_report_on_smoke(encoder_dir, tmp_path) -> None:
 
 def test_layer2_scores_and_router_logits_match_the_models(encoder_dir, dev_tables) -> None:
     encoder = TrainedEncoder.load(encoder_dir)
-    inputs = split_inputs("nave-kjv", "dev", PRESET)
+    inputs = split_inputs("nave-kjv", "dev", PRESET.inputs)
     batch = QueryBatch.from_inputs(inputs, np.arange(2))
     pairs = batch.x.shape[0]
     with torch.no_grad():
@@ -189,30 +187,28 @@ def test_layer2_scores_and_router_logits_match_the_models(encoder_dir, dev_table
 
 
 def test_semantic_inputs_carry_the_bi_encoder_cosine() -> None:
-    """``Preset.semantic``: dense scores are each query's and candidate's embedding cosine,
+    """``StatesSpec.semantic``: dense scores are each query's and candidate's embedding cosine,
     0 on padding, the same whole or by shard, and the second first-stage column of a batch."""
-    from dataclasses import replace
-
     from maw_gym.pipeline import _base_encoder, document_text
 
-    preset = replace(PRESET, semantic=True)
-    inputs = split_inputs("nave-kjv", "dev", preset)
-    assert split_inputs("nave-kjv", "dev", PRESET).dense_scores is None
+    preset = PRESET.with_overrides(semantic=True)
+    inputs = split_inputs("nave-kjv", "dev", preset.inputs)
+    assert split_inputs("nave-kjv", "dev", PRESET.inputs).dense_scores is None
     dense = inputs.dense_scores
     assert dense is not None and dense.shape == inputs.candidate_mask.shape
     assert not dense[~inputs.candidate_mask].any()
-    data = preset_split("nave-kjv", "dev", preset)
-    encoder = _base_encoder(preset.max_length, "cpu")
+    data = sampled_split("nave-kjv", "dev", preset.data)
+    encoder = _base_encoder(preset.states.max_length, "cpu")
     i, j = 3, 2
     query, doc = encoder.embed(
         [data.queries[inputs.query_ids[i]], document_text(data.corpus[inputs.candidate_ids[i, j]])]
     )
     assert dense[i, j] == pytest.approx(float(query @ doc), abs=1e-5)
     assert dense.min() >= -1.0 and dense.max() <= 1.0
-    part = split_inputs("nave-kjv", "dev", preset, rows=(2, 5))
+    part = split_inputs("nave-kjv", "dev", preset.inputs, rows=(2, 5))
     np.testing.assert_allclose(part.dense_scores, dense[2:5], atol=1e-6)
     first_stage = QueryBatch.from_inputs(inputs, np.arange(4)).first_stage  # (4, C, 2)
-    assert first_stage.shape == (4, preset.candidates, 2)
+    assert first_stage.shape == (4, preset.candidates.candidates, 2)
     real = torch.from_numpy(inputs.candidate_mask[:4])
     cosine_z = first_stage[0, :, 1][real[0]]  # z-scored over query 0's real candidates
     assert float(cosine_z.mean()) == pytest.approx(0.0, abs=1e-5)

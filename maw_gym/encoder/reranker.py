@@ -78,11 +78,11 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from maw_gym.encoder.attention import MAWAttention, NonMAWAttention, compress_attention
+from maw_gym.metrics import depth_scores, ndcg_at_10
 from maw_gym.pipeline import SplitInputs
-from maw_gym.tables import depth_scores, ndcg_at_10
+from maw_gym.specs import Specialisation
 
 AttentionKind = Literal["maw", "nonmaw"]
-Specialisation = Literal["router", "random", "sinkhorn"]  # = presets.SPECIALISATIONS
 
 
 @dataclass(frozen=True)
@@ -142,63 +142,73 @@ class DepthRouter(nn.Module):
         return self.net(observation.flatten(1))
 
 
+@dataclass(frozen=True)
+class RerankerConfig:
+    """Everything a :class:`MAWReranker` is built from (recorded in an encoder's config and its
+    cache key, defaults included)."""
+
+    hidden: int
+    """Width of the base encoder's states."""
+    heads: int
+    """Attention heads H."""
+    depth: int
+    """MAW depths D (1 for ``nonmaw``)."""
+    head_dim: int
+    """Per-head width."""
+    pool: int
+    """The observation's pooled size P (each attention map to P x P)."""
+    attention: AttentionKind = "maw"
+    """``"maw"`` (``depth`` patterns) or ``"nonmaw"`` (standard attention, D = 1)."""
+    layers: int = 1
+    """MAW layers in the stack (the score reads the last one)."""
+    router: bool = True
+    """Build the joint depth router (MAW, one layer)."""
+    observe_candidates: int = 8
+    """The observation averages the last layer's compressed attention over each query's top
+    ``observe_candidates`` BM25 candidates (materialising every depth's full attention is the
+    pipeline's most expensive step, and the top of the list is what NDCG@10 depends on)."""
+    init_noise: float = 2.0
+    """``MAWAttention``'s depth-transform noise around identity (how different the depths
+    start). 2.0, not the layer's 0.5: at quick, 0.5 left the depths' rankings almost identical
+    (Spearman 0.986, oracle headroom +0.007 on test against a seed control of +0.015); 2.0 gave
+    Spearman 0.966 and headroom +0.015 at equal NDCG@10."""
+    depth_heads: bool = False
+    """Each depth an expert with its own score head: ``w_{h,d} = w_h + δ_{d,h}`` and its own
+    BM25 weight ``α + β_d`` (β starts spread over [-½, ½]·α, so depths start along the lexical
+    ↔ semantic axis). ``β_d·z(bm25)/H`` is added to every head's part, so the score stays
+    exactly ``score_base + Σ_h score_parts[d_h, h]``."""
+    temperature_spread: float = 0.0
+    """``MAWAttention``'s per-depth temperature prior (sharp ↔ diffuse)."""
+    locality: float = 0.0
+    """``MAWAttention``'s per-depth ALiBi-style locality prior (local ↔ global)."""
+    semantic: bool = False
+    """A second first-stage feature, the base encoder's bi-encoder cosine, with its own weight
+    ``γ`` (and, with ``depth_heads``, ``γ + η_d``, η spread over [½, -½]·γ against β's [-½, ½]:
+    depth 0 starts semantic, the last depth lexical). Inputs must then carry ``dense_scores``
+    (``StatesSpec.semantic``)."""
+
+    def __post_init__(self) -> None:
+        if self.attention not in ("maw", "nonmaw"):
+            raise ValueError(f"attention must be 'maw' or 'nonmaw', got {self.attention!r}")
+        if self.layers < 1:
+            raise ValueError(f"layers must be >= 1, got {self.layers}")
+        if self.observe_candidates < 1:
+            raise ValueError(f"observe_candidates must be >= 1, got {self.observe_candidates}")
+
+
 class MAWReranker(nn.Module):
-    """Base-encoder states of (query, candidate) pairs -> candidate scores (see module doc).
+    """Base-encoder states of (query, candidate) pairs -> candidate scores (see module doc);
+    built from a :class:`RerankerConfig`."""
 
-    Args:
-        hidden: width of the base encoder's states.
-        heads, depth, head_dim, pool: the MAW layer's shape and the observation's pooled size.
-        attention: ``"maw"`` (``depth`` patterns) or ``"nonmaw"`` (standard attention, D = 1).
-        layers: MAW layers in the stack (the score reads the last one).
-        router: build the joint depth router (MAW, one layer).
-        observe_candidates: the observation averages the last layer's compressed attention
-            over each query's top ``observe_candidates`` BM25 candidates (materialising every
-            depth's full attention is the pipeline's most expensive step, and the top of the
-            list is what NDCG@10 depends on).
-        init_noise: ``MAWAttention``'s depth-transform noise around identity (how different
-            the depths start). 2.0, not the layer's 0.5: at quick, 0.5 left the depths' rankings
-            almost identical (Spearman 0.986, oracle headroom +0.007 on test against a seed
-            control of +0.015); 2.0 gave Spearman 0.966 and headroom +0.015 at equal NDCG@10.
-        depth_heads: each depth an expert with its own score head: ``w_{h,d} = w_h + δ_{d,h}``
-            and its own BM25 weight ``α + β_d`` (β starts spread over [-½, ½]·α, so depths
-            start along the lexical ↔ semantic axis). ``β_d·z(bm25)/H`` is added to every head's
-            part, so the score stays exactly ``score_base + Σ_h score_parts[d_h, h]``.
-        temperature_spread: ``MAWAttention``'s per-depth temperature prior (sharp ↔ diffuse).
-        semantic: a second first-stage feature, the base encoder's bi-encoder cosine, with its
-            own weight ``γ`` (and, with ``depth_heads``, ``γ + η_d``, η spread over [½, -½]·γ
-            against β's [-½, ½]: depth 0 starts semantic, the last depth lexical). Inputs must
-            then carry ``dense_scores`` (``Preset.semantic``).
-        locality: ``MAWAttention``'s per-depth ALiBi-style locality prior (local ↔ global).
-    """
-
-    def __init__(
-        self,
-        hidden: int,
-        heads: int,
-        depth: int,
-        head_dim: int,
-        pool: int,
-        attention: AttentionKind = "maw",
-        layers: int = 1,
-        router: bool = True,
-        observe_candidates: int = 8,
-        init_noise: float = 2.0,
-        depth_heads: bool = False,
-        temperature_spread: float = 0.0,
-        locality: float = 0.0,
-        semantic: bool = False,
-    ) -> None:
+    def __init__(self, config: RerankerConfig) -> None:
         super().__init__()
-        if attention not in ("maw", "nonmaw"):
-            raise ValueError(f"attention must be 'maw' or 'nonmaw', got {attention!r}")
-        if layers < 1:
-            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.config = config
+        hidden, heads, head_dim = config.hidden, config.heads, config.head_dim
+        attention, layers, semantic = config.attention, config.layers, config.semantic
         self.attention_kind = attention
-        self.depth = depth if attention == "maw" else 1
-        self.heads, self.head_dim, self.pool = heads, head_dim, pool
-        if observe_candidates < 1:
-            raise ValueError(f"observe_candidates must be >= 1, got {observe_candidates}")
-        self.observe_candidates = observe_candidates
+        self.depth = config.depth if attention == "maw" else 1
+        self.heads, self.head_dim, self.pool = heads, head_dim, config.pool
+        self.observe_candidates = config.observe_candidates
 
         def make_layer() -> nn.Module:
             if attention == "maw":
@@ -207,9 +217,9 @@ class MAWReranker(nn.Module):
                     heads,
                     self.depth,
                     head_dim,
-                    init_noise=init_noise,
-                    temperature_spread=temperature_spread,
-                    locality=locality,
+                    init_noise=config.init_noise,
+                    temperature_spread=config.temperature_spread,
+                    locality=config.locality,
                 )
             return NonMAWAttention(hidden, heads, 1, head_dim)
 
@@ -225,13 +235,13 @@ class MAWReranker(nn.Module):
         self.depth_head: nn.Parameter | None = None
         self.depth_bm25: nn.Parameter | None = None
         self.depth_semantic: nn.Parameter | None = None
-        if depth_heads and attention == "maw":
+        if config.depth_heads and attention == "maw":
             self.depth_head = nn.Parameter(torch.zeros(self.depth, heads, head_dim))
             self.depth_bm25 = nn.Parameter(torch.linspace(-0.5, 0.5, self.depth))
             if semantic:
                 self.depth_semantic = nn.Parameter(torch.linspace(0.5, -0.5, self.depth))
-        use_router = router and attention == "maw" and layers == 1 and self.depth > 1
-        self.router = DepthRouter(self.depth, heads, pool) if use_router else None
+        use_router = config.router and attention == "maw" and layers == 1 and self.depth > 1
+        self.router = DepthRouter(self.depth, heads, config.pool) if use_router else None
 
     @property
     def num_layers(self) -> int:
@@ -278,7 +288,7 @@ class MAWReranker(nn.Module):
                 f"first_stage: expected (B, {self.first_stage_features}) z-scored first-stage "
                 f"scores (BM25{', cosine' if self.semantic_weight is not None else ''}), got "
                 f"{tuple(first_stage.shape)}; a semantic encoder needs inputs built with "
-                "Preset.semantic"
+                "StatesSpec.semantic"
             )
 
     def _expert_parts(self, rows: Tensor, first_stage: Tensor) -> Tensor | float:

@@ -3,7 +3,7 @@
 A split's queries (sorted ids) are cut into shards of ``shard_queries``
 (:func:`maw_gym.pipeline.query_shards`). :func:`compute_shard` turns one shard into its tables
 arrays: the shard's token states (cached by :mod:`maw_gym.base_encoder`) and the frozen
-encoder's scores and observations. It is a pure function of (split, preset, encoder, rows), run
+encoder's scores and observations. It is a pure function of (split, inputs, encoder, rows), run
 on the same batches whichever process runs it, so shards computed by Ray workers concatenate,
 in query order, to tables bitwise equal to a single-process CPU build (tests/test_shards.py)
 on the same kind of CPU: each shard runs with the driver's torch thread count (set it with
@@ -17,7 +17,6 @@ file system for them (for the states cache they do: docs/scale.md).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import logging
 import os
@@ -29,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path
-from maw_gym.command import keeping_sigterm_handler
-from maw_gym.presets import Preset
+from maw_gym.signals import keeping_sigterm_handler
+from maw_gym.specs import InputsSpec
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class ShardJob:
 
     dataset: str
     split: str
-    preset: Preset
+    inputs: InputsSpec
     encoder_dir: str
     rows: tuple[int, int]
     """(start, stop) in the split's sorted query ids."""
@@ -81,7 +80,7 @@ def compute_shard(job: ShardJob) -> dict[str, np.ndarray]:
 def _shard_arrays(job: ShardJob) -> dict[str, np.ndarray]:
     from maw_gym.pipeline import split_inputs
 
-    inputs = split_inputs(job.dataset, job.split, job.preset, rows=job.rows, device=job.device)
+    inputs = split_inputs(job.dataset, job.split, job.inputs, rows=job.rows, device=job.device)
     encoder = _encoder(job.encoder_dir, job.device)
     models = encoder.models
     return scored_arrays(inputs, models["maw"], models["nonmaw_0"], models.get("stack"))
@@ -169,14 +168,6 @@ def _run_on_ray(
     return finished
 
 
-def ray_address(value: str) -> str:
-    """``--ray-address``: ``local``, ``auto`` or ``HOST:PORT``, checked before any work starts."""
-    host, _, port = value.rpartition(":")
-    if value in ("local", "auto") or (host and port.isdigit()):
-        return value
-    raise argparse.ArgumentTypeError(f"{value!r}: expected local, auto or HOST:PORT")
-
-
 def init_ray(address: str) -> None:
     """Connect to ``address`` (``auto``, ``HOST:PORT``) or start a local Ray (``local``),
     shipping ``maw_gym`` and the cache location to workers; a running Ray is kept as it is."""
@@ -189,7 +180,7 @@ def init_ray(address: str) -> None:
         return
     env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
     runtime_env = {"py_modules": [maw_gym], "env_vars": env_vars}
-    with keeping_sigterm_handler():  # SIGTERM unwinds like Ctrl-C (maw_gym.command)
+    with keeping_sigterm_handler():  # SIGTERM unwinds like Ctrl-C (maw_gym.signals)
         if address == "local":
             ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
         else:

@@ -1,32 +1,32 @@
-"""Train every reranker an encoder directory holds, resumably, and load them back.
+"""The MAW encoder stage: train the rerankers an encoder directory holds, resumably, and load
+them back.
 
-An encoder directory holds ``checkpoint.pt`` (the state dicts and constructor arguments of each
-model), ``config.json`` (preset, dataset fingerprints, base model id, seeds, dev metrics,
-timings and the content hash) and, while training, one ``progress-<model>.pt`` per model
-written after every epoch, so an interrupted ``maw-gym encoder train`` resumes where it
-stopped; a finished directory is reused as it is.
+An encoder directory holds ``checkpoint.pt`` (the state dicts of each model), ``config.json``
+(the encoder's key: its spec, its inputs' keys and every model's :class:`RerankerConfig` and
+:class:`TrainConfig`; then dev metrics, timings and the content hash) and, while training, one
+``progress-<model>.pt`` per model written after every epoch, so an interrupted ``maw-gym
+encoder train`` resumes where it stopped; a finished directory is reused as it is.
 
-Every model trains on the encoder-train part of the train split only: the preset's
+Every model trains on the encoder-train part of the train split only: the data spec's
 ``router_fraction`` of it is held out as the router-train split, whose tables the routers learn
 from (``maw_gym.pipeline.router_queries``).
 
-Models (all on the same frozen base-encoder states):
+The encoder the tables read (:func:`table_models`), on the same frozen base-encoder states:
 
-- ``maw``: one MAW layer trained with the preset's depth levers (``depth_heads``,
-  ``temperature_spread``, ``locality``, ``specialisation``, ``diversity_weight``; the encoder the
-  tables use);
-- ``maw_random``: the same trained with a random depth per query (the prototypes' design, for
-  comparison in the report);
-- ``nonmaw_0 … nonmaw_{k-1}``: the NON-MAW twin and its seed controls (``preset.seed_controls``
-  seeds; ``nonmaw_0`` is the twin);
-- ``stack``: a ``preset.layers``-layer MAW stack for ``MAW/LayerwiseDepth`` (if layers > 1).
+- ``maw``: one MAW layer trained with the spec's depth levers (``depth_heads``,
+  ``temperature_spread``, ``locality``, ``specialisation``, ``diversity_weight``);
+- ``nonmaw_0``: the NON-MAW twin (standard attention, same size otherwise);
+- ``stack``: an ``EncoderSpec.layers``-layer MAW stack for ``MAW/LayerwiseDepth`` (if layers > 1).
+
+The research controls (:func:`control_models`), in a directory of their own that only
+``maw-gym encoder report`` trains: ``maw_random`` (the same MAW layer trained with a random
+depth per query, the prototypes' design) and ``nonmaw_1 … nonmaw_{k-1}`` (NON-MAW seeds for the
+seed control, ``ControlSpec.seed_controls``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import logging
 import time
 from collections.abc import Iterator
@@ -48,123 +48,132 @@ from maw_gym.cache import (
     write_json,
 )
 from maw_gym.device import resolve_device
-from maw_gym.encoder.reranker import MAWReranker, TrainConfig, train_reranker
+from maw_gym.encoder.reranker import MAWReranker, RerankerConfig, TrainConfig, train_reranker
 from maw_gym.pipeline import (
     SplitInputs,
     encoder_and_router_parts,
-    split_fingerprint,
+    inputs_key,
+    sampled_split,
     split_inputs,
 )
-from maw_gym.presets import Preset
+from maw_gym.specs import ControlSpec, EncoderSpec, InputsSpec, spec_dict
 
 logger = logging.getLogger(__name__)
 
 #: Bump when training changes in a way that makes old encoders stale.
-ENCODER_VERSION = 4
+ENCODER_VERSION = 5
 #: The layer-2 observation is computed once per layer-1 depth (D times the layer-1 cost), so it
 #: averages over fewer top candidates than layer 1's (``MAWReranker.observe_candidates``).
 LAYER2_OBSERVE_CANDIDATES = 2
 
+#: name -> (architecture, training) of each model an encoder directory holds.
+Models = dict[str, tuple[RerankerConfig, TrainConfig]]
 
-def model_specs(preset: Preset, hidden: int, seed: int) -> dict[str, tuple[dict, TrainConfig]]:
-    """name -> (MAWReranker kwargs, TrainConfig) of every model an encoder directory holds."""
-    shape = {
-        "hidden": hidden,
-        "heads": preset.heads,
-        "depth": preset.depth,
-        "head_dim": preset.head_dim,
-        "pool": preset.pool,
-    }
-    base = TrainConfig(epochs=preset.epochs, seed=seed)
-    levers = {
-        "depth_heads": preset.depth_heads,
-        "temperature_spread": preset.temperature_spread,
-    }
-    # Levers added after encoder version 4 enter the kwargs only when set, so the encoders
-    # trained before them keep their cache keys.
-    if preset.locality:
-        levers["locality"] = preset.locality
-    if preset.semantic:
-        shape["semantic"] = True  # every model, the NON-MAW twin and seeds included
-    specs: dict[str, tuple[dict, TrainConfig]] = {
-        "nonmaw_0": ({**shape, "attention": "nonmaw"}, base),
+
+def _shape(spec: EncoderSpec, inputs: InputsSpec) -> RerankerConfig:
+    """The plain MAW layer every model starts from (no depth lever)."""
+    from maw_gym.base_encoder import base_hidden_size
+
+    return RerankerConfig(
+        hidden=base_hidden_size(),
+        heads=spec.heads,
+        depth=spec.depth,
+        head_dim=spec.head_dim,
+        pool=spec.pool,
+        semantic=inputs.states.semantic,  # every model, the NON-MAW twin and seeds included
+    )
+
+
+def table_models(spec: EncoderSpec, inputs: InputsSpec) -> Models:
+    """The models the tables read: ``maw``, ``nonmaw_0`` and, with layers > 1, ``stack``."""
+    shape = _shape(spec, inputs)
+    base = TrainConfig(epochs=spec.epochs, seed=spec.seed)
+    models: Models = {
+        "nonmaw_0": (dataclasses.replace(shape, attention="nonmaw"), base),
         "maw": (
-            {**shape, "attention": "maw", **levers},
             dataclasses.replace(
-                base,
-                specialisation=preset.specialisation,
-                diversity_weight=preset.diversity_weight,
+                shape,
+                depth_heads=spec.depth_heads,
+                temperature_spread=spec.temperature_spread,
+                locality=spec.locality,
+            ),
+            dataclasses.replace(
+                base, specialisation=spec.specialisation, diversity_weight=spec.diversity_weight
             ),
         ),
+    }
+    if spec.layers > 1:
+        models["stack"] = (
+            dataclasses.replace(
+                shape,
+                layers=spec.layers,
+                router=False,
+                observe_candidates=LAYER2_OBSERVE_CANDIDATES,
+            ),
+            dataclasses.replace(base, specialisation="random"),
+        )
+    return models
+
+
+def control_models(spec: EncoderSpec, inputs: InputsSpec, controls: ControlSpec) -> Models:
+    """The report's controls: ``maw_random`` and the NON-MAW seeds ``nonmaw_1 …``."""
+    shape = _shape(spec, inputs)
+    base = TrainConfig(epochs=spec.epochs, seed=spec.seed)
+    models: Models = {
         "maw_random": (
-            {**shape, "attention": "maw", "router": False},
-            dataclasses.replace(base, specialisation="random"),
-        ),
-    }
-    for index in range(1, preset.seed_controls):
-        specs[f"nonmaw_{index}"] = (
-            {**shape, "attention": "nonmaw"},
-            dataclasses.replace(base, seed=seed + index),
-        )
-    if preset.layers > 1:
-        specs["stack"] = (
-            {
-                **shape,
-                "attention": "maw",
-                "layers": preset.layers,
-                "router": False,
-                "observe_candidates": LAYER2_OBSERVE_CANDIDATES,
-            },
+            dataclasses.replace(shape, router=False),
             dataclasses.replace(base, specialisation="random"),
         )
-    return specs
-
-
-@functools.lru_cache(maxsize=4)
-def base_model_id(max_length: int) -> str:
-    """The default base encoder's id (loading it once per process)."""
-    from maw_gym.base_encoder import BaseEncoder
-
-    return BaseEncoder(max_length=max_length).model_id
-
-
-def model_settings(preset: Preset, seed: int) -> dict[str, Any]:
-    """Every model's full constructor and training settings, defaults included: a changed
-    default (``observe_candidates``, ``init_noise``, a learning rate, ...) changes the tables,
-    so it must change the cache key, not only ``ENCODER_VERSION``. ``hidden`` is left out: it
-    follows the base model, which the key names."""
-    defaults = {
-        p.name: p.default
-        for p in inspect.signature(MAWReranker.__init__).parameters.values()
-        if p.default is not inspect.Parameter.empty
     }
-    return {
-        name: {"model": {**defaults, **kwargs, "hidden": None}, "train": asdict(train_config)}
-        for name, (kwargs, train_config) in model_specs(preset, 0, seed).items()
-    }
+    for index in range(1, controls.seed_controls):
+        models[f"nonmaw_{index}"] = (
+            dataclasses.replace(shape, attention="nonmaw"),
+            dataclasses.replace(base, seed=spec.seed + index),
+        )
+    return models
 
 
-def encoder_config(dataset: str, preset: Preset, seed: int = 0) -> dict[str, Any]:
-    """What an encoder is a function of (its directory name hashes this)."""
-    name, train_fp = split_fingerprint(dataset, "train", preset)
-    _, dev_fp = split_fingerprint(dataset, "dev", preset)
+def encoder_config(dataset: str, inputs: InputsSpec, spec: EncoderSpec, models: Models) -> dict:
+    """What an encoder directory is a function of (its name hashes this): its spec, the keys of
+    the train and dev inputs it reads, the router-train share held out, and every model's full
+    architecture and training settings, defaults included (a changed default changes the key).
+    No model is loaded to compute it."""
     return {
         "version": ENCODER_VERSION,
-        "dataset": name,
-        "train_fingerprint": train_fp,
-        "dev_fingerprint": dev_fp,
-        "preset": preset.to_dict(),
-        "base_model": base_model_id(preset.max_length),
-        "seed": seed,
-        "models": model_settings(preset, seed),
+        "dataset": sampled_split(dataset, "train", inputs.data).dataset,
+        "train_inputs": inputs_key(dataset, "train", inputs),
+        "dev_inputs": inputs_key(dataset, "dev", inputs),
+        "router_fraction": inputs.data.router_fraction,
+        "encoder": spec_dict(spec),
+        "models": {
+            name: {"model": asdict(model), "train": asdict(train)}
+            for name, (model, train) in models.items()
+        },
     }
+
+
+#: The fields of an encoder's ``config.json`` that :func:`encoder_config` writes: its key.
+KEY_FIELDS = (
+    "version",
+    "dataset",
+    "train_inputs",
+    "dev_inputs",
+    "router_fraction",
+    "encoder",
+    "models",
+)
+
+
+def encoder_key(config: dict[str, Any]) -> str:
+    """The encoder stage's cache key: the hash of the :data:`KEY_FIELDS` of its config (a
+    finished directory's ``config.json`` holds them, beside its results)."""
+    return stable_hash({name: config.get(name) for name in KEY_FIELDS})
 
 
 def default_encoder_dir(config: dict[str, Any]) -> Path:
-    """cache_dir("encoders", "<dataset slug>-<preset>-<hash of config>"): under the cache root
-    even for a dataset given as an absolute folder (the config holds its full path)."""
-    name = f"{slug(config['dataset'])}-{config['preset']['name']}-{stable_hash(config)}"
-    return cache_dir("encoders", name)
+    """cache_dir("encoders", "<dataset slug>-<encoder key>"): under the cache root even for a
+    dataset given as an absolute folder (the config holds its full path)."""
+    return cache_dir("encoders", f"{slug(config['dataset'])}-{encoder_key(config)}")
 
 
 def state_hash(states: dict[str, dict[str, torch.Tensor]]) -> str:
@@ -203,7 +212,7 @@ class TrainedEncoder:
         config, states = read_verified(directory)
         models = {}
         for name, state in states.items():
-            model = MAWReranker(**config["architectures"][name])
+            model = MAWReranker(RerankerConfig(**config["models"][name]["model"]))
             model.load_state_dict(state)
             models[name] = model.to(resolve_device(device)).eval()
         return cls(directory=directory, config=config, models=models)
@@ -235,7 +244,7 @@ def read_verified(directory: Path) -> tuple[dict[str, Any], dict[str, dict[str, 
 
 def _train_one(
     name: str,
-    kwargs: dict,
+    architecture: RerankerConfig,
     train_config: TrainConfig,
     train: SplitInputs,
     dev: SplitInputs,
@@ -252,7 +261,7 @@ def _train_one(
         except CORRUPT_ERRORS as error:
             logger.warning("%s: unreadable (%s); training %s from scratch", progress, error, name)
     torch.manual_seed(train_config.seed)
-    model = MAWReranker(**kwargs).to(resolve_device(device))
+    model = MAWReranker(architecture).to(resolve_device(device))
 
     def save(payload: dict) -> None:
         with atomic_path(progress) as tmp:
@@ -271,16 +280,22 @@ def _train_one(
 
 
 def train_encoder(
-    dataset: str, preset: Preset, out: Path | None = None, seed: int = 0, device: str = "cpu"
+    dataset: str,
+    inputs: InputsSpec,
+    spec: EncoderSpec,
+    models: Models | None = None,
+    out: Path | None = None,
+    device: str = "cpu",
 ) -> Path:
-    """Train every model of ``model_specs`` into ``out`` (default: :func:`default_encoder_dir`)
-    and return the directory.
+    """Train ``models`` (default: the tables' models, :func:`table_models`) into ``out``
+    (default: :func:`default_encoder_dir`) and return the directory.
 
     A finished directory with the same config is reused once it verifies (``read_verified``);
     one that does not (truncated or bit-flipped checkpoint, corrupt config) is retrained. The
     directory's lock makes a concurrent second call wait, then reuse the first one's result.
     """
-    config = encoder_config(dataset, preset, seed)
+    models = table_models(spec, inputs) if models is None else models
+    config = encoder_config(dataset, inputs, spec, models)
     directory = Path(out) if out is not None else default_encoder_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
     with locked(directory):
@@ -290,36 +305,39 @@ def train_encoder(
             except (ValueError, FileNotFoundError) as error:
                 logger.warning("retraining %s: %s", directory, error)
             else:
-                if {k: existing.get(k) for k in config} == config:
+                if encoder_key(existing) == encoder_key(config):
                     return directory
                 raise ValueError(
                     f"{directory}: holds an encoder with a different config; "
                     "choose another --out or delete it"
                 )
-        _train_all(config, dataset, preset, directory, seed, device)
+        _train_all(config, dataset, inputs, models, directory, device)
     return directory
 
 
 def _train_all(
-    config: dict[str, Any], dataset: str, preset: Preset, directory: Path, seed: int, device: str
+    config: dict[str, Any],
+    dataset: str,
+    inputs: InputsSpec,
+    models: Models,
+    directory: Path,
+    device: str,
 ) -> None:
     """Train every model (deterministically: bit-identical results for equal inputs) and write
     ``checkpoint.pt`` then ``config.json``, the latter marking the directory finished."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     train, _ = encoder_and_router_parts(
-        split_inputs(dataset, "train", preset, device=device), preset.router_fraction
+        split_inputs(dataset, "train", inputs, device=device), inputs.data.router_fraction
     )
-    dev = split_inputs(dataset, "dev", preset, device=device)
+    dev = split_inputs(dataset, "dev", inputs, device=device)
     timings["inputs_seconds"] = time.perf_counter() - started
-    hidden = int(train.states.shape[-1])
-    states, logs, architectures = {}, {}, {}
+    states, logs = {}, {}
     with deterministic_torch():
-        for name, (kwargs, train_config) in model_specs(preset, hidden, seed).items():
+        for name, (architecture, train_config) in models.items():
             states[name], logs[name] = _train_one(
-                name, kwargs, train_config, train, dev, directory, device=device
+                name, architecture, train_config, train, dev, directory, device=device
             )
-            architectures[name] = kwargs
     timings["train_seconds"] = time.perf_counter() - started - timings["inputs_seconds"]
     content_hash = state_hash(states)
     with atomic_path(directory / "checkpoint.pt") as tmp:
@@ -329,7 +347,6 @@ def _train_all(
         {
             **config,
             "content_hash": content_hash,
-            "architectures": architectures,
             "metrics": logs,
             "timings": timings,
             "train_queries": train.num_queries,

@@ -28,6 +28,7 @@ from maw_gym.envs.render import (
     check_render_mode,
 )
 from maw_gym.presets import Preset
+from maw_gym.specs import SplitName
 from maw_gym.tables import ALIGNMENTS, Tables
 
 #: Reward component names, in the order of a weight triple.
@@ -39,7 +40,6 @@ REWARD_PRESETS: dict[str, tuple[float, float, float]] = {
 }
 ObsMode = Literal["flat", "structured"]
 OBS_MODES: tuple[str, ...] = get_args(ObsMode)
-Split = Literal["train", "dev", "test"]
 
 RewardWeights = str | Sequence[float] | Mapping[str, float]
 #: What an env's ``tables=`` accepts: tables, a path (a tables artifact file, an installed
@@ -99,7 +99,7 @@ class EnvConfig:
     directory); None loads (building on first use) those of dataset/split/preset."""
     dataset: str | Path = "nave-kjv"
     """BEIR dataset name or folder (only without ``tables``)."""
-    split: Split = "train"
+    split: SplitName = "train"
     """Which split's tables to load (only without ``tables``)."""
     preset: str | Preset = "smoke"
     """Pipeline preset, or its name (only without ``tables``)."""
@@ -138,7 +138,7 @@ class EnvConfig:
             tables = open_tables(tables, self.split)
         elif tables is None:
             # Imported here: building tables pulls torch, and ``import maw_gym`` must stay light.
-            from maw_gym.encoder.table_builder import ensure_tables
+            from maw_gym.build import ensure_tables
 
             tables = ensure_tables(self.dataset, self.split, self.preset, self.encoder)
         limit = self.max_queries
@@ -266,6 +266,18 @@ class Variant(ABC):
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Entropy, focus and alignment (each (B,) float64) of a final decision ``actions``."""
+
+    def action_weights(self, action: np.ndarray) -> np.ndarray:
+        """Each (depth, head) attention map's share of one decision ``action``: (D, H) float64
+        (the renderer outlines them). A depth fills its row; variants with other actions
+        override this."""
+        weights = np.zeros((self.tables.depth, self.tables.heads))
+        weights[int(action)] = 1.0
+        return weights
+
+    def describe(self, action: np.ndarray, earlier: list[int]) -> str:
+        """One decision ``action`` in words, after the episode's ``earlier`` decisions."""
+        return f"depth {int(action)}"
 
 
 def choose_queries(

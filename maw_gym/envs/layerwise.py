@@ -86,6 +86,10 @@ class LayerwiseDepthVariant(Variant):
     ) -> np.ndarray:
         return self.tables.layer2_scores[query, previous, actions]
 
+    def describe(self, action: np.ndarray, earlier: list[int]) -> str:
+        chosen = [*earlier, int(action)]
+        return ", ".join(f"layer {i + 1} depth {d}" for i, d in enumerate(chosen))
+
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

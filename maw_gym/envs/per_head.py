@@ -50,6 +50,14 @@ class PerHeadDepthVariant(Variant):
         parts = self.score_rows.take(self._rows(query, actions), axis=0)  # (B, H, C)
         return self.tables.score_base[query] + parts.sum(axis=1)  # (B, C)
 
+    def action_weights(self, action: np.ndarray) -> np.ndarray:
+        weights = np.zeros((self.tables.depth, self.tables.heads))
+        weights[np.asarray(action), np.arange(self.tables.heads)] = 1.0
+        return weights
+
+    def describe(self, action: np.ndarray, earlier: list[int]) -> str:
+        return "depths per head " + " ".join(str(int(d)) for d in action)
+
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -29,17 +29,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
-from gymnasium import spaces
 
 from maw_gym.cache import atomic_path
-from maw_gym.tables import NDCG_CUTOFF, Tables, rank_candidates
+from maw_gym.metrics import NDCG_CUTOFF, rank_candidates
+from maw_gym.tables import Tables
 
 if TYPE_CHECKING:
     from maw_gym.data import Split
-    from maw_gym.envs.base import Variant
+
+
+class Variant(Protocol):
+    """What the renderer asks of an env's variant (``maw_gym.envs.base.Variant`` has it): the
+    renderer sits below the envs and knows no variant class."""
+
+    horizon: ClassVar[int]
+    tables: Tables
+    weights: np.ndarray
+
+    def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> Any: ...
+
+    def candidate_scores(
+        self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
+    ) -> np.ndarray: ...
+
+    def action_weights(self, action: np.ndarray) -> np.ndarray: ...
+
+    def describe(self, action: np.ndarray, earlier: list[int]) -> str: ...
+
 
 RENDER_MODES = ("ansi", "rgb_array")
 #: Frames per second of recorded videos: an episode is one or two decisions.
@@ -235,42 +254,18 @@ class Renderer:
 
 
 def tile_weights(variant: Variant, action: np.ndarray | None) -> np.ndarray:
-    """Each (depth, head) tile's share of ``action``: (D, H) float64, zeros before a decision.
-
-    A depth fills its row, per-head depths one tile per column, a mixture its normalised
-    weights per row (the env's own normalisation).
-    """
-    tables = variant.tables
-    weights = np.zeros((tables.depth, tables.heads))
-    space = variant.action_space
+    """Each (depth, head) tile's share of ``action``: (D, H) float64, zeros before a decision
+    (:meth:`Variant.action_weights`)."""
     if action is None:
-        return weights
-    if isinstance(space, spaces.Discrete):
-        weights[int(action)] = 1.0
-    elif isinstance(space, spaces.MultiDiscrete):
-        weights[np.asarray(action), np.arange(tables.heads)] = 1.0
-    else:
-        from maw_gym.envs.soft_mixture import mixture_weights
-
-        weights[:] = mixture_weights(np.asarray(action)[None])[0][:, None]
-    return weights
+        return np.zeros((variant.tables.depth, variant.tables.heads))
+    return variant.action_weights(action)
 
 
 def describe_action(variant: Variant, frame: Frame) -> str:
-    """The action in words: a depth, per-head depths, mixture weights; layers when several."""
-    action = frame.action
-    if action is None:
+    """The action in words (:meth:`Variant.describe`), or that none was taken yet."""
+    if frame.action is None:
         return "none yet (after reset)"
-    space = variant.action_space
-    if isinstance(space, spaces.Discrete):
-        if variant.horizon == 1:
-            return f"depth {int(action)}"
-        chosen = [*([frame.previous] if frame.step else []), int(action)]
-        return ", ".join(f"layer {i + 1} depth {d}" for i, d in enumerate(chosen))
-    if isinstance(space, spaces.MultiDiscrete):
-        return "depths per head " + " ".join(str(int(d)) for d in action)
-    weights = tile_weights(variant, action)[:, 0]
-    return "mixture weights " + " ".join(f"{w:.2f}" for w in weights)
+    return variant.describe(frame.action, [frame.previous] if frame.step else [])
 
 
 def first_words(text: str, width: int = 60) -> str:

@@ -55,6 +55,14 @@ class SoftDepthMixtureVariant(Variant):
         weights = mixture_weights(actions)  # (B, D)
         return np.einsum("bd,bdc->bc", weights, self.depth_scores[query])  # (B, C)
 
+    def action_weights(self, action: np.ndarray) -> np.ndarray:
+        mixture = mixture_weights(np.asarray(action)[None])[0]  # (D,), the env's normalisation
+        return np.repeat(mixture[:, None], self.tables.heads, axis=1)
+
+    def describe(self, action: np.ndarray, earlier: list[int]) -> str:
+        weights = mixture_weights(np.asarray(action)[None])[0]
+        return "mixture weights " + " ".join(f"{w:.2f}" for w in weights)
+
     def components(
         self, query: np.ndarray, previous: np.ndarray, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

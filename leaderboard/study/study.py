@@ -14,9 +14,10 @@ study, NON-MAW seeds included), and measures on dev and test:
   structure where it clearly exceeds this;
 - learned routers, trained on the **router-train** part (train queries the encoder never saw;
   ``maw_gym.pipeline.router_queries``), their hyperparameters chosen on dev: the routability
-  probe (softmax regression to the best depth, ``maw_gym.encoder.report``), a ridge regressor
-  of each depth's continuous alignment (``relevant_mass``), and the joint router trained in the
-  loop; each one's NDCG@10 gain over the best fixed depth with a paired bootstrap 95% CI;
+  probe (softmax regression to the best depth, ``maw_gym_leaderboard.study.report``), a ridge
+  regressor of each depth's continuous alignment (``relevant_mass``), and the joint router
+  trained in the loop; each one's NDCG@10 gain over the best fixed depth with a paired
+  bootstrap 95% CI;
 - depth diversity: Spearman between depths' scores, JS divergence of pooled slices, and the
   fraction of queries where every depth gets the same NDCG@10;
 - where a dataset's queries carry ``metadata.task`` (kjv-tasks), per task: NDCG@10 of the best
@@ -24,7 +25,7 @@ study, NON-MAW seeds included), and measures on dev and test:
 
 It also measures BM25 Recall@k and the perfect-rerank NDCG@10 ceiling at k = 16/30/50, which
 need no encoder. The JSON it writes is the only source of ``docs/depth-study.md`` and the PNG
-(:mod:`maw_gym.encoder.study_report`).
+(:mod:`maw_gym_leaderboard.study.render`).
 """
 
 from __future__ import annotations
@@ -40,19 +41,20 @@ import torch
 
 from maw_gym.cache import atomic_path, cache_dir, stable_hash, write_json
 from maw_gym.data.sources import resolve_dataset
-from maw_gym.encoder.report import (
+from maw_gym.encoder.reranker import MAWReranker, RerankerConfig, score_split, train_reranker
+from maw_gym.encoder.shards import scored_arrays
+from maw_gym.encoder.train import table_models
+from maw_gym.metrics import ndcg_at_10
+from maw_gym.pipeline import SplitInputs, encoder_and_router_parts, sampled_split, split_inputs
+from maw_gym.presets import Preset
+from maw_gym.stats import paired_difference
+from maw_gym.tables import Tables
+from maw_gym_leaderboard.study.report import (
     depth_js_divergence,
     depth_spearman,
     probe_actions,
     train_probe,
 )
-from maw_gym.encoder.reranker import MAWReranker, score_split, train_reranker
-from maw_gym.encoder.shards import scored_arrays
-from maw_gym.encoder.train import model_specs
-from maw_gym.pipeline import SplitInputs, encoder_and_router_parts, preset_split, split_inputs
-from maw_gym.presets import Preset
-from maw_gym.stats import paired_difference
-from maw_gym.tables import Tables, ndcg_at_10
 
 #: What every variant starts from: no lever (the plain MAW encoder), whatever the preset's
 #: own defaults are, so that a variant means the same encoder under every preset.
@@ -84,13 +86,27 @@ RECALL_DEPTHS = (16, 30, 50)
 RIDGE_ALPHAS = (1.0, 10.0, 100.0, 1000.0)
 
 
-def _train(kwargs: dict, config, train: SplitInputs, dev: SplitInputs, name: str) -> MAWReranker:
+def _model(preset: Preset, name: str, seed: int) -> tuple[RerankerConfig, Any]:
+    """(architecture, TrainConfig) of the encoder model ``name`` (``maw`` or ``nonmaw_0``)
+    of ``preset`` trained with ``seed``."""
+    spec = dataclasses.replace(preset.encoder, seed=seed)
+    return table_models(spec, preset.inputs)[name]
+
+
+def _train(
+    architecture: RerankerConfig, config, train: SplitInputs, dev: SplitInputs, name: str
+) -> MAWReranker:
     """Train one model, or load it from the study cache (keyed by everything it depends on),
     so that ``--worker`` processes can train a study's models in parallel beforehand."""
-    key = stable_hash(kwargs, dataclasses.asdict(config), train.model_key(), dev.model_key())
+    key = stable_hash(
+        dataclasses.asdict(architecture),
+        dataclasses.asdict(config),
+        train.model_key(),
+        dev.model_key(),
+    )
     path = cache_dir("study") / f"{key}.pt"
     torch.manual_seed(config.seed)
-    model = MAWReranker(**kwargs)
+    model = MAWReranker(architecture)
     if path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.eval()
@@ -101,17 +117,16 @@ def _train(kwargs: dict, config, train: SplitInputs, dev: SplitInputs, name: str
 
 
 def study_models(
-    preset: Preset, variants: dict[str, dict[str, Any]], hidden: int
-) -> list[tuple[str, dict, Any]]:
-    """(name, kwargs, TrainConfig) of every model a study trains: the NON-MAW seeds, then
-    each variant's MAW encoder."""
+    preset: Preset, variants: dict[str, dict[str, Any]]
+) -> list[tuple[str, RerankerConfig, Any]]:
+    """(name, architecture, TrainConfig) of every model a study trains: the NON-MAW seeds,
+    then each variant's MAW encoder."""
     models = [
-        (f"nonmaw {seed}", *model_specs(preset, hidden, seed)["nonmaw_0"])
-        for seed in range(preset.depth)
+        (f"nonmaw {seed}", *_model(preset, "nonmaw_0", seed))
+        for seed in range(preset.encoder.depth)
     ]
     for name, levers in variants.items():
-        variant = dataclasses.replace(preset, **levers)
-        models.append((f"maw {name}", *model_specs(variant, hidden, 0)["maw"]))
+        models.append((f"maw {name}", *_model(preset.with_overrides(**levers), "maw", 0)))
     return models
 
 
@@ -133,14 +148,15 @@ def _interval(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 def seed_control(
     preset: Preset, parts: dict[str, SplitInputs]
 ) -> tuple[dict[str, np.ndarray], MAWReranker]:
-    """Per split, (N, K) NDCG@10 of ``preset.depth`` NON-MAW seeds, and seed 0's model (the
-    NON-MAW twin of every variant)."""
-    hidden = int(parts["dev"].states.shape[-1])
+    """Per split, (N, K) NDCG@10 of D (``EncoderSpec.depth``) NON-MAW seeds, and seed 0's
+    model (the NON-MAW twin of every variant)."""
     per_split: dict[str, list[np.ndarray]] = {"dev": [], "test": []}
     models = []
-    for seed in range(preset.depth):
-        kwargs, config = model_specs(preset, hidden, seed)["nonmaw_0"]
-        models.append(_train(kwargs, config, parts["encoder"], parts["dev"], f"nonmaw {seed}"))
+    for seed in range(preset.encoder.depth):
+        architecture, config = _model(preset, "nonmaw_0", seed)
+        models.append(
+            _train(architecture, config, parts["encoder"], parts["dev"], f"nonmaw {seed}")
+        )
         for split in per_split:
             scores = score_split(models[-1], parts[split]).depth_scores()
             per_split[split].append(_ndcg(parts[split], scores)[:, 0])
@@ -262,9 +278,8 @@ def study_variant(
     groups: dict,
 ) -> dict[str, Any]:
     """Train one variant's MAW encoder and measure it (``parts``: encoder/router/dev/test)."""
-    hidden = int(parts["dev"].states.shape[-1])
     started = time.perf_counter()
-    maw = _train(*model_specs(preset, hidden, 0)["maw"], parts["encoder"], parts["dev"], "maw")
+    maw = _train(*_model(preset, "maw", 0), parts["encoder"], parts["dev"], "maw")
     train_seconds = time.perf_counter() - started
     tables = {
         split: Tables(**scored_arrays(parts[split], maw, nonmaw))
@@ -275,7 +290,7 @@ def study_variant(
     best_fixed = int(tables["dev"].alignment.mean(0).argmax())
     best_seed = int(seeds["dev"].mean(0).argmax())
     result: dict[str, Any] = {
-        "levers": {k: getattr(preset, k) for k in NO_LEVERS},
+        "levers": {k: getattr(preset.encoder, k) for k in NO_LEVERS},
         "train_seconds": train_seconds,
         "ridge_alpha": alpha,
     }
@@ -297,7 +312,7 @@ def recall_at_k(dataset: str, preset: Preset, split: str) -> dict[str, Any]:
     (no encoder: where recall is low, no reranker can reach far)."""
     from maw_gym.retrieval import bm25_candidates
 
-    data = preset_split(dataset, split, preset)
+    data = sampled_split(dataset, split, preset.data)
     candidates = bm25_candidates(data, max(RECALL_DEPTHS))
     discounts = 1.0 / np.log2(np.arange(2, 12))
     out: dict[str, Any] = {}
@@ -331,18 +346,17 @@ def run_study(
     """Run every variant and write ``out`` (JSON, with the ``command`` that ran it). With
     ``worker=(i, w)`` only train (and cache) the study's models ``i, i+w, i+2w, …`` and return;
     a later run without ``worker`` then finds them all cached."""
-    train = split_inputs(dataset, "train", preset)
-    encoder_part, router_part = encoder_and_router_parts(train, preset.router_fraction)
+    train = split_inputs(dataset, "train", preset.inputs)
+    encoder_part, router_part = encoder_and_router_parts(train, preset.data.router_fraction)
     parts = {
         "encoder": encoder_part,
         "router": router_part,
-        "dev": split_inputs(dataset, "dev", preset),
-        "test": split_inputs(dataset, "test", preset),
+        "dev": split_inputs(dataset, "dev", preset.inputs),
+        "test": split_inputs(dataset, "test", preset.inputs),
     }
     if worker is not None:
-        hidden = int(parts["dev"].states.shape[-1])
-        for name, kwargs, config in study_models(preset, variants, hidden)[worker[0] :: worker[1]]:
-            _train(kwargs, config, parts["encoder"], parts["dev"], name)
+        for name, architecture, config in study_models(preset, variants)[worker[0] :: worker[1]]:
+            _train(architecture, config, parts["encoder"], parts["dev"], name)
         return {}
     groups = {split: query_groups(dataset, parts[split].query_ids) for split in ("dev", "test")}
     started = time.perf_counter()
@@ -357,7 +371,7 @@ def run_study(
         "variants": {},
     }
     for name, levers in variants.items():
-        variant_preset = dataclasses.replace(preset, **levers)
+        variant_preset = preset.with_overrides(**levers)
         study["variants"][name] = study_variant(variant_preset, parts, seeds, nonmaw, groups)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, study)  # after each variant: a long study can be read while it runs

@@ -19,7 +19,7 @@ import numpy as np
 from maw_gym import env_ids
 from maw_gym.envs.base import MAWEnv
 from maw_gym.envs.render import write_png
-from maw_gym.presets import add_preset_arguments, preset_from_args
+from maw_gym_leaderboard.command import add_preset_arguments, preset_from_args
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -32,13 +32,14 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
+from maw_gym.build import get_tables
 from maw_gym.encoder.reranker import score_split
-from maw_gym.encoder.table_builder import get_tables
-from maw_gym.encoder.train import TrainedEncoder
+from maw_gym.encoder.train import TrainedEncoder, control_models, train_encoder
+from maw_gym.metrics import ndcg_at_10
 from maw_gym.pipeline import SplitInputs, split_inputs
 from maw_gym.presets import Preset
 from maw_gym.stats import paired_difference
-from maw_gym.tables import Tables, ndcg_at_10
+from maw_gym.tables import Tables
 
 
 def _split_ndcg(inputs: SplitInputs, scores: np.ndarray) -> np.ndarray:
@@ -111,9 +112,14 @@ def _interval(triple: tuple[float, float, float]) -> dict[str, float]:
 def encoder_report(
     dataset: str, preset: Preset, encoder_dir: Path, out: Path | None = None
 ) -> dict[str, Any]:
-    """Every diagnostic of the module docstring, on dev and test; PNGs into ``out`` if given."""
+    """Every diagnostic of the module docstring, on dev and test; PNGs into ``out`` if given.
+    The controls (``maw_random``, NON-MAW seeds) are trained here on first use, in their own
+    cached encoder directory (``maw_gym.encoder.train.control_models``)."""
     encoder = TrainedEncoder.load(encoder_dir)
-    train_tables = get_tables(dataset, "train", preset, encoder_dir)
+    models = control_models(preset.encoder, preset.inputs, preset.controls)
+    controls = TrainedEncoder.load(train_encoder(dataset, preset.inputs, preset.encoder, models))
+    seed_models = [encoder.models["nonmaw_0"], *(controls.models[n] for n in controls.nonmaw_names)]
+    train_tables = get_tables(dataset, "train", preset.inputs, encoder_dir)
     probe = train_probe(train_tables)
     report: dict[str, Any] = {
         "dataset": dataset,
@@ -128,8 +134,8 @@ def encoder_report(
     }
     best_fixed = None
     for split in ("dev", "test"):
-        tables = get_tables(dataset, split, preset, encoder_dir)
-        inputs = split_inputs(dataset, split, preset)
+        tables = get_tables(dataset, split, preset.inputs, encoder_dir)
+        inputs = split_inputs(dataset, split, preset.inputs)
         per_depth = tables.alignment  # (N, D)
         depth_means = per_depth.mean(0)
         if best_fixed is None:  # chosen on dev, applied to both splits
@@ -138,16 +144,11 @@ def encoder_report(
         router = per_depth[rows, tables.joint_router_logits.argmax(1)]
         probe_ndcg = per_depth[rows, probe_actions(probe, tables)]
         seeds = np.stack(
-            [
-                score_split(encoder.models[name], inputs).depth_scores()[:, 0]
-                for name in encoder.nonmaw_names
-            ],
-            axis=1,
+            [score_split(model, inputs).depth_scores()[:, 0] for model in seed_models], axis=1
         )  # (N, K, C)
         seed_ndcg = _split_ndcg(inputs, seeds)  # (N, K)
-        random_ndcg = _split_ndcg(
-            inputs, score_split(encoder.models["maw_random"], inputs).depth_scores()
-        )
+        random_scores = score_split(controls.models["maw_random"], inputs).depth_scores()
+        random_ndcg = _split_ndcg(inputs, random_scores)
         fixed = per_depth[:, best_fixed]
         report[split] = {
             "queries": tables.num_queries,
@@ -168,10 +169,7 @@ def encoder_report(
             "random_depth_training": {
                 "depths": random_ndcg.mean(0).tolist(),
                 "headroom": float(random_ndcg.max(1).mean() - random_ndcg.mean(0).max()),
-                "spearman": depth_spearman(
-                    score_split(encoder.models["maw_random"], inputs).depth_scores(),
-                    inputs.candidate_mask,
-                ),
+                "spearman": depth_spearman(random_scores, inputs.candidate_mask),
             },
             "router_minus_best_fixed": _interval(paired_difference(router, fixed)),
             "probe": float(probe_ndcg.mean()),

@@ -1,7 +1,7 @@
 """``docs/depth-study.md`` and its PNG, generated from the depth study's JSON files only.
 
 Nothing here is typed by hand: every figure comes from ``maw-gym encoder study`` output
-(``maw_gym.encoder.study``), and the page names the commands that produced it.
+(``maw_gym_leaderboard.study.study``), and the page names the commands that produced it.
 """
 
 from __future__ import annotations
@@ -151,17 +151,33 @@ def choice_lines(studies: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def flat_preset(preset: dict[str, Any]) -> dict[str, Any]:
+    """A preset's fields as one flat dict, from ``Preset.to_dict()`` (stage -> fields) or from
+    a study recorded before the stage specs (already flat)."""
+    flat: dict[str, Any] = {}
+    for key, value in preset.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat
+
+
 def preset_changes(preset: dict[str, Any]) -> dict[str, Any]:
     """Where a study's preset differs from today's preset of that name, variant levers aside
     (a field missing from the study's JSON predates it: its default)."""
     from dataclasses import MISSING, fields
 
-    from maw_gym.encoder.study import NO_LEVERS  # each variant sets these itself
-    from maw_gym.presets import Preset, get_preset
+    from maw_gym.presets import get_preset
+    from maw_gym.specs import STAGE_SPECS
+    from maw_gym_leaderboard.study.study import NO_LEVERS  # each variant sets these itself
 
-    named = get_preset(preset["name"]).to_dict()
-    defaults = {f.name: f.default for f in fields(Preset) if f.default is not MISSING}
-    studied = {k: preset.get(k, defaults.get(k, v)) for k, v in named.items()}
+    named = flat_preset(get_preset(preset["name"]).to_dict())
+    defaults = {
+        f.name: f.default
+        for spec in STAGE_SPECS.values()
+        for f in fields(spec)
+        if f.default is not MISSING
+    }
+    recorded = flat_preset(preset)
+    studied = {k: recorded.get(k, defaults.get(k, v)) for k, v in named.items()}
     return {k: v for k, v in studied.items() if named[k] != v and k not in NO_LEVERS}
 
 

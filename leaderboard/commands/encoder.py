@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 from maw_gym.cache import write_json
-from maw_gym.command import output_dir
-from maw_gym.device import add_device_argument
-from maw_gym.presets import add_preset_arguments, preset_from_args
+from maw_gym_leaderboard.command import (
+    add_device_argument,
+    add_preset_arguments,
+    output_dir,
+    preset_from_args,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for command in (train, report, study):
         command.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")
         add_preset_arguments(command, default="smoke")
-        command.add_argument("--seed", type=int, default=0, help="training seed")
+        command.add_argument(
+            "--seed", type=int, default=None, help="training seed (same as --set seed=N)"
+        )
     add_device_argument(train)
     train.add_argument(
         "--out",
@@ -43,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     study.add_argument(
         "--variants",
         default=None,
-        help="comma-separated variants of maw_gym.encoder.study.VARIANTS (default: all)",
+        help="comma-separated variants of maw_gym_leaderboard.study.study.VARIANTS (default: all)",
     )
     study.add_argument("--out", type=Path, required=True, help="the study's JSON file")
     study.add_argument(
@@ -59,7 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.encoder_command == "study-render":
-        from maw_gym.encoder.study_report import render
+        from maw_gym_leaderboard.study.render import render
 
         studies = []
         for path in args.studies:
@@ -71,15 +76,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.encoder_command == "study":
         return _study(args)
-    from maw_gym.encoder.table_builder import resolve_encoder
+    from maw_gym.build import resolve_encoder
 
-    preset = preset_from_args(args)
+    preset = _preset(args)
     started = time.perf_counter()
     if args.encoder_command == "train":
+        from maw_gym.device import resolve_device
         from maw_gym.encoder.train import train_encoder
 
+        device = resolve_device(args.device).type
         directory = train_encoder(
-            args.dataset, preset, out=args.out, seed=args.seed, device=args.device
+            args.dataset, preset.inputs, preset.encoder, out=args.out, device=device
         )
         config = json.loads((directory / "config.json").read_text())
         print(
@@ -92,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
                 f"after {metrics['epochs']} epochs"
             )
         return 0
-    from maw_gym.encoder.report import encoder_report
+    from maw_gym_leaderboard.study.report import encoder_report
 
-    directory = resolve_encoder(args.dataset, preset, args.encoder, seed=args.seed)
+    directory = resolve_encoder(args.dataset, preset, args.encoder)
     report = encoder_report(args.dataset, preset, directory, out=args.out)
     report["report_seconds"] = time.perf_counter() - started
     if args.out is not None:
@@ -113,8 +120,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preset(args: argparse.Namespace):
+    """The preset of ``--preset``/``--set``, with ``--seed`` as the encoder spec's seed."""
+    preset = preset_from_args(args)
+    return preset if args.seed is None else preset.with_overrides(seed=args.seed)
+
+
 def _study(args: argparse.Namespace) -> int:
-    from maw_gym.encoder.study import VARIANTS, run_study
+    from maw_gym_leaderboard.study.study import VARIANTS, run_study
 
     names = list(VARIANTS) if args.variants is None else args.variants.split(",")
     unknown = [name for name in names if name not in VARIANTS]
@@ -134,7 +147,7 @@ def _study(args: argparse.Namespace) -> int:
         if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
             raise ValueError(f"--worker {args.worker!r}: expected I/W with 0 <= I < W")
         worker = (int(index), int(count))
-    study = run_study(args.dataset, preset_from_args(args), variants, args.out, command, worker)
+    study = run_study(args.dataset, _preset(args), variants, args.out, command, worker)
     if worker is not None:
         print(f"worker {args.worker}: models trained and cached")
         return 0

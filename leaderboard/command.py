@@ -1,15 +1,16 @@
 """How every command-line entry point runs: bad input and interruptions as one line, no traceback.
 
-``maw-gym`` (``maw_gym_leaderboard.cli``) and ``python -m maw_gym_agents.rllib`` both run their
-work through :func:`run_command`, so they report alike:
+Every ``maw-gym`` subcommand (``maw_gym_leaderboard.cli``) runs its work through
+:func:`run_command`, so they all report alike:
 
 - bad input (``ValueError``, ``FileNotFoundError``: datasets, ids, options, corrupt files) is the
   user's to fix: ``<prog>: error: <message>``, exit 2;
 - Ctrl-C (SIGINT) and SIGTERM unwind the stack, so every ``finally`` runs (a private Ray is shut
   down, issue 10), then print one line and exit 130 / 143 (128 + the signal's number).
 
-Its argparse types (:func:`positive_int`, :func:`env_id`, :func:`output_dir`) refuse bad values
-while the arguments are parsed, before any work: argparse prints one line and exits 2.
+Its argparse types (:func:`positive_int`, :func:`env_id`, :func:`output_dir`,
+:func:`ray_address`) refuse bad values while the arguments are parsed, before any work:
+argparse prints one line and exits 2.
 """
 
 from __future__ import annotations
@@ -18,32 +19,12 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C's ``KeyboardInterrupt`` so that the same clean-up runs."""
-
-
-def raise_terminated(signum: int, frame: FrameType | None) -> None:
-    """The SIGTERM handler :func:`run_command` installs (Ray's own only calls ``sys.exit``)."""
-    raise Terminated
-
-
-@contextmanager
-def keeping_sigterm_handler() -> Iterator[None]:
-    """Put the caller's SIGTERM handler back after the block: ``ray.init`` replaces it with one
-    that only exits, and :func:`run_command`'s raises, so that ``finally`` blocks (the private
-    Ray's shutdown among them) run first."""
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        yield
-    finally:
-        if callable(handler):
-            signal.signal(signal.SIGTERM, handler)
+from maw_gym.device import DEVICE_CHOICES
+from maw_gym.presets import PRESETS, Preset, resolve_preset
+from maw_gym.signals import Terminated, raise_terminated
 
 
 def run_command(prog: str, work: Callable[[], int], resumable: bool) -> int:
@@ -104,3 +85,48 @@ def output_dir(text: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{path}: {existing} is not writable")
     return path
+
+
+def ray_address(value: str) -> str:
+    """``--ray-address``: ``local``, ``auto`` or ``HOST:PORT``, checked before any work starts."""
+    host, _, port = value.rpartition(":")
+    if value in ("local", "auto") or (host and port.isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: expected local, auto or HOST:PORT")
+
+
+def add_preset_arguments(
+    parser: argparse.ArgumentParser, default: str | None, default_help: str | None = None
+) -> None:
+    """``--preset NAME`` and repeatable ``--set KEY=VALUE``: the one preset argument of every
+    command (an unknown name is refused by :func:`preset_from_args`, naming the valid ones).
+    ``default=None`` lets a command fill the name in later (``default_help`` says how)."""
+    parser.add_argument(
+        "--preset",
+        default=default,
+        help=f"{', '.join(PRESETS)} (default: {default_help or default})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one field of a stage spec, e.g. --set candidates=16 (repeatable; enters "
+        "the cache keys of that stage and the ones after it, and the run's config)",
+    )
+
+
+def preset_from_args(args: argparse.Namespace) -> Preset:
+    """The preset named by ``--preset`` with its ``--set`` overrides applied."""
+    return resolve_preset(args.preset, args.overrides)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """The shared ``--device`` option (resolved later with ``maw_gym.device.resolve_device``)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICE_CHOICES,
+        help="where torch computes: auto (CUDA when available), cpu or cuda",
+    )

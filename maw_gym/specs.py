@@ -1,0 +1,177 @@
+"""One frozen spec per pipeline stage: what each stage is a function of, and nothing more.
+
+The stages run in this order, each reading only the ones before it (DESIGN.md):
+
+====================  =================================  ==========================================
+stage                 spec                               its cache key hashes
+====================  =================================  ==========================================
+data sampling         :class:`DataSpec`                  the dataset's files and the sampled ids
+BM25 candidates       :class:`CandidatesSpec`            the split's key and ``k``
+base-encoder states   :class:`StatesSpec`                the pairs, the base model, ``max_length``
+MAW encoder           :class:`EncoderSpec`               its spec and the train/dev inputs' keys
+tables                (none of its own)                  the encoder's content hash, the split's
+                                                         inputs key and ``TABLES_VERSION``
+agents                :class:`AgentSpec`                 (no cache: the leaderboard's run folder)
+====================  =================================  ==========================================
+
+So ``--set agent_steps=40000`` retrains nothing, while ``--set depth=4`` retrains the encoder and
+rebuilds the tables (issue 21: one ``Preset`` hashed whole into every key used to rebuild 18
+minutes of work for a change the encoder never sees). A preset (:mod:`maw_gym.presets`) is a
+named bundle of these specs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Literal, get_args
+
+#: The splits every dataset must have, in pipeline order (the one definition of their names).
+SplitName = Literal["train", "dev", "test"]
+SPLITS: tuple[SplitName, ...] = get_args(SplitName)
+
+#: How the MAW encoder makes depths experts (``maw_gym.encoder.reranker.TrainConfig``).
+Specialisation = Literal["router", "random", "sinkhorn"]
+SPECIALISATIONS: tuple[str, ...] = get_args(Specialisation)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which queries of a dataset the pipeline uses (sampled with a fixed seed)."""
+
+    train_queries: int | None
+    """Train queries sampled; None = all."""
+    dev_queries: int | None
+    """Dev queries sampled; None = all."""
+    test_queries: int | None
+    """Test queries sampled; None = all."""
+    router_fraction: float = 0.25
+    """Share of the sampled train queries held out from the encoder: the router-train split
+    whose tables the routers learn from (``maw_gym.pipeline.router_queries``)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.router_fraction < 1.0:
+            raise ValueError(f"router_fraction must be in (0, 1), got {self.router_fraction}")
+
+    def queries(self, split: str) -> int | None:
+        """How many queries of ``split`` are sampled (None = all)."""
+        counts = {"train": self.train_queries, "dev": self.dev_queries, "test": self.test_queries}
+        if split not in counts:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+        return counts[split]
+
+
+@dataclass(frozen=True)
+class CandidatesSpec:
+    """The first stage: BM25 top-k per query; reranking never sees other documents."""
+
+    candidates: int
+    """BM25 top-k candidates reranked per query."""
+
+
+@dataclass(frozen=True)
+class StatesSpec:
+    """What the frozen base encoder computes for each (query, candidate) pair."""
+
+    max_length: int
+    """Token length of ``[CLS] query [SEP] doc [SEP]`` pairs fed to the base encoder."""
+    semantic: bool = False
+    """Also the base encoder's bi-encoder cosine of query and candidate, a second first-stage
+    feature beside BM25 (``SplitInputs.dense_scores``); the encoder's models then take it as
+    an input (with a weight per depth under ``depth_heads``)."""
+
+
+@dataclass(frozen=True)
+class InputsSpec:
+    """What a split's reranker inputs (``maw_gym.pipeline.split_inputs``) are a function of:
+    the first three stages' specs."""
+
+    data: DataSpec
+    candidates: CandidatesSpec
+    states: StatesSpec
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The MAW encoder: its architecture and its training (one frozen encoder per spec)."""
+
+    depth: int
+    """MAW depths D (the action space of DepthSelection)."""
+    heads: int
+    """Attention heads H of the MAW layer."""
+    head_dim: int
+    """Per-head width of the MAW layer."""
+    pool: int
+    """Observation: each (depth, head) attention map is average-pooled to pool x pool."""
+    epochs: int
+    """Maximum encoder training epochs (early stopping on dev NDCG@10)."""
+    layers: int = 1
+    """MAW layers in the stack behind MAW/LayerwiseDepth (1 = no layerwise tables)."""
+    depth_heads: bool = False
+    """MAW depths with their own score heads and first-stage weights (``MAWReranker``)."""
+    temperature_spread: float = 0.0
+    """Per-depth attention temperature prior, in octaves from the sharpest to the most diffuse
+    depth (``MAWAttention``)."""
+    locality: float = 0.0
+    """Per-depth ALiBi-style locality prior: the slope of the most local depth, in logits per
+    token of distance (``MAWAttention``)."""
+    specialisation: Specialisation = "router"
+    """How the MAW encoder makes depths experts (``TrainConfig.specialisation``)."""
+    diversity_weight: float = 0.0
+    """Weight of the depth-diversity term in encoder training (``TrainConfig``)."""
+    seed: int = 0
+    """Seed of every model's initialisation and training."""
+
+    def __post_init__(self) -> None:
+        if self.specialisation not in SPECIALISATIONS:
+            raise ValueError(
+                f"specialisation={self.specialisation!r}: choose one of {SPECIALISATIONS}"
+            )
+        if min(self.temperature_spread, self.locality, self.diversity_weight) < 0:
+            raise ValueError("temperature_spread, locality and diversity_weight must be >= 0")
+
+
+@dataclass(frozen=True)
+class ControlSpec:
+    """The research controls beside the encoder (``maw-gym encoder report`` and the study);
+    the leaderboard never trains them."""
+
+    seed_controls: int
+    """NON-MAW rerankers trained with different seeds for the seed control."""
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """The agents' budget in a leaderboard; no cache key reads it."""
+
+    agent_steps: int
+    """Env steps each RL agent trains for in the leaderboard."""
+    seeds: int
+    """Default number of seeds per learned policy in the leaderboard."""
+
+
+#: The stage specs of a preset, by the attribute name a :class:`maw_gym.presets.Preset` gives
+#: each (every field name is unique across them, so ``--set FIELD=VALUE`` names one stage).
+STAGE_SPECS: dict[str, type] = {
+    "data": DataSpec,
+    "candidates": CandidatesSpec,
+    "states": StatesSpec,
+    "encoder": EncoderSpec,
+    "controls": ControlSpec,
+    "agents": AgentSpec,
+}
+
+
+def field_owners() -> dict[str, str]:
+    """Field name -> the preset attribute of the spec that owns it."""
+    owners: dict[str, str] = {}
+    for attribute, spec in STAGE_SPECS.items():
+        for field in fields(spec):
+            if field.name in owners:
+                raise AssertionError(f"field {field.name!r} in two stage specs")
+            owners[field.name] = attribute
+    return owners
+
+
+def spec_dict(spec: Any) -> dict[str, Any]:
+    """A spec's fields as a dict (for cache keys and run records)."""
+    return {field.name: getattr(spec, field.name) for field in fields(spec)}
