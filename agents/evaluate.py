@@ -6,7 +6,7 @@ with pinned query indices (one sub-env per query). The normalised score is
 the uniform random policy (every joint action enumerated through the env) when the action space
 is small enough, else a seeded Monte-Carlo estimate (``random_exact`` says which); the oracle is
 each query's best return over every joint action where they can be enumerated, else the env's
-per-query ``oracle_reward``.
+per-query ``best_depth_reward``.
 
 ``maw-gym evaluate --router DIR --split test`` also reports the retrieval metrics (NDCG@10,
 MRR@10, Hit@1) of the BM25 → MAW rerank with each query's candidates scored under the router's
@@ -43,7 +43,7 @@ class Bounds:
     """True if ``random_mean`` is exact (every joint action enumerated), False if Monte Carlo."""
     oracle: np.ndarray | None
     """(N,) the best return of each query over every joint action, or None when the action
-    space is too large to enumerate (then the env's ``oracle_reward`` is used)."""
+    space is too large to enumerate (then the env's ``best_depth_reward`` is used)."""
 
 
 _BOUNDS: dict[str, Bounds] = {}
@@ -60,7 +60,7 @@ def bounds(env_id: str, tables: Tables, seed: int = 0) -> Bounds:
     """Random and oracle returns of ``tables`` under ``env_id``, cached per tables content.
 
     The oracle enumerates every joint action where it can, so that on ``PerHeadDepth`` (whose
-    env ``oracle_reward`` is the best *shared* depth) the per-query oracle is the true maximum
+    env ``best_depth_reward`` is the best *shared* depth) the per-query oracle is the true maximum
     and no router scores above 1.
     """
     key = _tables_key(env_id, tables)
@@ -104,7 +104,7 @@ class Evaluation:
     returns: np.ndarray
     """(N,) each query's return."""
     oracle: np.ndarray
-    """(N,) each query's best return (enumerated, else the env's ``oracle_reward``)."""
+    """(N,) each query's best return (enumerated, else the env's ``best_depth_reward``)."""
     random_mean: float
     """Expected return of the uniform random policy (the normalised score's zero)."""
     random_exact: bool
@@ -187,11 +187,11 @@ def evaluate_router(router: Router, env_id: str, tables: Tables) -> Evaluation:
     limits = bounds(env_id, tables)
     if limits.oracle is not None:
         oracle = limits.oracle
-    elif "oracle_reward" in episodes.final_info:
-        oracle = episodes.final_info["oracle_reward"].astype(np.float64)
+    elif "best_depth_reward" in episodes.final_info:
+        oracle = episodes.final_info["best_depth_reward"].astype(np.float64)
     else:
         raise KeyError(
-            f"{env_id}: too many joint actions to enumerate and no 'oracle_reward' in "
+            f"{env_id}: too many joint actions to enumerate and no 'best_depth_reward' in "
             "the env's final info"
         )
     actions = np.stack(episodes.actions, axis=1)  # (N, T, ...)

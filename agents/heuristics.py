@@ -255,13 +255,13 @@ def oracle_router(env_id: str, tables: Tables) -> LookupRouter:
     """The per-query best joint action, found exhaustively (:func:`enumerate_returns`).
 
     On ``SoftDepthMixture`` it is the best one-hot mixture (the best hard depth), a lower bound
-    of the true mixture oracle, as is the env's ``oracle_reward``; on ``PerHeadDepth`` with more
+    of the true mixture oracle, as is the env's ``best_depth_reward``; on ``PerHeadDepth`` with more
     than ``MAX_JOINT_ACTIONS`` head assignments, the best depth shared by every head.
     """
     spec = env_layout(env_id, tables).spec
     too_large = spec.kind == "multi_discrete" and spec.choices**spec.slots > MAX_JOINT_ACTIONS
     if spec.kind == "simplex" or too_large:
-        joint = enumerate_returns("MAW/DepthSelection-v2", tables)
+        joint = enumerate_returns("MAW/DepthSelection-v3", tables)
         best = joint.actions[joint.returns.argmax(axis=1), 0]
         if too_large:  # D**H head assignments: the best shared depth, the env's own oracle
             plans = np.repeat(best[:, None, None], spec.slots, axis=2)

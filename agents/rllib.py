@@ -5,7 +5,7 @@ says how a worker builds it, never with table arrays inline:
 
 | key                  | meaning                                                              |
 |----------------------|----------------------------------------------------------------------|
-| ``env_id``           | the Gymnasium id, e.g. ``MAW/DepthSelection-v2``                     |
+| ``env_id``           | the Gymnasium id, e.g. ``MAW/DepthSelection-v3``                     |
 | ``env_kwargs``       | passed to ``gym.make``: ``dataset``/``split``/``preset`` build tables |
 | ``tables_ref``       | optional ``ray.put(tables)`` ref: tables the driver already holds    |
 | ``synthetic``        | optional kwargs of ``Tables.synthetic`` (tests, smoke runs)          |
@@ -17,7 +17,7 @@ them or build the env fails a preflight task before the algorithm is built: with
 ``restart_failed_env_runners`` (on, for fault tolerance during training) a broken env runner
 would otherwise be restarted forever and surface as an unrelated ``IndexError`` (issue 5).
 
-CLI: ``python -m maw_gym_agents.rllib --env MAW/DepthSelection-v2 --synthetic --iterations 2
+CLI: ``python -m maw_gym_agents.rllib --env MAW/DepthSelection-v3 --synthetic --iterations 2
 --out runs/rllib`` locally, the same with ``--address auto`` on a cluster (docs/cluster.md).
 """
 

@@ -17,7 +17,7 @@ Labels (both use qrels, so they exist only on the training split; the router nev
   R < 10 → depth 15, otherwise depth 25, on the write-up's 32-depth scale, mapped to D depths
   as ``min(D − 1, round(d · D / 32))``.
 - ``oracle``: the depth with the highest env reward for that query (exhaustively evaluated in
-  ``MAW/DepthSelection-v2`` with the same env kwargs).
+  ``MAW/DepthSelection-v3`` with the same env kwargs).
 
 It learns from the tables (not RL), but acts on env observations like every router; on
 ``PerHeadDepth`` every head gets the chosen depth, on ``SoftDepthMixture`` the weights are
@@ -67,7 +67,7 @@ def rule_labels(tables: Tables) -> np.ndarray:
 
 def oracle_labels(tables: Tables) -> np.ndarray:
     """(N,) the depth with the highest DepthSelection reward per query (first on ties)."""
-    joint = enumerate_returns("MAW/DepthSelection-v2", tables)
+    joint = enumerate_returns("MAW/DepthSelection-v3", tables)
     return joint.actions[joint.returns.argmax(axis=1), 0]
 
 

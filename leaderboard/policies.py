@@ -41,7 +41,7 @@ NDCG_ORACLE = "oracle-ndcg"
 #: without CIs. ``oracle`` maximises the env reward per query, ``oracle-ndcg`` NDCG@10.
 BOUNDS = ("oracle", NDCG_ORACLE)
 ALL_POLICIES = (*RERANKERS, *HEURISTICS, *EXTRA, *LEARNED, NDCG_ORACLE)
-MIXTURE_ENV = "MAW/SoftDepthMixture-v2"
+MIXTURE_ENV = "MAW/SoftDepthMixture-v3"
 RESULT_FILE = "result.json"
 #: A run's command, wall-clock time and whether it resumed (``scripts/readme_tables.py``).
 RUN_FILE = "run.json"

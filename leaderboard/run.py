@@ -57,7 +57,7 @@ OUTPUTS = (
     "suite.json",
     *PLOT_FILES.values(),
 )
-DEFAULT_ENV = "MAW/DepthSelection-v2"
+DEFAULT_ENV = "MAW/DepthSelection-v3"
 
 logger = logging.getLogger(__name__)
 

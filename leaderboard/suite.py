@@ -36,11 +36,11 @@ from maw_gym_leaderboard.run import (
 REFERENCE = "best-fixed"
 #: The hard, retrieval-only, per-head, mixture and layerwise envs.
 TASK_ENVS = (
-    "MAW/DepthSelection-v2",
-    "MAW/DepthSelectionRetrieval-v2",
-    "MAW/PerHeadDepth-v2",
-    "MAW/SoftDepthMixture-v2",
-    "MAW/LayerwiseDepth-v2",
+    "MAW/DepthSelection-v3",
+    "MAW/DepthSelectionRetrieval-v3",
+    "MAW/PerHeadDepth-v3",
+    "MAW/SoftDepthMixture-v3",
+    "MAW/LayerwiseDepth-v3",
 )
 
 

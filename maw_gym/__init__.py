@@ -25,31 +25,31 @@ def _register(id: str, **spec: Any) -> None:
 
 
 _register(
-    id="MAW/DepthSelection-v2",
+    id="MAW/DepthSelection-v3",
     entry_point="maw_gym.envs.depth_selection:DepthSelectionEnv",
     vector_entry_point="maw_gym.envs.vector:DepthSelectionVectorEnv",
     kwargs={"reward_weights": "default"},
 )
 _register(
-    id="MAW/DepthSelectionRetrieval-v2",
+    id="MAW/DepthSelectionRetrieval-v3",
     entry_point="maw_gym.envs.depth_selection:DepthSelectionEnv",
     vector_entry_point="maw_gym.envs.vector:DepthSelectionVectorEnv",
     kwargs={"reward_weights": "retrieval"},
 )
 _register(
-    id="MAW/SoftDepthMixture-v2",
+    id="MAW/SoftDepthMixture-v3",
     entry_point="maw_gym.envs.soft_mixture:SoftDepthMixtureEnv",
     vector_entry_point="maw_gym.envs.vector:SoftDepthMixtureVectorEnv",
     kwargs={"reward_weights": "default"},
 )
 _register(
-    id="MAW/PerHeadDepth-v2",
+    id="MAW/PerHeadDepth-v3",
     entry_point="maw_gym.envs.per_head:PerHeadDepthEnv",
     vector_entry_point="maw_gym.envs.vector:PerHeadDepthVectorEnv",
     kwargs={"reward_weights": "default"},
 )
 _register(
-    id="MAW/LayerwiseDepth-v2",
+    id="MAW/LayerwiseDepth-v3",
     entry_point="maw_gym.envs.layerwise:LayerwiseDepthEnv",
     vector_entry_point="maw_gym.envs.vector:LayerwiseDepthVectorEnv",
     kwargs={"reward_weights": "default"},

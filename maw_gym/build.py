@@ -30,6 +30,7 @@ from maw_gym.cache import cache_dir, locked, read_json, slug, stable_hash
 from maw_gym.device import resolve_device
 from maw_gym.encoder.shards import ShardJob, run_shards
 from maw_gym.encoder.train import encoder_key, read_verified, table_models, train_encoder
+from maw_gym.official import OfficialBenchmark, official_benchmark, official_tables
 from maw_gym.pipeline import (
     SHARD_QUERIES,
     inputs_key,
@@ -54,15 +55,34 @@ def _preset(preset: str | Preset) -> Preset:
 def ensure_tables(
     dataset: str = "nave-kjv",
     split: str = "train",
-    preset: str | Preset = "smoke",
+    preset: str | Preset = "quick",
     encoder: Path | str | None = None,
     device: str = "auto",
     ray_address: str | None = None,
+    rebuild: bool = False,
 ) -> Tables:
-    """Build what is missing, in order, and return ``split``'s tables (see the module doc)."""
+    """Build what is missing, in order, and return ``split``'s tables (see the module doc).
+
+    An official benchmark (:mod:`maw_gym.official`: a dataset and preset, without overrides or
+    another encoder) is loaded from the tables shipped with the package instead, unless
+    ``rebuild``."""
     preset = _preset(preset)
+    official = shipped(dataset, preset, encoder)
+    if official is not None and not rebuild:
+        return official_tables(official, split)
     encoder_dir = resolve_encoder(dataset, preset, encoder, device=device)
     return get_tables(dataset, split, preset.inputs, encoder_dir, device, ray_address)
+
+
+def shipped(
+    dataset: str, preset: Preset, encoder: Path | str | None = None
+) -> OfficialBenchmark | None:
+    """The official benchmark these arguments name: an embedded dataset and a named preset
+    exactly as shipped, with the preset's own encoder."""
+    official = official_benchmark(dataset, preset.name)
+    if official is None or encoder is not None or preset != get_preset(preset.name):
+        return None
+    return official
 
 
 def resolve_encoder(
@@ -236,3 +256,23 @@ def build_tables(
         tables = tables.subset(np.flatnonzero(held))
         tables.meta = {**meta, "router_queries": tables.num_queries}
     return tables
+
+
+def export_benchmark(
+    dataset: str, preset: Preset, encoder: Path | None, out: Path
+) -> dict[str, object]:
+    """Write every split's tables (built or loaded: :func:`maw_gym.build.ensure_tables`) and
+    their provenance to the artifact ``out``; returns its manifest."""
+    from maw_gym.artifacts import export_artifact, maw_gym_version
+
+    encoder_dir = resolve_encoder(dataset, preset, encoder)
+    splits = {split: get_tables(dataset, split, preset.inputs, encoder_dir) for split in SPLITS}
+    encoder_config = read_json(encoder_dir / "config.json")
+    info = {
+        "maw_gym_version": maw_gym_version(),
+        "dataset": str(splits["train"].meta.get("dataset", dataset)),
+        "dataset_hash": stable_hash(*(t.meta.get("fingerprint") for t in splits.values())),
+        "preset": preset.to_dict(),
+        "encoder": {"hash": encoder_config["content_hash"], "config": encoder_config},
+    }
+    return export_artifact(splits, info, out)

@@ -148,10 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     env_ids = args.env_ids or [
-        "MAW/DepthSelection-v2",
-        "MAW/SoftDepthMixture-v2",
-        "MAW/PerHeadDepth-v2",
-        "MAW/LayerwiseDepth-v2",
+        "MAW/DepthSelection-v3",
+        "MAW/SoftDepthMixture-v3",
+        "MAW/PerHeadDepth-v3",
+        "MAW/LayerwiseDepth-v3",
     ]
     report: dict[str, object] = {"preset": args.preset, "envs": {}}
     for env_id in env_ids:

@@ -2,7 +2,7 @@
 loaded into each process (the format before issue 9) vs memory-mapped ``.npy`` (today's).
 
 Synthetic tables of ``--queries`` queries in the quick preset's shapes are written both ways.
-For each format, ``--procs`` processes each open them, make ``MAW/DepthSelection-v2`` over
+For each format, ``--procs`` processes each open them, make ``MAW/DepthSelection-v3`` over
 them and take ``--steps`` random steps; then, while all are alive, each reports its peak RSS
 (VmHWM) and its PSS (every page counted once per node: shared pages are divided among the
 processes that map them). The sum of PSS is what the node spends; RSS counts a shared page in
@@ -51,7 +51,7 @@ def _env_process(fmt: str, path: Path, steps: int, barrier, results) -> None:
 
     import maw_gym  # noqa: F401  (registers the ids)
 
-    env = gym.make("MAW/DepthSelection-v2", tables=_open(fmt, path))
+    env = gym.make("MAW/DepthSelection-v3", tables=_open(fmt, path))
     env.reset(seed=0)
     env.action_space.seed(0)
     for _ in range(steps):

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated names from maw_gym_agents.train.AGENTS; the first is the "
         "reference of the ratios",
     )
-    parser.add_argument("--env", default="MAW/DepthSelection-v2")
+    parser.add_argument("--env", default="MAW/DepthSelection-v3")
     parser.add_argument("--dataset", default="nave-kjv")
     parser.add_argument("--preset", default="smoke")
     parser.add_argument(

@@ -34,7 +34,7 @@ ROLE = re.compile(r":(?:class|func|meth|mod|data|attr):`~?([^`]+)`")
 
 
 def page_name(env_id: str) -> str:
-    """``MAW/DepthSelection-v2`` -> ``DepthSelection-v2``."""
+    """``MAW/DepthSelection-v3`` -> ``DepthSelection-v3``."""
     return env_id.split("/", 1)[1]
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import maw_gym  # noqa: F401  (registers the envs)
 from maw_gym.artifacts import (
-    MANIFEST,
+    ARTIFACT_MANIFEST,
     export_artifact,
     install_artifact,
     read_artifact,
@@ -22,7 +22,7 @@ from maw_gym.artifacts import (
 from maw_gym.tables import Tables
 from maw_gym_leaderboard.cli import main
 
-ENV = "MAW/DepthSelection-v2"
+ENV = "MAW/DepthSelection-v3"
 
 
 @pytest.fixture
@@ -121,7 +121,7 @@ def test_consistently_rehashed_tampering_is_caught_by_the_fingerprint(artifact, 
     _rewrite(artifact, first, forge)
 
     def fix_manifest(name: str, data: bytes):
-        if name == MANIFEST:
+        if name == ARTIFACT_MANIFEST:
             manifest = json.loads(data)
             manifest["splits"]["test"]["fields"]["score_base"]["sha256"] = changed["sha"]
             data = json.dumps(manifest).encode()
@@ -135,7 +135,11 @@ def test_consistently_rehashed_tampering_is_caught_by_the_fingerprint(artifact, 
 
 def test_path_traversal_member_is_refused_and_nothing_written(artifact, tmp_path) -> None:
     def add_escape(name: str, data: bytes):
-        return [(name, data), ("../escaped.npy", data)] if name == MANIFEST else [(name, data)]
+        return (
+            [(name, data), ("../escaped.npy", data)]
+            if name == ARTIFACT_MANIFEST
+            else [(name, data)]
+        )
 
     evil = tmp_path / "sub" / "evil.tar"
     evil.parent.mkdir()
@@ -174,7 +178,7 @@ def test_crafted_pickle_payload_is_refused_without_running(
     def inject(name: str, original: bytes):
         if name == "test/score_base.npy":
             return [(name, data)]
-        if name == MANIFEST:
+        if name == ARTIFACT_MANIFEST:
             manifest = json.loads(original)
             field = manifest["splits"]["test"]["fields"]["score_base"]
             field.update(sha256=hashlib.sha256(data).hexdigest(), dtype=declared)

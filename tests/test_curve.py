@@ -12,7 +12,7 @@ from maw_gym_agents.evaluate import evaluate_router
 from maw_gym_agents.heuristics import heuristic_routers
 from maw_gym_agents.train import train_agent
 
-ENV = "MAW/DepthSelection-v2"
+ENV = "MAW/DepthSelection-v3"
 
 
 @pytest.fixture(scope="module")

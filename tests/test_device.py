@@ -7,7 +7,8 @@ import argparse
 import pytest
 import torch
 
-from maw_gym.device import add_device_argument, half_autocast, resolve_device
+from maw_gym.device import half_autocast, resolve_device
+from maw_gym_leaderboard.command import add_device_argument
 
 CUDA = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
@@ -77,7 +78,7 @@ def test_cuda_results_match_cpu_within_float_tolerance() -> None:
     tables = Tables.synthetic(num_queries=64, best_depth=1)
     logits = {
         device: train(
-            "MAW/DepthSelection-v2",
+            "MAW/DepthSelection-v3",
             tables,
             SupervisedConfig(epochs=5, device=device),
             progress=False,

@@ -27,11 +27,11 @@ from maw_gym.envs.vector import MAWVectorEnv
 from maw_gym.tables import Tables
 
 IDS = [
-    "MAW/DepthSelection-v2",
-    "MAW/DepthSelectionRetrieval-v2",
-    "MAW/SoftDepthMixture-v2",
-    "MAW/PerHeadDepth-v2",
-    "MAW/LayerwiseDepth-v2",
+    "MAW/DepthSelection-v3",
+    "MAW/DepthSelectionRetrieval-v3",
+    "MAW/SoftDepthMixture-v3",
+    "MAW/PerHeadDepth-v3",
+    "MAW/LayerwiseDepth-v3",
 ]
 ENV_MODULES = ["depth_selection", "soft_mixture", "per_head", "layerwise"]
 
@@ -87,7 +87,7 @@ def test_registration_is_idempotent_and_maw_gym_import_is_light() -> None:
     code = (
         "import sys, gymnasium as gym\n"
         "from maw_gym.tables import Tables\n"
-        "env = gym.make('maw_gym:MAW/DepthSelection-v2', tables=Tables.synthetic())\n"
+        "env = gym.make('maw_gym:MAW/DepthSelection-v3', tables=Tables.synthetic())\n"
         "env.reset(seed=0)\n"
         "assert 'torch' not in sys.modules, 'import maw_gym pulled torch'\n"
     )
@@ -206,19 +206,19 @@ def test_invalid_actions_raise_and_leave_the_env_usable(env_id: str, tables: Tab
 
 
 def test_bad_reset_options_and_arguments_are_clear_errors(tables: Tables) -> None:
-    env = gym.make("MAW/DepthSelection-v2", tables=tables)
+    env = gym.make("MAW/DepthSelection-v3", tables=tables)
     with pytest.raises(ValueError, match="query_index"):
         env.reset(options={"query_index": tables.num_queries})
     with pytest.raises(ValueError, match="unknown"):
         env.reset(options={"query": 1})
     env.reset(seed=0, options={"query_index": 2})  # still usable
     with pytest.raises(ValueError, match="has_layers"):
-        gym.make("MAW/LayerwiseDepth-v2", tables=Tables.synthetic())
+        gym.make("MAW/LayerwiseDepth-v3", tables=Tables.synthetic())
     with pytest.raises(ValueError, match="depth=5"):
-        gym.make("MAW/DepthSelection-v2", tables=tables, depth=5)
+        gym.make("MAW/DepthSelection-v3", tables=tables, depth=5)
     with pytest.raises(ValueError, match="obs_mode"):
-        gym.make("MAW/DepthSelection-v2", tables=tables, obs_mode="image")
-    small = gym.make("MAW/DepthSelection-v2", tables=tables, max_queries=5)
+        gym.make("MAW/DepthSelection-v3", tables=tables, obs_mode="image")
+    small = gym.make("MAW/DepthSelection-v3", tables=tables, max_queries=5)
     assert small.unwrapped.tables.num_queries == 5
 
 
@@ -232,19 +232,19 @@ def test_tables_default_to_get_tables_and_observations_are_checked(monkeypatch) 
         return Tables.synthetic(num_queries=9)
 
     monkeypatch.setattr(builder, "ensure_tables", fake_get_tables)
-    env = gym.make("MAW/DepthSelection-v2", split="dev", max_queries=4, encoder="enc")
+    env = gym.make("MAW/DepthSelection-v3", split="dev", max_queries=4, encoder="enc")
     assert calls == [("nave-kjv", "dev", "smoke", "enc")]
     assert env.unwrapped.tables.num_queries == 4
 
     rounding = Tables.synthetic()
     rounding.observation[0, 0, 0, 0, 0] = 1 + 1e-7  # float rounding of an average: clipped
-    observation, _ = gym.make("MAW/DepthSelection-v2", tables=rounding).reset(
+    observation, _ = gym.make("MAW/DepthSelection-v3", tables=rounding).reset(
         options={"query_index": 0}
     )
     assert observation.max() <= 1.0
     rounding.observation[0, 0, 0, 0, 0] = 1.5
     with pytest.raises(ValueError, match=r"Tables.observation lies in .*expected \[0, 1\]"):
-        gym.make("MAW/DepthSelection-v2", tables=rounding)
+        gym.make("MAW/DepthSelection-v3", tables=rounding)
 
 
 def test_reward_weights_presets_normalisation_and_validation() -> None:
@@ -306,45 +306,45 @@ def final_step(env_id: str, action, first_action=None) -> tuple[float, dict]:
 
 def test_reward_components_by_hand() -> None:
     second = 1 / math.log2(3)  # NDCG@10 with the one relevant candidate at rank 2
-    reward, info = final_step("MAW/DepthSelection-v2", 0)
+    reward, info = final_step("MAW/DepthSelection-v3", 0)
     assert (info["entropy"], info["focus"], info["alignment"]) == pytest.approx((0.3, 0.8, 1))
     assert reward == pytest.approx(0.3 * 0.3 + 0.3 * 0.8 + 0.4 * 1)
-    reward, info = final_step("MAW/DepthSelection-v2", 1)
+    reward, info = final_step("MAW/DepthSelection-v3", 1)
     assert (info["entropy"], info["focus"], info["alignment"]) == pytest.approx((0.7, 0.2, second))
     assert reward == pytest.approx(0.3 * 0.7 + 0.3 * 0.2 + 0.4 * second)
-    assert info["oracle_reward"] == pytest.approx(0.73)
+    assert info["best_depth_reward"] == pytest.approx(0.73)
     assert info["regret"] == pytest.approx(0.73 - reward)
-    reward, _ = final_step("MAW/DepthSelectionRetrieval-v2", 1)
+    reward, _ = final_step("MAW/DepthSelectionRetrieval-v3", 1)
     assert reward == pytest.approx(second)
 
     # Per head: heads (0, 1) use depths (0, 1): scores [3,0,0] + [0,0,1] rank candidate 0 first.
-    reward, info = final_step("MAW/PerHeadDepth-v2", np.array([0, 1]))
+    reward, info = final_step("MAW/PerHeadDepth-v3", np.array([0, 1]))
     assert (info["entropy"], info["focus"], info["alignment"]) == pytest.approx((0.4, 0.6, 1))
-    reward, info = final_step("MAW/PerHeadDepth-v2", np.array([1, 0]))  # [0,1,2]: rank 3
+    reward, info = final_step("MAW/PerHeadDepth-v3", np.array([1, 0]))  # [0,1,2]: rank 3
     assert (info["entropy"], info["focus"], info["alignment"]) == pytest.approx((0.6, 0.4, 0.5))
     assert reward == pytest.approx(0.3 * 0.6 + 0.3 * 0.4 + 0.4 * 0.5)
 
     # Mixture 1:3 -> w = (.25, .75): scores [.75, .25, 2.25] put candidate 0 second.
-    reward, info = final_step("MAW/SoftDepthMixture-v2", np.array([0.25, 0.75], np.float32))
+    reward, info = final_step("MAW/SoftDepthMixture-v3", np.array([0.25, 0.75], np.float32))
     assert (info["entropy"], info["focus"], info["alignment"]) == pytest.approx(
         (0.25 * 0.3 + 0.75 * 0.7, 0.25 * 0.8 + 0.75 * 0.2, second)
     )
     # All zeros -> uniform: scores [1.5, .5, 1.5], the tie kept in BM25 order (candidate 0 first).
-    reward, info = final_step("MAW/SoftDepthMixture-v2", np.zeros(2, np.float32))
+    reward, info = final_step("MAW/SoftDepthMixture-v3", np.zeros(2, np.float32))
     assert (info["entropy"], info["focus"], info["alignment"]) == pytest.approx((0.5, 0.5, 1))
     assert reward == pytest.approx(0.3 * 0.5 + 0.3 * 0.5 + 0.4)
 
     # Layerwise: (d1=1, d2=0) ranks candidate 0 first; focus mean(1.0, 0.8).
-    env = gym.make("MAW/LayerwiseDepth-v2", tables=tiny_tables())
+    env = gym.make("MAW/LayerwiseDepth-v3", tables=tiny_tables())
     observation, _ = env.reset(seed=0)
     np.testing.assert_allclose(observation, [0.1, 0.2, 0.3, 0.4, 1, 0])
     observation, reward, terminated, _, _ = env.step(1)
     assert (reward, terminated) == (0.0, False)
     np.testing.assert_allclose(observation, [0.5, 0.5, 0.5, 0.5, 0, 1])
-    reward, info = final_step("MAW/LayerwiseDepth-v2", 0, first_action=1)
+    reward, info = final_step("MAW/LayerwiseDepth-v3", 0, first_action=1)
     assert (info["entropy"], info["focus"], info["alignment"]) == pytest.approx((0.5, 0.9, 1))
-    assert reward == pytest.approx(0.3 * 0.5 + 0.3 * 0.9 + 0.4) == info["oracle_reward"]
-    _, info = final_step("MAW/LayerwiseDepth-v2", 1, first_action=0)
+    assert reward == pytest.approx(0.3 * 0.5 + 0.3 * 0.9 + 0.4) == info["best_depth_reward"]
+    _, info = final_step("MAW/LayerwiseDepth-v3", 1, first_action=0)
     assert info["alignment"] == pytest.approx(1 / math.log2(4))
 
 
@@ -358,24 +358,24 @@ def all_final_rewards(env_id: str, tables: Tables, query: int, actions: list) ->
             env.step(step)
         _, reward, _, _, info = env.step(last)
         rewards.append(reward)
-    return rewards, info["oracle_reward"]
+    return rewards, info["best_depth_reward"]
 
 
-def test_oracle_reward_is_the_best_action(tables: Tables) -> None:
+def test_best_depth_reward_is_the_best_action(tables: Tables) -> None:
     depths = range(tables.depth)
     for query in range(tables.num_queries):
-        rewards, oracle = all_final_rewards("MAW/DepthSelection-v2", tables, query, list(depths))
+        rewards, oracle = all_final_rewards("MAW/DepthSelection-v3", tables, query, list(depths))
         assert oracle == max(rewards)
         pairs = [(d1, d2) for d1 in depths for d2 in depths]
-        rewards, oracle = all_final_rewards("MAW/LayerwiseDepth-v2", tables, query, pairs)
+        rewards, oracle = all_final_rewards("MAW/LayerwiseDepth-v3", tables, query, pairs)
         assert oracle == max(rewards)
         # Mixture and per-head: the reference is the best *hard* depth; at one-hot / shared
         # depths they reproduce DepthSelection exactly.
         one_hot = list(np.eye(tables.depth, dtype=np.float32))
-        soft, soft_oracle = all_final_rewards("MAW/SoftDepthMixture-v2", tables, query, one_hot)
+        soft, soft_oracle = all_final_rewards("MAW/SoftDepthMixture-v3", tables, query, one_hot)
         shared = [np.full(tables.heads, d) for d in depths]
-        per_head, head_oracle = all_final_rewards("MAW/PerHeadDepth-v2", tables, query, shared)
-        hard, _ = all_final_rewards("MAW/DepthSelection-v2", tables, query, list(depths))
+        per_head, head_oracle = all_final_rewards("MAW/PerHeadDepth-v3", tables, query, shared)
+        hard, _ = all_final_rewards("MAW/DepthSelection-v3", tables, query, list(depths))
         np.testing.assert_allclose(soft, hard, rtol=1e-12)
         np.testing.assert_allclose(per_head, hard, rtol=1e-6)
         assert soft_oracle == head_oracle == max(hard)
@@ -446,7 +446,7 @@ def test_one_sub_env_draws_the_same_queries_as_the_single_env(env_id: str, table
 
 
 def test_info_layout_matches_sync_vector_env_same_step(tables: Tables) -> None:
-    env_id = "MAW/LayerwiseDepth-v2"
+    env_id = "MAW/LayerwiseDepth-v3"
     sync = SyncVectorEnv(
         [lambda: gym.make(env_id, tables=tables)] * 2, autoreset_mode=AutoresetMode.SAME_STEP
     )
@@ -482,11 +482,11 @@ def test_relevant_mass_alignment_by_hand() -> None:
         return float(weights[0] / weights.sum())
 
     cases = [
-        ("MAW/DepthSelection-v2", 0, None, [3, 1, 0]),
-        ("MAW/DepthSelection-v2", 1, None, [0, 0, 3]),
-        ("MAW/PerHeadDepth-v2", np.array([0, 1]), None, [3, 0, 1]),
-        ("MAW/SoftDepthMixture-v2", np.zeros(2, np.float32), None, [1.5, 0.5, 1.5]),
-        ("MAW/LayerwiseDepth-v2", 0, 1, [2, 0, 1]),
+        ("MAW/DepthSelection-v3", 0, None, [3, 1, 0]),
+        ("MAW/DepthSelection-v3", 1, None, [0, 0, 3]),
+        ("MAW/PerHeadDepth-v3", np.array([0, 1]), None, [3, 0, 1]),
+        ("MAW/SoftDepthMixture-v3", np.zeros(2, np.float32), None, [1.5, 0.5, 1.5]),
+        ("MAW/LayerwiseDepth-v3", 0, 1, [2, 0, 1]),
     ]
     for env_id, action, first, scores in cases:
         env = gym.make(
@@ -499,4 +499,4 @@ def test_relevant_mass_alignment_by_hand() -> None:
         assert info["alignment"] == pytest.approx(mass(scores), abs=1e-6), env_id
         assert reward == pytest.approx(info["alignment"])
     with pytest.raises(ValueError, match=r"alignment=.mrr..*relevant_mass"):
-        gym.make("MAW/DepthSelection-v2", tables=tiny_tables(), alignment="mrr")
+        gym.make("MAW/DepthSelection-v3", tables=tiny_tables(), alignment="mrr")

@@ -47,11 +47,11 @@ def mixture_plans(rng: np.random.Generator) -> np.ndarray:
 
 
 def plans_for(env_id: str, rng: np.random.Generator) -> np.ndarray:
-    if env_id == "MAW/SoftDepthMixture-v2":
+    if env_id == "MAW/SoftDepthMixture-v3":
         return mixture_plans(rng)
-    if env_id == "MAW/PerHeadDepth-v2":
+    if env_id == "MAW/PerHeadDepth-v3":
         return rng.integers(D, size=(N, 1, H))
-    if env_id == "MAW/LayerwiseDepth-v2":
+    if env_id == "MAW/LayerwiseDepth-v3":
         return rng.integers(D, size=(N, 2))
     return rng.integers(D, size=(N, 1))
 
@@ -59,10 +59,10 @@ def plans_for(env_id: str, rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize(
     "env_id",
     [
-        "MAW/DepthSelection-v2",
-        "MAW/PerHeadDepth-v2",
-        "MAW/SoftDepthMixture-v2",
-        "MAW/LayerwiseDepth-v2",
+        "MAW/DepthSelection-v3",
+        "MAW/PerHeadDepth-v3",
+        "MAW/SoftDepthMixture-v3",
+        "MAW/LayerwiseDepth-v3",
     ],
 )
 def test_leaderboard_ndcg_equals_the_env_alignment(env_id: str, tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_leaderboard_ndcg_equals_the_env_alignment(env_id: str, tmp_path: Path) 
 def test_an_all_zero_mixture_is_the_uniform_mixture() -> None:
     """The env reads an all-zero mixture as uniform weights; evaluation must score it so."""
     tables = Tables.synthetic(num_queries=N, depth=D, seed=3)
-    env_id = "MAW/SoftDepthMixture-v2"
+    env_id = "MAW/SoftDepthMixture-v3"
     zero = evaluate_router(PlannedRouter(np.zeros((N, 1, D), np.float32)), env_id, tables)
     uniform = evaluate_router(PlannedRouter(np.full((N, 1, D), 0.25, np.float32)), env_id, tables)
     np.testing.assert_allclose(zero.candidate_scores, uniform.candidate_scores, rtol=1e-6)

@@ -289,11 +289,11 @@ def test_documented_commands_work_with_relative_out(
     from maw_gym_leaderboard.cli import main
 
     monkeypatch.chdir(tmp_path)
-    rllib = ["rllib", "--env", "MAW/DepthSelection-v2", "--synthetic", "--iterations", "1"]
+    rllib = ["rllib", "--env", "MAW/DepthSelection-v3", "--synthetic", "--iterations", "1"]
     assert main([*rllib, "--num-cpus", "1", "--out", "runs/rllib"]) == 0
     assert (tmp_path / "runs/rllib/checkpoints/final").is_dir()
     record = json.loads((tmp_path / "runs/rllib/router/training.json").read_text())
-    assert record["env_id"] == "MAW/DepthSelection-v2" and record["tables"]["observation_shape"]
+    assert record["env_id"] == "MAW/DepthSelection-v3" and record["tables"]["observation_shape"]
     board = ["leaderboard", "--preset", "smoke", "--seeds", "1", "--steps", "64"]
     assert main([*board, "--policies", "rllib-ppo", "--out", "runs/lb"]) == 0
     assert (tmp_path / "runs/lb/runs/rllib-ppo/seed0/checkpoints/final").is_dir()
@@ -343,7 +343,7 @@ def test_a_signal_during_rllib_training_is_one_line_and_leaves_no_ray(
     """Ctrl-C reaches the whole process group (as in a terminal), SIGTERM only maw-gym; either
     way every process of its private Ray is gone and the rerun resumes from a checkpoint."""
     command = [sys.executable, "-m", "maw_gym_leaderboard.cli", "rllib", "--synthetic"]
-    command += ["--env", "MAW/DepthSelection-v2", "--iterations", "100000", "--num-cpus", "1"]
+    command += ["--env", "MAW/DepthSelection-v3", "--iterations", "100000", "--num-cpus", "1"]
     command += ["--out", str(tmp_path / "out")]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
@@ -474,8 +474,8 @@ def test_router_is_refused_on_another_env_or_encoder(
     capsys.readouterr()
     evaluate = ["evaluate", "--router", str(trained_router), "--tables"]
     same = _tables(tmp_path / "test.npz", "enc-A", "data-A", "test", seed=1)
-    assert main([*evaluate, str(same), "--env", "MAW/PerHeadDepth-v2"]) == 2
-    assert "trained on MAW/DepthSelection-v2, not MAW/PerHeadDepth-v2" in capsys.readouterr().err
+    assert main([*evaluate, str(same), "--env", "MAW/PerHeadDepth-v3"]) == 2
+    assert "trained on MAW/DepthSelection-v3, not MAW/PerHeadDepth-v3" in capsys.readouterr().err
     other = _tables(tmp_path / "other.npz", "enc-B", "data-B", "test", seed=1)
     assert main([*evaluate, str(other)]) == 2
     assert "encoder enc-A, these tables have enc-B" in capsys.readouterr().err
@@ -541,7 +541,7 @@ def test_unknown_env_lists_the_maw_ids_before_any_work(
         main(argv)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert f"unknown env id {env!r}" in error and "MAW/DepthSelection-v2" in error
+    assert f"unknown env id {env!r}" in error and "MAW/DepthSelection-v3" in error
     assert "Traceback" not in error
 
 
@@ -582,4 +582,4 @@ def test_reward_weights_must_be_a_weighting() -> None:
     from maw_gym.tables import Tables
 
     with pytest.raises(ValueError, match=r"reward_weights=5: expected a preset name"):
-        gym.make("MAW/DepthSelection-v2", tables=Tables.synthetic(), reward_weights=5)
+        gym.make("MAW/DepthSelection-v3", tables=Tables.synthetic(), reward_weights=5)

@@ -152,10 +152,10 @@ def test_loss_stats_hand_computed() -> None:
     assert stats["advantage_abs_mean"] == pytest.approx(2 / (1 + EPS) / 6, rel=1e-9)
 
 
-ENV = "MAW/DepthSelection-v2"
+ENV = "MAW/DepthSelection-v3"
 # Alignment-only reward: on synthetic tables depth 1 then wins on (nearly) every query, while
 # the default weights add per-query noise (random entropy/focus) that no observation predicts.
-CLEAR_ENV = "MAW/DepthSelectionRetrieval-v2"
+CLEAR_ENV = "MAW/DepthSelectionRetrieval-v3"
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_grpo_same_seed_same_result_and_save_load(synthetic, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "env_id", ["MAW/PerHeadDepth-v2", "MAW/SoftDepthMixture-v2", "MAW/LayerwiseDepth-v2"]
+    "env_id", ["MAW/PerHeadDepth-v3", "MAW/SoftDepthMixture-v3", "MAW/LayerwiseDepth-v3"]
 )
 def test_grpo_learns_on_every_variant(env_id) -> None:
     from maw_gym.tables import Tables
@@ -250,12 +250,12 @@ def test_grpo_learns_on_every_variant(env_id) -> None:
     # measured (seeded, so reproducible): 0.313 per head (whose oracle enumerates all D**H
     # head assignments), 0.519 mixture, 0.459 layerwise; random is 0
     floor = {
-        "MAW/PerHeadDepth-v2": 0.28,
-        "MAW/SoftDepthMixture-v2": 0.47,
-        "MAW/LayerwiseDepth-v2": 0.41,
+        "MAW/PerHeadDepth-v3": 0.28,
+        "MAW/SoftDepthMixture-v3": 0.47,
+        "MAW/LayerwiseDepth-v3": 0.41,
     }[env_id]
     assert result.normalized_score > floor, result.normalized_score
-    if env_id == "MAW/LayerwiseDepth-v2":
+    if env_id == "MAW/LayerwiseDepth-v3":
         # a group member is a whole 2-step trajectory: 16 queries x 8 members x 2 steps
         assert metrics[0]["env_steps"] == 16 * 8 * 2
         assert result.actions.shape == (32, 2)

@@ -19,7 +19,7 @@ from maw_gym_agents.heuristics import (
     oracle_router,
 )
 
-ENV = "MAW/DepthSelection-v2"
+ENV = "MAW/DepthSelection-v3"
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_lookup_router_refuses_foreign_observations(tables) -> None:
 
 
 @pytest.mark.parametrize(
-    "env_id", ["MAW/PerHeadDepth-v2", "MAW/SoftDepthMixture-v2", "MAW/LayerwiseDepth-v2"]
+    "env_id", ["MAW/PerHeadDepth-v3", "MAW/SoftDepthMixture-v3", "MAW/LayerwiseDepth-v3"]
 )
 def test_bounds_on_every_variant(env_id) -> None:
     train = Tables.synthetic(num_queries=12, best_depth=1, seed=0, layers=True)
@@ -125,12 +125,12 @@ def test_bounds_on_every_variant(env_id) -> None:
     results = {name: evaluate_router(router, env_id, test) for name, router in routers.items()}
     assert results["oracle"].normalized_score == pytest.approx(1.0)
     assert max(r.normalized_score for r in results.values()) == pytest.approx(1.0)
-    assert ("uniform-mixture" in routers) == (env_id == "MAW/SoftDepthMixture-v2")
+    assert ("uniform-mixture" in routers) == (env_id == "MAW/SoftDepthMixture-v3")
     oracle = results["oracle"]
-    if env_id == "MAW/LayerwiseDepth-v2":
+    if env_id == "MAW/LayerwiseDepth-v3":
         d1, d2 = oracle.actions[:, 0], oracle.actions[:, 1]
         expected = test.layer2_scores[np.arange(8), d1, d2]
-    elif env_id == "MAW/PerHeadDepth-v2":
+    elif env_id == "MAW/PerHeadDepth-v3":
         heads = oracle.actions[:, 0]  # (N, H) one depth per head
         expected = test.score_base + sum(
             test.score_parts[np.arange(8), heads[:, h], h] for h in range(test.heads)
@@ -144,7 +144,7 @@ def test_oracle_falls_back_to_the_best_shared_depth_when_heads_are_too_many() ->
     # 4 depths ** 8 heads = 65,536 head assignments: more than enumeration allows
     test = Tables.synthetic(num_queries=6, heads=8, best_depth=1, seed=2)
     result = evaluate_router(
-        oracle_router("MAW/PerHeadDepth-v2", test), "MAW/PerHeadDepth-v2", test
+        oracle_router("MAW/PerHeadDepth-v3", test), "MAW/PerHeadDepth-v3", test
     )
     actions = result.actions[:, 0]  # (N, H)
     assert (actions == actions[:, :1]).all()

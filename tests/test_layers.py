@@ -36,8 +36,9 @@ CORE_ORDER = (
     ("pipeline",),
     ("encoder",),
     ("tables",),
-    ("build",),
     ("artifacts",),
+    ("official",),
+    ("build",),
     ("envs",),
 )
 

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from maw_gym_leaderboard.cli import main
-from maw_gym_leaderboard.policies import NDCG_ORACLE
-from maw_gym_leaderboard.run import ALL_POLICIES, RERANKERS
+from maw_gym_leaderboard.policies import ALL_POLICIES, NDCG_ORACLE, RERANKERS
 
 REQUIRED = (
     "policy",

@@ -103,7 +103,7 @@ def test_ansi_ranking_and_reward_parts_match_info(env_id, tables) -> None:
         reward_line = next(line for line in text.splitlines() if line.startswith("reward "))
         for part in ("entropy", "focus", "alignment"):
             assert f"{part} {info[part]:.4f}" in reward_line
-        assert f"oracle {info['oracle_reward']:.4f}" in reward_line
+        assert f"best depth {info['best_depth_reward']:.4f}" in reward_line
         assert f"regret {info['regret']:.4f}" in reward_line
         # NDCG@10 of the listed grades, in the listed order, is what the env paid.
         _, grades = ranking(text)
@@ -112,7 +112,7 @@ def test_ansi_ranking_and_reward_parts_match_info(env_id, tables) -> None:
 
 
 def test_ansi_top10_is_the_hand_ranked_depth(tables) -> None:
-    env = gym.make("MAW/DepthSelection-v2", tables=tables, render_mode="ansi")
+    env = gym.make("MAW/DepthSelection-v3", tables=tables, render_mode="ansi")
     env.reset(options={"query_index": 4})
     env.step(1)
     scores = tables.score_base[4] + tables.score_parts[4, 1].sum(axis=0)  # depth 1, by hand
@@ -153,7 +153,7 @@ def test_vector_env_renders_each_sub_env_as_the_single_env(env_id, tables) -> No
 @pytest.mark.filterwarnings("ignore:.*autoreset mode is same-step")
 def test_gymnasium_vector_record_video_records_the_native_vector_env(tables, tmp_path) -> None:
     envs = gym.make_vec(
-        "MAW/SoftDepthMixture-v2",
+        "MAW/SoftDepthMixture-v3",
         num_envs=2,
         vectorization_mode="vector_entry_point",
         tables=tables,
@@ -169,7 +169,7 @@ def test_gymnasium_vector_record_video_records_the_native_vector_env(tables, tmp
 
 
 def test_a_pickled_env_leaves_the_texts_behind_and_renders_the_same(tables) -> None:
-    env = gym.make("MAW/DepthSelection-v2", split="test", render_mode="ansi").unwrapped
+    env = gym.make("MAW/DepthSelection-v3", split="test", render_mode="ansi").unwrapped
     play(env, query=1, seed=0)
     text = env.render()
     assert env._renderer._split is not None  # the texts were read for the frame
@@ -179,17 +179,17 @@ def test_a_pickled_env_leaves_the_texts_behind_and_renders_the_same(tables) -> N
 
 @pytest.mark.filterwarnings("ignore:.*not in the possible render_modes")
 def test_render_errors_are_clear(tables) -> None:
-    env = gym.make("MAW/DepthSelection-v2", tables=tables, render_mode="rgb_array")
+    env = gym.make("MAW/DepthSelection-v3", tables=tables, render_mode="rgb_array")
     with pytest.raises(ResetNeeded, match="reset"):
         env.render()
     with pytest.raises(ValueError, match="render_mode='rgb'"):
-        gym.make("MAW/DepthSelection-v2", tables=tables, render_mode="rgb")
+        gym.make("MAW/DepthSelection-v3", tables=tables, render_mode="rgb")
 
 
 def test_synthetic_tables_render_ids_and_smoke_tables_render_texts(tables) -> None:
     from maw_gym.data import load_split
 
-    env = gym.make("MAW/DepthSelection-v2", split="test", render_mode="ansi")
+    env = gym.make("MAW/DepthSelection-v3", split="test", render_mode="ansi")
     play(env, query=0, seed=0)
     text = env.render()
     split = load_split("nave-kjv", "test")
@@ -197,13 +197,13 @@ def test_synthetic_tables_render_ids_and_smoke_tables_render_texts(tables) -> No
     assert f"query: {split.queries[query_id]}" in text
     doc_id = ranking(text)[0][0]
     assert split.corpus[doc_id]["text"].split()[0] in text
-    synthetic = gym.make("MAW/DepthSelection-v2", tables=tables, render_mode="ansi")
+    synthetic = gym.make("MAW/DepthSelection-v3", tables=tables, render_mode="ansi")
     play(synthetic, query=0, seed=0)
     assert "query: q0" in synthetic.render()
     # Tables that name a dataset their ids are not from: a clear error, not a KeyError.
     foreign = Tables.synthetic(num_queries=4)
     foreign.meta.update(dataset="nave-kjv", split="test")
-    env = gym.make("MAW/DepthSelection-v2", tables=foreign, render_mode="ansi")
+    env = gym.make("MAW/DepthSelection-v3", tables=foreign, render_mode="ansi")
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"nave-kjv \(test\): no query 'q\d'.*rebuild"):
         env.render()
@@ -212,7 +212,7 @@ def test_synthetic_tables_render_ids_and_smoke_tables_render_texts(tables) -> No
 def test_record_video_writes_a_video_at_smoke(tmp_path) -> None:
     import imageio
 
-    env = gym.make("MAW/LayerwiseDepth-v2", split="test", render_mode="rgb_array")
+    env = gym.make("MAW/LayerwiseDepth-v3", split="test", render_mode="rgb_array")
     folder = tmp_path / "videos"
     env = gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True)
     for episode in range(2):
@@ -229,7 +229,7 @@ def test_show_prints_the_frame_and_writes_the_image(tmp_path, monkeypatch, capsy
     from PIL import Image
 
     monkeypatch.chdir(tmp_path)  # a relative --out, as the README writes it
-    argv = ["show", "--env", "MAW/PerHeadDepth-v2", "--split", "test", "--query-index", "2"]
+    argv = ["show", "--env", "MAW/PerHeadDepth-v3", "--split", "test", "--query-index", "2"]
     assert main([*argv, "--action", "0,1,2,3", "--out", "frame.png"]) == 0
     out = capsys.readouterr().out
     assert "action: depths per head 0 1 2 3" in out and "reward " in out
@@ -243,7 +243,7 @@ def test_show_prints_the_frame_and_writes_the_image(tmp_path, monkeypatch, capsy
         assert main([*argv, "--action", bad]) == 2
         assert message in capsys.readouterr().err
     assert main(["show", "--env", "CartPole-v1", "--action", "1"]) == 2
-    assert "MAW/DepthSelection-v2" in capsys.readouterr().err
+    assert "MAW/DepthSelection-v3" in capsys.readouterr().err
     assert main([*argv[:-1], "99", "--action", "0,1,2,3"]) == 2
     assert "--query-index 99" in capsys.readouterr().err
     assert main([*argv, "--action", "0,1,2,3", "--out", "frame.png/inside.png"]) == 2
@@ -255,9 +255,9 @@ def test_show_prints_the_frame_and_writes_the_image(tmp_path, monkeypatch, capsy
 @pytest.mark.parametrize(
     ("env_id", "action", "shown"),
     [
-        ("MAW/DepthSelection-v2", "3", "action: depth 3"),
-        ("MAW/SoftDepthMixture-v2", "0.2,0,0,0.6", "action: mixture weights 0.25 0.00 0.00 0.75"),
-        ("MAW/LayerwiseDepth-v2", "1,3", "action: layer 1 depth 1, layer 2 depth 3"),
+        ("MAW/DepthSelection-v3", "3", "action: depth 3"),
+        ("MAW/SoftDepthMixture-v3", "0.2,0,0,0.6", "action: mixture weights 0.25 0.00 0.00 0.75"),
+        ("MAW/LayerwiseDepth-v3", "1,3", "action: layer 1 depth 1, layer 2 depth 3"),
     ],
 )
 def test_show_reads_every_kind_of_action(env_id, action, shown, capsys) -> None:
@@ -281,13 +281,13 @@ def test_env_docs_are_fresh_and_a_missing_or_stale_page_fails(tmp_path) -> None:
     assert fresh.returncode == 0, fresh.stderr
     pages = tmp_path / "envs"
     shutil.copytree(ROOT / "docs" / "envs", pages)
-    (pages / "PerHeadDepth-v2.md").unlink()
-    stale = pages / "SoftDepthMixture-v2.md"
+    (pages / "PerHeadDepth-v3.md").unlink()
+    stale = pages / "SoftDepthMixture-v3.md"
     stale.write_text(stale.read_text().replace("Blend", "Mix"))
     result = run_docs("--check", "--out", str(pages))
     assert result.returncode == 1
-    assert "PerHeadDepth-v2.md (missing)" in result.stderr
-    assert "SoftDepthMixture-v2.md (stale)" in result.stderr
+    assert "PerHeadDepth-v3.md (missing)" in result.stderr
+    assert "SoftDepthMixture-v3.md (stale)" in result.stderr
     assert result.stderr.count("(missing)") + result.stderr.count("(stale)") == 2
 
 

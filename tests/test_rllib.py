@@ -26,7 +26,7 @@ from maw_gym_agents import rllib
 from maw_gym_agents.common import load_router
 from maw_gym_agents.evaluate import evaluate_router
 
-ENV_ID = "MAW/DepthSelection-v2"
+ENV_ID = "MAW/DepthSelection-v3"
 TINY = {
     "num_envs_per_env_runner": 4,
     "train_batch_size_per_learner": 64,

@@ -15,7 +15,7 @@ from maw_gym_agents.common import load_hyperparams, load_router
 from maw_gym_agents.curve import DevCurve
 from maw_gym_agents.evaluate import evaluate_router
 
-ENV_ID = "MAW/DepthSelection-v2"
+ENV_ID = "MAW/DepthSelection-v3"
 # Small budgets that still learn the synthetic env (depth 1 is clearly best on every query).
 BUDGETS = {
     "ppo": (4096, {}),
@@ -139,5 +139,5 @@ def test_hyperparams_have_an_entry_or_default_per_env():
 def test_dqn_refuses_a_non_discrete_action_space():
     space = gym.spaces.MultiDiscrete([4, 4])
     with pytest.raises(ValueError, match="dqn needs a Discrete action space"):
-        sb3.check_action_space("dqn", "MAW/PerHeadDepth-v2", space)
-    sb3.check_action_space("ppo", "MAW/PerHeadDepth-v2", space)
+        sb3.check_action_space("dqn", "MAW/PerHeadDepth-v3", space)
+    sb3.check_action_space("ppo", "MAW/PerHeadDepth-v3", space)

@@ -16,8 +16,8 @@ from maw_gym.tables import Tables
 from maw_gym_leaderboard.cli import main
 from maw_gym_leaderboard.submissions import SUBMISSION_FILE, validate_run, write_submission
 
-ENV = "MAW/DepthSelection-v2"
-LAYERWISE = "MAW/LayerwiseDepth-v2"
+ENV = "MAW/DepthSelection-v3"
+LAYERWISE = "MAW/LayerwiseDepth-v3"
 
 
 @pytest.fixture(scope="module")

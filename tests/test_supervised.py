@@ -11,8 +11,8 @@ from maw_gym_agents.common import load_router
 from maw_gym_agents.evaluate import evaluate_router
 from maw_gym_agents.supervised import SupervisedConfig, oracle_labels, rule_labels, train
 
-ENV = "MAW/DepthSelection-v2"
-CLEAR_ENV = "MAW/DepthSelectionRetrieval-v2"  # alignment only: depth 1 wins on synthetic tables
+ENV = "MAW/DepthSelection-v3"
+CLEAR_ENV = "MAW/DepthSelectionRetrieval-v3"  # alignment only: depth 1 wins on synthetic tables
 
 
 @pytest.fixture(scope="module")

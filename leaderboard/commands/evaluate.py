@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--env",
         type=env_id,
         default=None,
-        help=f"env id (default: the one in DIR/{TRAINING_FILE}, else MAW/DepthSelection-v2)",
+        help=f"env id (default: the one in DIR/{TRAINING_FILE}, else MAW/DepthSelection-v3)",
     )
     parser.add_argument("--dataset", default=None, help="BEIR name or folder (default: training's)")
     add_preset_arguments(parser, default=None, default_help="the one it was trained with")
@@ -48,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     training_file = args.router / TRAINING_FILE
     trained = read_json(training_file) if training_file.exists() else {}
-    env_id = args.env or trained.get("env_id", "MAW/DepthSelection-v2")
+    env_id = args.env or trained.get("env_id", "MAW/DepthSelection-v3")
     if trained.get("env_id", env_id) != env_id:
         raise ValueError(
             f"{training_file}: the router was trained on {trained['env_id']}, not {env_id}; "

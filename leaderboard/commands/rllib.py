@@ -24,7 +24,7 @@ from maw_gym_leaderboard.command import (
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--env", type=env_id, required=True, help="Gymnasium id, e.g. MAW/DepthSelection-v2"
+        "--env", type=env_id, required=True, help="Gymnasium id, e.g. MAW/DepthSelection-v3"
     )
     parser.add_argument("--algo", choices=ALGORITHMS, default="ppo")
     parser.add_argument("--iterations", type=positive_int, default=5)

@@ -1,6 +1,6 @@
 """``maw-gym show``: one query of a split under one action, as the env renders it.
 
-    maw-gym show --env MAW/DepthSelection-v2 --split test --query-index 3 --action 2 --out frame.png
+    maw-gym show --env MAW/DepthSelection-v3 --split test --query-index 3 --action 2 --out frame.png
 
 prints the ``ansi`` frame (query, action, reward parts, top-10 after reranking) and, with
 ``--out``, writes the ``rgb_array`` frame as a PNG. ``--action`` lists every decision of an

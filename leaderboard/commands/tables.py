@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from maw_gym.artifacts import artifact_id, export_benchmark, install_artifact
-from maw_gym.build import ensure_tables
+from maw_gym.artifacts import artifact_id, install_artifact
+from maw_gym.build import ensure_tables, export_benchmark
 from maw_gym.specs import SPLITS
 from maw_gym_leaderboard.command import (
     add_device_argument,
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tables_command == "import":
         target, manifest = install_artifact(args.artifact)
         _print_artifact(target, manifest)
-        print(f'use it: gym.make("MAW/DepthSelection-v2", tables="{target}", split="train")')
+        print(f'use it: gym.make("MAW/DepthSelection-v3", tables="{target}", split="train")')
         return 0
     splits = SPLITS if args.split == "all" else (args.split,)
     preset = preset_from_args(args)

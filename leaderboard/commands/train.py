@@ -23,7 +23,7 @@ from maw_gym_leaderboard.command import (
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--agent", required=True, help="one of: " + ", ".join(sorted(AGENTS)))
     parser.add_argument(
-        "--env", type=env_id, default="MAW/DepthSelection-v2", help="a registered MAW/ env id"
+        "--env", type=env_id, default="MAW/DepthSelection-v3", help="a registered MAW/ env id"
     )
     add_preset_arguments(parser, default="smoke")
     parser.add_argument("--dataset", default="nave-kjv", help="BEIR dataset name or folder")

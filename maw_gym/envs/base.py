@@ -101,8 +101,9 @@ class EnvConfig:
     """BEIR dataset name or folder (only without ``tables``)."""
     split: SplitName = "train"
     """Which split's tables to load (only without ``tables``)."""
-    preset: str | Preset = "smoke"
-    """Pipeline preset, or its name (only without ``tables``)."""
+    preset: str | Preset = "quick"
+    """Pipeline preset, or its name (only without ``tables``): the default names the official
+    benchmark, whose tables ship with the package (``maw_gym.official``)."""
     encoder: str | Path | None = None
     """MAW encoder checkpoint directory; None: the preset's (only without ``tables``)."""
     max_queries: int | None = None
@@ -215,13 +216,13 @@ class Variant(ABC):
     """One environment's dynamics as batched numpy functions of (query, previous, action).
 
     ``horizon`` decisions make an episode; the reward is paid on the last one. Subclasses set
-    ``observation_space``, ``action_space`` and ``oracle_reward`` (N,) in ``__init__``.
+    ``observation_space``, ``action_space`` and ``best_depth_reward`` (N,) in ``__init__``.
     """
 
     horizon: ClassVar[int] = 1
     observation_space: spaces.Space
     action_space: spaces.Space
-    oracle_reward: np.ndarray
+    best_depth_reward: np.ndarray
 
     def __init__(
         self, tables: Tables, weights: np.ndarray, obs_mode: str, alignment: str = "ndcg"
@@ -370,7 +371,7 @@ class MAWEnv(gym.Env):
         query = self._query
         entropy, focus, alignment = self.variant.components(query, self._previous, actions)
         rewards = self.variant.reward(entropy, focus, alignment)
-        reward, oracle = float(rewards[0]), float(self.variant.oracle_reward[query[0]])
+        reward, oracle = float(rewards[0]), float(self.variant.best_depth_reward[query[0]])
         self._remember(
             actions,
             {"entropy": entropy, "focus": focus, "alignment": alignment, "reward": rewards},
@@ -380,7 +381,7 @@ class MAWEnv(gym.Env):
             "entropy": float(entropy[0]),
             "focus": float(focus[0]),
             "alignment": float(alignment[0]),
-            "oracle_reward": oracle,
+            "best_depth_reward": oracle,
             "regret": oracle - reward,
             "action": actions[0].copy() if actions.ndim > 1 else int(actions[0]),
         }
@@ -420,7 +421,7 @@ class MAWEnv(gym.Env):
             return
         assert self._query is not None
         if parts is not None:
-            parts = {**parts, "oracle_reward": self.variant.oracle_reward[self._query]}
+            parts = {**parts, "best_depth_reward": self.variant.best_depth_reward[self._query]}
         self._shown = RenderState(
             self._query.copy(),
             self._step.copy(),

@@ -1,4 +1,4 @@
-"""``MAW/LayerwiseDepth-v2``: one MAW depth per layer of a two-layer stack (a real MDP)."""
+"""``MAW/LayerwiseDepth-v3``: one MAW depth per layer of a two-layer stack (a real MDP)."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ class LayerwiseDepthVariant(Variant):
         self.focus = tables.layer2_focus.mean(axis=-1, dtype=np.float64)
         aligned = tables.alignment_of(tables.layer2_scores, alignment).astype(np.float64)
         reward_table = self.reward(self.entropy, self.focus, aligned)
-        self.oracle_reward = reward_table.reshape(tables.num_queries, -1).max(axis=1)
+        self.best_depth_reward = reward_table.reshape(tables.num_queries, -1).max(axis=1)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> Any:
         rows = query * (1 + self.tables.depth) + np.where(step == 0, 0, 1 + previous)
@@ -138,8 +138,8 @@ class LayerwiseDepthEnv(MAWEnv):
     - `reward = w_e·entropy + w_f·focus + w_a·alignment`, in [0, 1].
 
     `info` on the last step has `entropy`, `focus`, `alignment`, `action` (= `d2`),
-    `oracle_reward = max_{d1, d2} reward` and `regret` (>= 0); every step has `query_index`
-    and `query_id`.
+    `best_depth_reward = max_{d1, d2} reward` (the per-query oracle) and
+    `regret = best_depth_reward - reward` (>= 0); every step has `query_index` and `query_id`.
 
     ## Starting State
 
@@ -153,7 +153,7 @@ class LayerwiseDepthEnv(MAWEnv):
 
     ## Arguments
 
-    As `MAW/DepthSelection-v2`: `tables` (must have layer-2 arrays), `dataset`, `split`,
+    As `MAW/DepthSelection-v3`: `tables` (must have layer-2 arrays), `dataset`, `split`,
     `preset`, `encoder`, `max_queries`, `depth`, `reward_weights` (`"default"`,
     `"retrieval"`, a triple or a dict, normalised to sum 1), `obs_mode`, `render_mode`.
 
@@ -161,7 +161,7 @@ class LayerwiseDepthEnv(MAWEnv):
     >>> import maw_gym
     >>> from maw_gym.tables import Tables
     >>> tables = Tables.synthetic(depth=4, heads=2, pool=2, layers=True)
-    >>> env = gym.make("MAW/LayerwiseDepth-v2", tables=tables)
+    >>> env = gym.make("MAW/LayerwiseDepth-v3", tables=tables)
     >>> obs, _ = env.reset(seed=0)
     >>> obs.shape, obs[-2:].tolist()
     ((34,), [1.0, 0.0])
@@ -169,12 +169,12 @@ class LayerwiseDepthEnv(MAWEnv):
     >>> obs[-2:].tolist(), reward, terminated
     ([0.0, 1.0], 0.0, False)
     >>> _, reward, terminated, _, info = env.step(2)
-    >>> terminated, reward <= info["oracle_reward"]
+    >>> terminated, reward <= info["best_depth_reward"]
     (True, True)
 
     ## Registered Configurations
 
-    - `MAW/LayerwiseDepth-v2`: `reward_weights="default"`.
+    - `MAW/LayerwiseDepth-v3`: `reward_weights="default"`.
 
     Native vector env: :class:`maw_gym.envs.vector.LayerwiseDepthVectorEnv`.
 
@@ -187,6 +187,10 @@ class LayerwiseDepthEnv(MAWEnv):
     - v2: the `quick` and `full` encoders add the semantic first-stage feature (the base
       encoder's bi-encoder cosine beside BM25, `Preset.semantic`) and `quick` reranks 30 BM25
       candidates, the depth study's dev choice; with them the reranker beats BM25 on test.
+    - v3: `info["oracle_reward"]` is `info["best_depth_reward"]` (in the per-head and mixture
+      envs it is the best single depth's reward, not an oracle); `preset` defaults to `"quick"`,
+      whose tables ship with the package (`maw_gym.official`): made with this default, the env
+      loads them verified in seconds and trains nothing; the stage specs' cache keys.
     """
 
     variant_class = LayerwiseDepthVariant

@@ -1,4 +1,4 @@
-"""``MAW/PerHeadDepth-v2``: one MAW depth per attention head."""
+"""``MAW/PerHeadDepth-v3``: one MAW depth per attention head."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ class PerHeadDepthVariant(Variant):
         self.entropy = tables.entropy.astype(np.float64).ravel()  # (N·D·H,)
         self.focus = tables.focus.astype(np.float64).ravel()
         # The best depth shared by all heads: a reference, not a bound (D**H assignments).
-        self.oracle_reward = self.reward(*hard_depth_components(tables, alignment)).max(axis=1)
+        self.best_depth_reward = self.reward(*hard_depth_components(tables, alignment)).max(axis=1)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
         return self.observations[query]
@@ -87,7 +87,7 @@ class PerHeadDepthEnv(MAWEnv):
 
     ## Observation Space
 
-    As `MAW/DepthSelection-v2`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
+    As `MAW/DepthSelection-v3`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
     `Box(0, 1, (D, H, P, P), float32)` (`obs_mode="structured"`).
 
     ## Rewards
@@ -98,9 +98,10 @@ class PerHeadDepthEnv(MAWEnv):
     - `alignment = NDCG@10` of the candidates ranked by `scores` above;
     - `reward = w_e·entropy + w_f·focus + w_a·alignment`, in [0, 1].
 
-    With every `d_h = d` this is `MAW/DepthSelection-v2`'s reward for depth `d`.
-    `info["oracle_reward"]` is the best depth shared by all heads (DepthSelection's oracle;
-    the D**H assignments are not searched), so `info["regret"]` can be negative.
+    With every `d_h = d` this is `MAW/DepthSelection-v3`'s reward for depth `d`.
+    `info["best_depth_reward"]` is the best depth shared by all heads (DepthSelection's oracle;
+    the D**H assignments are not searched), so `info["regret"] = best_depth_reward - reward`
+    can be negative: a per-head assignment can beat every single depth.
 
     ## Starting State
 
@@ -113,7 +114,7 @@ class PerHeadDepthEnv(MAWEnv):
 
     ## Arguments
 
-    As `MAW/DepthSelection-v2`: `tables`, `dataset`, `split`, `preset`, `encoder`,
+    As `MAW/DepthSelection-v3`: `tables`, `dataset`, `split`, `preset`, `encoder`,
     `max_queries`, `depth`, `reward_weights` (`"default"`, `"retrieval"`, a triple or a dict,
     normalised to sum 1), `obs_mode`, `render_mode`.
 
@@ -121,7 +122,7 @@ class PerHeadDepthEnv(MAWEnv):
     >>> import numpy as np
     >>> import maw_gym
     >>> from maw_gym.tables import Tables
-    >>> env = gym.make("MAW/PerHeadDepth-v2", tables=Tables.synthetic(depth=4, heads=2))
+    >>> env = gym.make("MAW/PerHeadDepth-v3", tables=Tables.synthetic(depth=4, heads=2))
     >>> env.action_space
     MultiDiscrete([4 4])
     >>> _ = env.reset(seed=0)
@@ -131,7 +132,7 @@ class PerHeadDepthEnv(MAWEnv):
 
     ## Registered Configurations
 
-    - `MAW/PerHeadDepth-v2`: `reward_weights="default"`.
+    - `MAW/PerHeadDepth-v3`: `reward_weights="default"`.
 
     Native vector env: :class:`maw_gym.envs.vector.PerHeadDepthVectorEnv`.
 
@@ -144,6 +145,10 @@ class PerHeadDepthEnv(MAWEnv):
     - v2: the `quick` and `full` encoders add the semantic first-stage feature (the base
       encoder's bi-encoder cosine beside BM25, `Preset.semantic`) and `quick` reranks 30 BM25
       candidates, the depth study's dev choice; with them the reranker beats BM25 on test.
+    - v3: `info["oracle_reward"]` is `info["best_depth_reward"]` (in the per-head and mixture
+      envs it is the best single depth's reward, not an oracle); `preset` defaults to `"quick"`,
+      whose tables ship with the package (`maw_gym.official`): made with this default, the env
+      loads them verified in seconds and trains nothing; the stage specs' cache keys.
     """
 
     variant_class = PerHeadDepthVariant

@@ -201,9 +201,9 @@ class Renderer:
             f"{weight:.2f}·{name} {parts[name]:.4f}"
             for weight, name in zip(w, ("entropy", "focus", "alignment"), strict=True)
         )
-        regret = parts["oracle_reward"] - parts["reward"]
+        regret = parts["best_depth_reward"] - parts["reward"]
         return (
-            f"reward {parts['reward']:.4f} = {terms} · oracle {parts['oracle_reward']:.4f} "
+            f"reward {parts['reward']:.4f} = {terms} · best depth {parts['best_depth_reward']:.4f} "
             f"· regret {regret:.4f}"
         )
 

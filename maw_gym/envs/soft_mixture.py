@@ -1,4 +1,4 @@
-"""``MAW/SoftDepthMixture-v2``: weight the MAW depths instead of picking one."""
+"""``MAW/SoftDepthMixture-v3``: weight the MAW depths instead of picking one."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class SoftDepthMixtureVariant(Variant):
         self.entropy, self.focus, aligned = hard_depth_components(tables, alignment)  # (N, D)
         self.depth_scores = tables.depth_scores().astype(np.float64)  # (N, D, C)
         # The best one-hot mixture: a reference, not a bound (a blend can rank better).
-        self.oracle_reward = self.reward(self.entropy, self.focus, aligned).max(axis=1)
+        self.best_depth_reward = self.reward(self.entropy, self.focus, aligned).max(axis=1)
 
     def observe(self, query: np.ndarray, step: np.ndarray, previous: np.ndarray) -> np.ndarray:
         return self.observations[query]
@@ -96,7 +96,7 @@ class SoftDepthMixtureEnv(MAWEnv):
 
     ## Observation Space
 
-    As `MAW/DepthSelection-v2`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
+    As `MAW/DepthSelection-v3`: `Box(0, 1, (D·H·P·P,), float32)` (`obs_mode="flat"`) or
     `Box(0, 1, (D, H, P, P), float32)` (`obs_mode="structured"`).
 
     ## Rewards
@@ -110,9 +110,10 @@ class SoftDepthMixtureEnv(MAWEnv):
       would need the full per-candidate 5D tensor, which the tables do not keep);
     - `reward = w_e·entropy + w_f·focus + w_a·alignment`, in [0, 1].
 
-    At a one-hot `w` every quantity equals `MAW/DepthSelection-v2`'s for that depth.
-    `info["oracle_reward"]` is the best *one-hot* mixture (DepthSelection's oracle): a blend can
-    beat it, so `info["regret"]` can be negative. `info["action"]` is the raw action.
+    At a one-hot `w` every quantity equals `MAW/DepthSelection-v3`'s for that depth.
+    `info["best_depth_reward"]` is the best *one-hot* mixture (DepthSelection's oracle): a blend
+    can beat it, so `info["regret"] = best_depth_reward - reward` can be negative.
+    `info["action"]` is the raw action.
 
     ## Starting State
 
@@ -125,7 +126,7 @@ class SoftDepthMixtureEnv(MAWEnv):
 
     ## Arguments
 
-    As `MAW/DepthSelection-v2`: `tables`, `dataset`, `split`, `preset`, `encoder`,
+    As `MAW/DepthSelection-v3`: `tables`, `dataset`, `split`, `preset`, `encoder`,
     `max_queries`, `depth`, `reward_weights` (`"default"`, `"retrieval"`, a triple or a dict,
     normalised to sum 1), `obs_mode`, `render_mode`.
 
@@ -133,7 +134,7 @@ class SoftDepthMixtureEnv(MAWEnv):
     >>> import numpy as np
     >>> import maw_gym
     >>> from maw_gym.tables import Tables
-    >>> env = gym.make("MAW/SoftDepthMixture-v2", tables=Tables.synthetic(depth=4))
+    >>> env = gym.make("MAW/SoftDepthMixture-v3", tables=Tables.synthetic(depth=4))
     >>> env.action_space
     Box(0.0, 1.0, (4,), float32)
     >>> _ = env.reset(seed=0, options={"query_index": 3})
@@ -143,7 +144,7 @@ class SoftDepthMixtureEnv(MAWEnv):
 
     ## Registered Configurations
 
-    - `MAW/SoftDepthMixture-v2`: `reward_weights="default"`.
+    - `MAW/SoftDepthMixture-v3`: `reward_weights="default"`.
 
     Native vector env: :class:`maw_gym.envs.vector.SoftDepthMixtureVectorEnv`.
 
@@ -156,6 +157,10 @@ class SoftDepthMixtureEnv(MAWEnv):
     - v2: the `quick` and `full` encoders add the semantic first-stage feature (the base
       encoder's bi-encoder cosine beside BM25, `Preset.semantic`) and `quick` reranks 30 BM25
       candidates, the depth study's dev choice; with them the reranker beats BM25 on test.
+    - v3: `info["oracle_reward"]` is `info["best_depth_reward"]` (in the per-head and mixture
+      envs it is the best single depth's reward, not an oracle); `preset` defaults to `"quick"`,
+      whose tables ship with the package (`maw_gym.official`): made with this default, the env
+      loads them verified in seconds and trains nothing; the stage specs' cache keys.
     """
 
     variant_class = SoftDepthMixtureVariant

@@ -13,7 +13,7 @@ observation, and the finished episode's are in ``info``:
 - ``info["final_obs"]``: the batch of final observations (rows where ``info["_final_obs"]``),
   stacked like ``observations`` rather than an object array, so no per-row Python work;
 - ``info["final_info"]``: dict of (num_envs,) arrays (``query_index``, ``query_id``, ``entropy``,
-  ``focus``, ``alignment``, ``oracle_reward``, ``regret``, ``action``), each with its ``_key``
+  ``focus``, ``alignment``, ``best_depth_reward``, ``regret``, ``action``), each with its ``_key``
   mask (= ``terminated``), as ``SyncVectorEnv(..., autoreset_mode=SAME_STEP)`` lays it out;
 - ``info["query_index"]``, ``info["query_id"]``: each sub-env's current (new) query.
 
@@ -126,14 +126,14 @@ class MAWVectorEnv(VectorEnv):
         final = self._step >= variant.horizon - 1  # (num_envs,) episodes that end now
         entropy, focus, alignment = variant.components(query, self._previous, actions)
         rewards = variant.reward(entropy, focus, alignment)
-        oracle = variant.oracle_reward[query]
+        oracle = variant.best_depth_reward[query]
         final_info = {
             "query_index": query.copy(),
             "query_id": self.tables.query_ids[query],
             "entropy": entropy,
             "focus": focus,
             "alignment": alignment,
-            "oracle_reward": oracle,
+            "best_depth_reward": oracle,
             "regret": oracle - rewards,
             "action": actions.copy(),
         }
@@ -143,7 +143,7 @@ class MAWVectorEnv(VectorEnv):
             for value in final_info.values():
                 value[~final] = 0 if value.dtype.kind != "U" else ""
         parts = {"entropy": entropy, "focus": focus, "alignment": alignment, "reward": rewards}
-        self._remember(query, actions, final, {**parts, "oracle_reward": oracle})
+        self._remember(query, actions, final, {**parts, "best_depth_reward": oracle})
         for key in list(final_info):
             final_info[f"_{key}"] = final
         info: dict[str, Any] = {
@@ -201,25 +201,25 @@ class MAWVectorEnv(VectorEnv):
 
 
 class DepthSelectionVectorEnv(MAWVectorEnv):
-    """Native vector env of ``MAW/DepthSelection-v2`` (:class:`DepthSelectionEnv`)."""
+    """Native vector env of ``MAW/DepthSelection-v3`` (:class:`DepthSelectionEnv`)."""
 
     single_env_class = DepthSelectionEnv
 
 
 class SoftDepthMixtureVectorEnv(MAWVectorEnv):
-    """Native vector env of ``MAW/SoftDepthMixture-v2`` (:class:`SoftDepthMixtureEnv`)."""
+    """Native vector env of ``MAW/SoftDepthMixture-v3`` (:class:`SoftDepthMixtureEnv`)."""
 
     single_env_class = SoftDepthMixtureEnv
 
 
 class PerHeadDepthVectorEnv(MAWVectorEnv):
-    """Native vector env of ``MAW/PerHeadDepth-v2`` (:class:`PerHeadDepthEnv`)."""
+    """Native vector env of ``MAW/PerHeadDepth-v3`` (:class:`PerHeadDepthEnv`)."""
 
     single_env_class = PerHeadDepthEnv
 
 
 class LayerwiseDepthVectorEnv(MAWVectorEnv):
-    """Native vector env of ``MAW/LayerwiseDepth-v2`` (:class:`LayerwiseDepthEnv`).
+    """Native vector env of ``MAW/LayerwiseDepth-v3`` (:class:`LayerwiseDepthEnv`).
 
     Sub-envs are at different layers at a time; ``terminated[i]`` marks those that just made
     their layer-2 decision (and were reset to a new query's layer 1 in the same step).
