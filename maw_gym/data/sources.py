@@ -1,8 +1,10 @@
 """Where a dataset's BEIR folder comes from: the package, a path, or BEIR's public downloads.
 
-- ``nave-kjv`` ships inside the package as ``maw_gym/datasets/nave-kjv.tar.xz`` (built by
-  ``scripts/pack_dataset.py``) and is extracted on first use into
-  ``cache_dir("datasets", "nave-kjv-<archive hash>")``, so a new archive never reads a stale copy.
+- ``nave-kjv`` and ``kjv-tasks`` (the same verses, with three query types in
+  ``metadata.task``: the ground-truth tier's dataset) ship inside the package as
+  ``maw_gym/datasets/<name>.tar.xz`` (built by ``scripts/pack_dataset.py``) and are extracted
+  on first use into ``cache_dir("datasets", "<name>-<archive hash>")``, so a new archive never
+  reads a stale copy.
 - A path to a folder is used as it is.
 - A BEIR public dataset name downloads through ``beir.util`` into the cache when the host can be
   reached; offline, the error says how to bring the zip in by hand.
@@ -23,7 +25,7 @@ from pathlib import Path
 from maw_gym.cache import cache_dir, file_hash
 from maw_gym.data.validate import CORPUS_FILE, DatasetError
 
-EMBEDDED_DATASETS = ("nave-kjv",)
+EMBEDDED_DATASETS = ("nave-kjv", "kjv-tasks")
 
 # BEIR's public datasets that its download host serves as <name>.zip (the BEIR paper, table 1).
 BEIR_PUBLIC_DATASETS = (
