@@ -112,6 +112,7 @@ _QUICK = Preset(
         head_dim=32,
         pool=4,
         epochs=3,
+        layers=1,
         depth_heads=True,
         temperature_spread=3.0,
     ),

@@ -104,7 +104,7 @@ class EncoderSpec:
     """Observation: each (depth, head) attention map is average-pooled to pool x pool."""
     epochs: int
     """Maximum encoder training epochs (early stopping on dev NDCG@10)."""
-    layers: int = 1
+    layers: int
     """MAW layers in the stack behind MAW/LayerwiseDepth (1 = no layerwise tables)."""
     depth_heads: bool = False
     """MAW depths with their own score heads and first-stage weights (``MAWReranker``)."""

@@ -92,20 +92,19 @@ def test_study_models_are_the_seed_control_then_one_encoder_per_variant() -> Non
     from maw_gym_leaderboard.study.study import VARIANTS, study_models
 
     preset = get_preset("smoke")
-    models = study_models(preset, VARIANTS, hidden=8)
+    depth = preset.encoder.depth
+    models = study_models(preset, VARIANTS)
     names = [name for name, _, _ in models]
-    assert names == [f"nonmaw {k}" for k in range(preset.depth)] + [f"maw {v}" for v in VARIANTS]
-    assert [config.seed for _, _, config in models[: preset.depth]] == list(range(preset.depth))
+    assert names == [f"nonmaw {k}" for k in range(depth)] + [f"maw {v}" for v in VARIANTS]
+    assert [config.seed for _, _, config in models[:depth]] == list(range(depth))
     sinkhorn = models[-1]
-    assert sinkhorn[1]["depth_heads"] and sinkhorn[2].specialisation == "sinkhorn"
+    assert sinkhorn[1].depth_heads and sinkhorn[2].specialisation == "sinkhorn"
     # A variant is the same encoder under every preset: quick's own levers do not leak in.
-    quick = dict(
-        (name, kwargs) for name, kwargs, _ in study_models(get_preset("quick"), VARIANTS, 8)
-    )
-    assert get_preset("quick").depth_heads
-    assert not quick["maw shared-head"]["depth_heads"]
-    assert quick["maw shared-head"]["temperature_spread"] == 0.0
-    assert quick["maw experts-local"]["locality"] == 0.5
+    quick = {name: model for name, model, _ in study_models(get_preset("quick"), VARIANTS)}
+    assert get_preset("quick").encoder.depth_heads
+    assert not quick["maw shared-head"].depth_heads
+    assert quick["maw shared-head"].temperature_spread == 0.0
+    assert quick["maw experts-local"].locality == 0.5
 
 
 @pytest.mark.slow
@@ -115,12 +114,9 @@ def test_study_runs_on_another_beir_folder_and_renders(tmp_path: Path) -> None:
     from maw_gym_leaderboard.study.render import render
     from maw_gym_leaderboard.study.study import VARIANTS, run_study
 
-    dataset = Path(__file__).parents[2] / "shared" / "datasets" / "kjv-tasks"
-    if not dataset.is_dir():
-        pytest.skip(f"{dataset} not present")
     preset = get_preset("smoke").with_overrides(depth=2, epochs=1, semantic=True)
     variants = {"experts-local": VARIANTS["experts-local"]}
-    study = run_study(str(dataset), preset, variants, tmp_path / "s.json", "cmd")
+    study = run_study("kjv-tasks", preset, variants, tmp_path / "s.json", "cmd")
     test = study["variants"]["experts-local"]["test"]
     assert set(test["tasks"]) <= {"nave", "web", "rv1909"}
     assert sum(t["queries"] for t in test["tasks"].values()) == study["queries"]["test"]
@@ -170,15 +166,15 @@ def test_dev_choice_gates_then_takes_the_most_headroom_across_studies() -> None:
 
 def test_reproduce_command_adds_what_todays_preset_changed() -> None:
     from maw_gym.presets import get_preset
-    from maw_gym_leaderboard.study.render import preset_label, reproduce_command
+    from maw_gym_leaderboard.study.render import flat_preset, preset_label, reproduce_command
 
-    old = get_preset("quick").to_dict()
+    old = flat_preset(get_preset("quick").to_dict())  # studies recorded a flat preset then
     del old["semantic"]  # a study from before the lever: it ran without it
     old.update(epochs=2, depth_heads=False)  # depth_heads is a variant lever: not a change
     study = {"command": "maw-gym encoder study --preset quick --set epochs=2", "preset": old}
-    assert preset_label(old) == "`quick`, epochs=2, semantic=False"
+    assert preset_label(old) == "`quick`, semantic=False, epochs=2"
     assert reproduce_command(study) == study["command"] + " --set semantic=false"
-    study["preset"] = {**get_preset("quick").to_dict(), "epochs": 2}
+    study["preset"] = get_preset("quick").with_overrides(epochs=2).to_dict()  # stage specs
     assert reproduce_command(study) == study["command"]
 
 
