@@ -80,6 +80,8 @@ class LeaderboardJob:
     """A subset of :data:`ALL_POLICIES`; empty: all."""
     encoder: Path | None = None
     fresh: bool = False
+    rebuild: bool = False
+    """Build the tables from scratch even where official ones ship (``maw_gym.official``)."""
 
     def resolved(self) -> Preset:
         return resolve_preset(self.preset, list(self.overrides))
@@ -119,6 +121,8 @@ def command_line(job: LeaderboardJob, command: str = "leaderboard") -> str:
         parts += ["--policies", *job.policies]
     if job.encoder is not None:
         parts += ["--encoder", str(job.encoder)]
+    if job.rebuild:
+        parts += ["--rebuild"]
     return shlex.join([*parts, "--out", str(out)])
 
 
@@ -185,7 +189,10 @@ def build_context(job: LeaderboardJob, preset: Preset, seeds: int) -> Context:
     from maw_gym.build import ensure_tables
     from maw_gym.pipeline import sampled_split
 
-    tables = {split: ensure_tables(job.dataset, split, preset, job.encoder) for split in SPLITS}
+    tables = {
+        split: ensure_tables(job.dataset, split, preset, job.encoder, rebuild=job.rebuild)
+        for split in SPLITS
+    }
     steps = job.steps if job.steps is not None else preset.agents.agent_steps
     config = {
         "dataset": str(job.dataset),

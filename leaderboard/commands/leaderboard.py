@@ -7,6 +7,8 @@ import argparse
 import time
 from pathlib import Path
 
+from maw_gym.build import shipped
+from maw_gym.official import ENV_VERSION
 from maw_gym_leaderboard.command import (
     add_preset_arguments,
     env_id,
@@ -76,6 +78,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a trained encoder directory (default: built or reused for preset)",
     )
     parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build the encoder and tables from scratch (cached by their keys) even where the "
+        "package ships official ones (nave-kjv and kjv-tasks at quick)",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="delete what an earlier leaderboard wrote in --out (a folder it marked) instead "
@@ -105,20 +113,28 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.add_dataset:
         raise ValueError("--add-dataset needs --suite")
-    markdown = run_leaderboard(
-        LeaderboardJob(
-            dataset=args.dataset,
-            preset=args.preset or "quick",
-            out=args.out,
-            overrides=tuple(args.overrides),
-            env=args.env,
-            seeds=args.seeds,
-            steps=args.steps,
-            policies=tuple(args.policies or ()),
-            encoder=args.encoder,
-            fresh=args.fresh,
-        )
+    job = LeaderboardJob(
+        dataset=args.dataset,
+        preset=args.preset or "quick",
+        out=args.out,
+        overrides=tuple(args.overrides),
+        env=args.env,
+        seeds=args.seeds,
+        steps=args.steps,
+        policies=tuple(args.policies or ()),
+        encoder=args.encoder,
+        fresh=args.fresh,
+        rebuild=args.rebuild,
     )
+    official = shipped(job.dataset, job.resolved(), job.encoder)
+    if official is not None and not job.rebuild:
+        print(
+            f"maw-gym leaderboard: the official {official.dataset}/{official.preset} tables "
+            f"shipped with maw-gym (artifact {official.artifact}, env version {ENV_VERSION}): "
+            "no encoder is trained; --rebuild builds everything from scratch",
+            flush=True,
+        )
+    markdown = run_leaderboard(job)
     print(markdown)
     print(
         f"\nwrote {args.out}/leaderboard.{{md,csv,json}}, raw_scores.json and plots "

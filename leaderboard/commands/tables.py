@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -45,6 +46,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "import", help="verify a tables artifact and install it into the cache"
     )
     install.add_argument("artifact", type=Path, help="a file from `maw-gym tables export`")
+    again = sub.add_parser(
+        "reproduce",
+        help="rebuild an official benchmark from scratch and compare it with the shipped tables",
+    )
+    again.add_argument("--dataset", default="nave-kjv", help="an embedded dataset")
+    add_preset_arguments(again, default="quick")
+    again.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
         target, manifest = install_artifact(args.artifact)
         _print_artifact(target, manifest)
         print(f'use it: gym.make("MAW/DepthSelection-v3", tables="{target}", split="train")')
+        return 0
+    if args.tables_command == "reproduce":
+        from maw_gym_leaderboard.reproduce import reproduce
+
+        report = reproduce(args.dataset, preset_from_args(args))
+        print(json.dumps(report, indent=2) if args.json else _reproduction_text(report))
         return 0
     splits = SPLITS if args.split == "all" else (args.split,)
     preset = preset_from_args(args)
@@ -70,6 +84,36 @@ def run(args: argparse.Namespace) -> int:
             f"({time.perf_counter() - started:.1f} s)"
         )
     return 0
+
+
+def _reproduction_text(report: dict) -> str:
+    lines = [f"official artifact {report['artifact']} against a rebuild on this machine:"]
+    for split, entry in report["splits"].items():
+        floats = {k: v for k, v in entry["fields"].items() if isinstance(v, float)}
+        other = sorted(
+            k for k, v in entry["fields"].items() if v not in ("equal",) and k not in floats
+        )
+        worst = max(floats, key=floats.get) if floats else None
+        lines.append(
+            f"  {split} ({entry['queries']} queries): "
+            + (
+                "bitwise equal"
+                if entry["bitwise_equal"]
+                else f"largest difference {floats.get(worst, 0):.3g} ({worst})"
+            )
+            + (f"; differing non-float fields: {', '.join(other)}" if other else "")
+            + f"; best depth changed for {entry['best_depth_changed_by_return']:.1%} of queries by "
+            f"return, {entry['best_depth_changed_by_ndcg10']:.1%} by NDCG@10"
+        )
+    for name in ("official", "rebuilt"):
+        h = report[name]
+        lines.append(
+            f"  {name}: best fixed depth {h['best_fixed_depth_by_return']} (dev, by return) "
+            f"test return {h['best_fixed_test_return']:.4f}, oracle {h['oracle_test_return']:.4f}; "
+            f"depth {h['best_fixed_depth_by_ndcg']} (dev, by NDCG@10) test NDCG@10 "
+            f"{h['best_fixed_test_ndcg10']:.4f}, oracle {h['oracle_test_ndcg10']:.4f}"
+        )
+    return "\n".join(lines)
 
 
 def _print_artifact(path: Path, manifest: dict) -> None:
