@@ -164,7 +164,8 @@ def evaluate(
     """NDCG@k, Recall@k, MRR@k and Hit@k (beir's Accuracy@k) for each k in ``k_values``.
 
     1 and 10 are always included, so ``NDCG@10``, ``MRR@10`` and ``Hit@1`` are always there.
-    Averages run over every query in ``qrels``; ``results`` is not modified.
+    Averages run over every query in ``qrels`` (one with no judgment counts as 0, as in
+    ``maw_gym.metrics.ndcg_at_10``); ``results`` is not modified.
     """
     from beir.retrieval.evaluation import EvaluateRetrieval
 
@@ -177,12 +178,15 @@ def evaluate(
     ndcg, _, recall, _ = EvaluateRetrieval.evaluate(qrels, judged, ks, ignore_identical_ids=False)
     mrr = EvaluateRetrieval.evaluate_custom(qrels, judged, ks, metric="mrr")
     accuracy = EvaluateRetrieval.evaluate_custom(qrels, judged, ks, metric="top_k_accuracy")
+    # pytrec_eval skips a query whose qrels are empty (MRR and Hit@k count it, as 0): count it
+    # as 0 for NDCG and recall too, as every other NDCG here does (maw_gym.metrics).
+    share = sum(1 for docs in qrels.values() if docs) / len(qrels)
     metrics: dict[str, float] = {}
     for k in ks:
-        metrics[f"NDCG@{k}"] = float(ndcg[f"NDCG@{k}"])
+        metrics[f"NDCG@{k}"] = float(ndcg[f"NDCG@{k}"]) * share
         metrics[f"MRR@{k}"] = float(mrr[f"MRR@{k}"])
         metrics[f"Hit@{k}"] = float(accuracy[f"Accuracy@{k}"])
-        metrics[f"Recall@{k}"] = float(recall[f"Recall@{k}"])
+        metrics[f"Recall@{k}"] = float(recall[f"Recall@{k}"]) * share
     return metrics
 
 
@@ -201,7 +205,7 @@ def per_query_ndcg10(
 
     judged = _judged_results(qrels, results, ignore_identical_ids)
     scores = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10"}).evaluate(judged)
-    return {qid: float(scores[qid]["ndcg_cut_10"]) for qid in qrels}
+    return {qid: float(scores.get(qid, {}).get("ndcg_cut_10", 0.0)) for qid in qrels}
 
 
 def routed_results(

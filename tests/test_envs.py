@@ -233,7 +233,7 @@ def test_tables_default_to_get_tables_and_observations_are_checked(monkeypatch) 
 
     monkeypatch.setattr(builder, "ensure_tables", fake_get_tables)
     env = gym.make("MAW/DepthSelection-v3", split="dev", max_queries=4, encoder="enc")
-    assert calls == [("nave-kjv", "dev", "smoke", "enc")]
+    assert calls == [("nave-kjv", "dev", "quick", "enc")]  # the official benchmark by default
     assert env.unwrapped.tables.num_queries == 4
 
     rounding = Tables.synthetic()

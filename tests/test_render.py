@@ -169,7 +169,9 @@ def test_gymnasium_vector_record_video_records_the_native_vector_env(tables, tmp
 
 
 def test_a_pickled_env_leaves_the_texts_behind_and_renders_the_same(tables) -> None:
-    env = gym.make("MAW/DepthSelection-v3", split="test", render_mode="ansi").unwrapped
+    env = gym.make(
+        "MAW/DepthSelection-v3", split="test", preset="smoke", render_mode="ansi"
+    ).unwrapped
     play(env, query=1, seed=0)
     text = env.render()
     assert env._renderer._split is not None  # the texts were read for the frame
@@ -189,7 +191,7 @@ def test_render_errors_are_clear(tables) -> None:
 def test_synthetic_tables_render_ids_and_smoke_tables_render_texts(tables) -> None:
     from maw_gym.data import load_split
 
-    env = gym.make("MAW/DepthSelection-v3", split="test", render_mode="ansi")
+    env = gym.make("MAW/DepthSelection-v3", split="test", preset="smoke", render_mode="ansi")
     play(env, query=0, seed=0)
     text = env.render()
     split = load_split("nave-kjv", "test")
@@ -212,7 +214,7 @@ def test_synthetic_tables_render_ids_and_smoke_tables_render_texts(tables) -> No
 def test_record_video_writes_a_video_at_smoke(tmp_path) -> None:
     import imageio
 
-    env = gym.make("MAW/LayerwiseDepth-v3", split="test", render_mode="rgb_array")
+    env = gym.make("MAW/LayerwiseDepth-v3", split="test", preset="smoke", render_mode="rgb_array")
     folder = tmp_path / "videos"
     env = gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True)
     for episode in range(2):

@@ -136,3 +136,16 @@ def test_bad_k_and_stemmer_are_rejected(animals: Path) -> None:
         bm25_candidates(split, k=0)
     with pytest.raises(ValueError, match=r"stemmer 'klingon': expected one of .*english"):
         bm25_candidates(split, k=1, stemmer="klingon")
+
+
+def test_a_query_without_relevant_judgments_counts_as_zero_in_every_metric() -> None:
+    """pytrec_eval skips a query whose qrels are empty, for NDCG and recall only (beir's MRR
+    and Hit count it): the tables' NDCG@10 counts it as 0, so ``evaluate`` must too."""
+
+    qrels = {"a": {"d1": 1}, "b": {}, "c": {"d2": 0}}
+    results = {"a": {"d1": 1.0, "d3": 0.5}, "b": {"d1": 1.0}, "c": {"d2": 1.0}}
+    metrics = evaluate(qrels, results)
+    assert metrics["NDCG@10"] == pytest.approx(1 / 3)
+    assert metrics["Recall@10"] == pytest.approx(1 / 3)
+    assert metrics["MRR@10"] == pytest.approx(1 / 3, abs=1e-5)
+    assert per_query_ndcg10(qrels, results) == {"a": 1.0, "b": 0.0, "c": 0.0}

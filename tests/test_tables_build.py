@@ -55,7 +55,7 @@ def test_get_tables_never_trains_an_encoder(encoder_dir, dev_tables, monkeypatch
     def refuse(*args, **kwargs):
         raise AssertionError("get_tables trained an encoder")
 
-    monkeypatch.setattr("maw_gym.encoder.train.train_encoder", refuse)
+    monkeypatch.setattr("maw_gym.build.train_encoder", refuse)
     again = get_tables("nave-kjv", "dev", PRESET.inputs, encoder_dir)
     np.testing.assert_array_equal(again.score_parts, dev_tables.score_parts)
     with pytest.raises(AssertionError, match="trained an encoder"):
@@ -97,7 +97,7 @@ def test_checkpoint_reload_gives_table_scores(encoder_dir, dev_tables) -> None:
     model = encoder.models["maw"]
     batch = QueryBatch.from_inputs(inputs, np.arange(3))
     with torch.no_grad():
-        for depth in range(PRESET.depth):
+        for depth in range(PRESET.encoder.depth):
             direct = model(
                 batch.x,
                 batch.mask,
