@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maw_gym.cache import write_json
+from maw_gym.cache import make_dirs, write_json
 from maw_gym.command import env_id, output_dir, positive_int
 from maw_gym.device import add_device_argument
 from maw_gym.presets import add_preset_arguments, preset_from_args
@@ -190,8 +190,7 @@ def train_agent(
     """Train ``agent``, save its router and ``training.json`` in ``out_dir``; return both."""
     if agent not in AGENTS:
         raise ValueError(f"unknown agent {agent!r}; choose one of {sorted(AGENTS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dirs(Path(out_dir))
     started = time.perf_counter()
     job = TrainJob(env_id, train_tables, dev_tables, seed, steps, out_dir, device)
     router, curve = AGENTS[agent](job)

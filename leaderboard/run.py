@@ -23,7 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
-from maw_gym.cache import write_json
+from maw_gym.cache import make_dirs, write_json
 from maw_gym.command import env_id, output_dir, positive_int
 from maw_gym.presets import Preset, add_preset_arguments, parse_overrides, preset_from_args
 from maw_gym_leaderboard.plots import PLOT_FILES
@@ -234,7 +234,7 @@ def prepare_out(out: Path, fresh: bool) -> None:
                 shutil.rmtree(path)  # guarded: a leaderboard's own output, in a marked folder
             elif path.exists() or path.is_symlink():
                 path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     write_json(marker, {"written_by": "maw-gym leaderboard", "outputs": list(OUTPUTS)})
 
 

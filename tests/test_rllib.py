@@ -76,7 +76,7 @@ def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path
     assert actions.shape == (16,) and actions.dtype == np.int64
     assert ((actions >= 0) & (actions < tables.depth)).all()
     router.save(tmp_path / "router")
-    loaded = load_router(tmp_path / "router")
+    loaded = load_router(tmp_path / "router", allow_pickle=True)
     assert isinstance(loaded, rllib.RLlibRouter)
     np.testing.assert_array_equal(loaded.act(obs), actions)
 
@@ -177,5 +177,5 @@ def test_command_line_trains_and_saves_a_loadable_router(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "iteration    1" in done.stdout
-    router = load_router(out / "router")
+    router = load_router(out / "router", allow_pickle=True)
     assert isinstance(router, rllib.RLlibRouter) and router.name == "rllib-ppo"

@@ -359,6 +359,5 @@ def run_study(
     for name, levers in variants.items():
         variant_preset = dataclasses.replace(preset, **levers)
         study["variants"][name] = study_variant(variant_preset, parts, seeds, nonmaw, groups)
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, study)  # after each variant: a long study can be read while it runs
     return study

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from maw_gym.cache import cache_dir, locked, read_json, slug, stable_hash
+from maw_gym.command import output_file
 from maw_gym.device import add_device_argument, resolve_device
-from maw_gym.encoder.shards import ray_address
 from maw_gym.pipeline import SHARD_QUERIES
 from maw_gym.presets import Preset, add_preset_arguments, get_preset, preset_from_args
+from maw_gym.ray_connect import head_address, ray_address
 from maw_gym.tables import Tables
 
 logger = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compute the shards as Ray tasks: a new local Ray, the running cluster (auto) or "
         "a head's address; the encoder still trains in this process",
     )
-    export.add_argument("out", type=Path, help="the artifact file to write (a tar)")
+    export.add_argument("out", type=output_file, help="the artifact file to write (a tar)")
     install = sub.add_parser(
         "import", help="verify a tables artifact and install it into the cache"
     )
@@ -287,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     splits = SPLITS if args.split == "all" else (args.split,)
     preset = preset_from_args(args)
+    if args.ray_address not in (None, "local"):
+        head_address(args.ray_address)  # a head that does not answer is named before any work
     for split in splits:
         started = time.perf_counter()
         tables = ensure_tables(

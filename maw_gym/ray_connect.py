@@ -1,0 +1,108 @@
+"""Joining a Ray cluster: a deadline on every connection, and Ctrl-C or SIGTERM at any moment.
+
+``ray.init(address=...)`` hands the connection to Ray's C++ client, which retries for minutes
+(20 attempts of about 35 s each when nothing answers) and, running on the main thread, holds
+back every Python signal handler until an attempt ends: pointed at a closed address,
+``maw-gym tables build --ray-address`` and ``maw-gym rllib --address`` were still retrying
+after 100 s, ignored SIGTERM and Ctrl-C, and ended only with SIGKILL (issue 22).
+
+So the head is probed before ``ray.init``: a TCP connection (a closed port is refused at once),
+then Ray's own GCS client, run in a daemon thread while the main thread waits for it with a
+deadline. Waiting on a lock in Python leaves signal handlers free to run, so Ctrl-C and SIGTERM
+end the wait as they end any other work (:mod:`maw_gym.command`). ``ray.init`` is called only
+on a head that has just answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from maw_gym.command import keeping_sigterm_handler
+
+#: Seconds a head has to answer Ray's client before the connection is given up.
+CONNECT_DEADLINE_S = 20
+#: Seconds a TCP connection to the head's port may take (a dropped packet, not a refusal).
+TCP_TIMEOUT_S = 5.0
+
+
+def ray_address(value: str) -> str:
+    """argparse type of ``--ray-address``/``--address``: ``local``, ``auto`` or ``HOST:PORT``."""
+    host, _, port = value.rpartition(":")
+    if value in ("local", "auto") or (host and port.isdigit()):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: expected local, auto or HOST:PORT")
+
+
+def head_address(address: str) -> str:
+    """The ``HOST:PORT`` that ``ray.init(address=address)`` connects to (``auto`` looked up,
+    a loopback host resolved as Ray resolves it), once it answered Ray's client within
+    :data:`CONNECT_DEADLINE_S`; otherwise a ValueError naming ``address``."""
+    from ray._private import services
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private cluster has no shared token
+    try:
+        head = services.canonicalize_bootstrap_address(address)
+    except (ConnectionError, ValueError) as error:  # "auto" without a running cluster
+        raise ValueError(f"Ray address {address!r}: {error}") from None
+    named = address if head == address else f"{address} ({head})"
+    _check_port(head, named)
+    _check_head(head, named)
+    return head
+
+
+def join(address: str, **init_kwargs: Any) -> None:
+    """``ray.init`` on the head at ``address`` (see :func:`head_address`), keeping the caller's
+    SIGTERM handler."""
+    import ray
+
+    head = head_address(address)
+    with keeping_sigterm_handler():  # SIGTERM unwinds like Ctrl-C (maw_gym.command)
+        ray.init(address=head, log_to_driver=False, **init_kwargs)
+
+
+def _check_port(head: str, named: str) -> None:
+    host, _, port = head.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=TCP_TIMEOUT_S):
+            pass
+    except ConnectionRefusedError:
+        raise ValueError(
+            f"Ray address {named}: connection refused, nothing listens there; start a head "
+            f"(`ray start --head --port {port}`) or give the address it printed"
+        ) from None
+    except OSError as error:  # a timeout, an unknown host, no route
+        raise ValueError(f"Ray address {named}: cannot connect ({error})") from None
+
+
+def _check_head(head: str, named: str) -> None:
+    """Ray's GCS client on ``head``, in a daemon thread (its C++ retries cannot be cut short,
+    and a thread left waiting does not keep the process alive)."""
+    from ray._raylet import GcsClient
+
+    outcome: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            GcsClient(address=head)
+        except Exception as error:  # reported by the main thread below
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    probe = threading.Thread(target=connect, name="ray-head-probe", daemon=True)
+    probe.start()
+    deadline = time.monotonic() + CONNECT_DEADLINE_S
+    while not outcome and time.monotonic() < deadline:
+        probe.join(timeout=0.2)  # a lock wait: signal handlers run in between
+    if not outcome:
+        raise ValueError(
+            f"Ray address {named}: no Ray head answered within {CONNECT_DEADLINE_S} s; is it a "
+            "Ray head's address (the port `ray start --head` printed)?"
+        )
+    if outcome[0] is not None:
+        raise ValueError(f"Ray address {named}: not a Ray head ({outcome[0]})")
