@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maw_gym.cache import make_dirs, write_json
+from maw_gym.cache import make_dirs, read_json, write_json
 from maw_gym.command import env_id, output_dir, positive_int
 from maw_gym.device import add_device_argument
 from maw_gym.presets import add_preset_arguments, preset_from_args
@@ -61,7 +61,7 @@ TrainFn = Callable[[TrainJob], Trained]
 def read_curve(run_dir: Path) -> list[CurvePoint]:
     """The dev learning curve :func:`train_agent` wrote in ``run_dir`` ([] if there is none)."""
     path = Path(run_dir) / CURVE_FILE
-    return json.loads(path.read_text()) if path.exists() else []
+    return read_json(path) if path.exists() else []
 
 
 def _write_metrics(out_dir: Path, metrics: list[dict[str, float]]) -> None:

@@ -17,13 +17,12 @@ reused only if it was made with the same configuration.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import shutil
 import time
 from pathlib import Path
 
-from maw_gym.cache import make_dirs, write_json
+from maw_gym.cache import make_dirs, read_json, write_json
 from maw_gym.command import env_id, output_dir, positive_int
 from maw_gym.presets import Preset, add_preset_arguments, parse_overrides, preset_from_args
 from maw_gym_leaderboard.plots import PLOT_FILES
@@ -304,7 +303,7 @@ def collect(ctx: Context, policies: tuple[str, ...], seeds: int) -> dict[str, Ru
         run_dir = ctx.out / "runs" / policy / f"seed{seed}"
         done = run_dir / RESULT_FILE
         if done.exists():
-            saved = json.loads(done.read_text())
+            saved = read_json(done)
             if saved.get("config") == ctx.config:
                 results[policy].append(saved)
                 continue

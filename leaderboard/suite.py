@@ -16,7 +16,6 @@ suite takes more datasets by path with ``--add-dataset``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import atomic_path, write_json
+from maw_gym.cache import atomic_path, read_json, write_json
 
 REFERENCE = "best-fixed"
 #: The hard, retrieval-only, per-head, mixture and layerwise envs.
@@ -103,7 +102,7 @@ def normalised_scores(
     columns: dict[str, list[list[float]]] = {p: [] for p in policies}
     flat = []
     for name, directory in task_dirs.items():
-        raw = json.loads((directory / "raw_scores.json").read_text())
+        raw = read_json(directory / "raw_scores.json")
         low, high = raw[REFERENCE][0]["random_mean"], raw[REFERENCE][0]["oracle_mean"]
         if high - low <= 1e-12:
             flat.append(name)

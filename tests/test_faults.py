@@ -12,6 +12,7 @@ import dataclasses
 import errno
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -622,12 +623,15 @@ class _SilentServer:
         self.socket = socket.create_server(("127.0.0.1", 0))
         self.address = f"127.0.0.1:{self.socket.getsockname()[1]}"
         self.connections: list[socket.socket] = []
+        self.first_contact = math.inf
+        """``time.monotonic()`` of the first connection."""
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
             while True:
                 self.connections.append(self.socket.accept()[0])
+                self.first_contact = min(self.first_contact, time.monotonic())
 
     def close(self) -> None:
         for connection in [*self.connections, self.socket]:
@@ -672,8 +676,6 @@ def test_a_closed_ray_address_fails_at_once_naming_it(tmp_path: Path, command: s
 @pytest.mark.ray
 def test_a_silent_ray_address_gives_up_within_its_deadline(tmp_path: Path) -> None:
     """Something listens but no Ray head answers: one line naming the address in about 30 s."""
-    from maw_gym.ray_connect import CONNECT_DEADLINE_S
-
     server = _SilentServer()
     child = _spawn(
         _rllib_on(server.address, tmp_path / "out"),
@@ -682,14 +684,16 @@ def test_a_silent_ray_address_gives_up_within_its_deadline(tmp_path: Path) -> No
         text=True,
     )
     try:
-        _, err = child.communicate(timeout=120 + CONNECT_DEADLINE_S)
+        _, err = child.communicate(timeout=180)
+        ended = time.monotonic()
     finally:
         _end(child)
         server.close()
     assert child.returncode == 2, err[-2000:]
     last = err.strip().splitlines()[-1]
-    assert server.address in last and f"no Ray head answered within {CONNECT_DEADLINE_S}" in last
+    assert server.address in last and "no Ray head answered within" in last, err[-2000:]
     assert "Traceback" not in err
+    assert ended - server.first_contact < 60  # 20 s and a busy machine's slack, not minutes
 
 
 @pytest.mark.ray
@@ -854,7 +858,7 @@ def test_a_cache_that_is_a_file_or_read_only_is_one_line(
 
 def test_stale_temp_files_of_a_dead_process_are_removed_and_nothing_else(tmp_path: Path) -> None:
     """A killed run left 9 MB of `.tmp` files in states/ that no later run removed."""
-    from maw_gym.cache import STALE_AFTER_S, write_json
+    from maw_gym.cache import write_json
 
     folder = tmp_path / "entries"
     script = (
@@ -878,7 +882,7 @@ def test_stale_temp_files_of_a_dead_process_are_removed_and_nothing_else(tmp_pat
     old, recent = leftovers
     foreign = folder / ".someone-elses.tmp"
     foreign.write_text("not ours")
-    long_ago = time.time() - STALE_AFTER_S - 60
+    long_ago = time.time() - 2 * 24 * 3600  # old by any measure
     for path in (old, foreign):
         os.utime(path, (long_ago, long_ago))
     assert old.exists() and recent.exists()

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from maw_gym.cache import write_json
+from maw_gym.cache import read_json, write_json
 from maw_gym.command import output_dir
 from maw_gym.device import add_device_argument
 from maw_gym.presets import add_preset_arguments, preset_from_args
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         for path in args.studies:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such study JSON; run `maw-gym encoder study`")
-            studies.append(json.loads(path.read_text()))
+            studies.append(read_json(path))
         render(studies, args.out, args.out.with_suffix(".png"))
         print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
         return 0
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         directory = train_encoder(
             args.dataset, preset, out=args.out, seed=args.seed, device=args.device
         )
-        config = json.loads((directory / "config.json").read_text())
+        config = read_json(directory / "config.json")
         print(
             f"encoder: {directory} (content hash {config['content_hash']}, "
             f"{time.perf_counter() - started:.1f} s)"

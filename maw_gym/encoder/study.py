@@ -30,7 +30,6 @@ need no encoder. The JSON it writes is the only source of ``docs/depth-study.md`
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maw_gym.cache import atomic_path, cache_dir, stable_hash, write_json
+from maw_gym.cache import atomic_path, cache_dir, parse_json, stable_hash, write_json
 from maw_gym.data.sources import resolve_dataset
 from maw_gym.encoder.report import (
     depth_js_divergence,
@@ -176,9 +175,10 @@ def query_groups(dataset: str, query_ids: np.ndarray) -> np.ndarray | None:
     """(N,) each query's ``metadata.task`` from the dataset's queries.jsonl, or None if the
     dataset's queries carry none (the study then reports no per-task breakdown)."""
     tasks: dict[str, str] = {}
-    with open(resolve_dataset(dataset) / "queries.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
+    path = resolve_dataset(dataset) / "queries.jsonl"
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            row = parse_json(line, f"{path}:{number}")
             task = (row.get("metadata") or {}).get("task")
             if task is not None:
                 tasks[str(row["_id"])] = str(task)
