@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import descendants, end_process, free_port, spawn
 
 from maw_gym.cache import cache_root, file_hash
 from maw_gym.data import DatasetError, load_split, write_beir_folder
@@ -297,22 +298,6 @@ def test_documented_commands_work_with_relative_out(
     assert (tmp_path / "runs/lb/leaderboard.json").is_file()
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every living process below ``pid`` (read from /proc: Ray's head is a process tree)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def _alive(pids: set[int]) -> set[int]:
     alive = set()
     for pid in pids:
@@ -323,31 +308,6 @@ def _alive(pids: set[int]) -> set[int]:
         if state != "Z":
             alive.add(pid)
     return alive
-
-
-def _default_signals() -> None:
-    """In the child, before exec: a child inherits ignored signals (under `nohup make test &`
-    SIGINT is ignored, and Python then installs no KeyboardInterrupt handler), so a test
-    that signals its child says how the child handles them."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _spawn(command: list[str], **kwargs: object) -> subprocess.Popen:
-    """``command`` in a process group of its own (Ctrl-C is sent to the group, as a terminal
-    does), with default signal handling whatever this process inherited."""
-    return subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals, **kwargs)
-
-
-def _end(child: subprocess.Popen) -> None:
-    """Kill ``child``, its group and every process below it, whatever state the test left."""
-    family = _descendants(child.pid)
-    for pid in (child.pid, *family):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(child.pid, signal.SIGKILL)
-    child.wait()
 
 
 @pytest.mark.slow
@@ -369,14 +329,14 @@ def test_a_signal_during_rllib_training_is_one_line_and_leaves_no_ray(
     command += ["--out", str(tmp_path / "out")]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
-        child = _spawn(command, stderr=stderr, stdout=subprocess.DEVNULL, cwd=tmp_path)
+        child = spawn(command, stderr=stderr, stdout=subprocess.DEVNULL, cwd=tmp_path)
     try:
         # Generous limits: a loaded machine (a CPU burner beside the suite) is slow, not broken.
         deadline = time.monotonic() + 600
         while "rllib-ppo:" not in log.read_text() or " 2/" not in log.read_text():
             assert child.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
-        ray_processes = _descendants(child.pid)
+        ray_processes = descendants(child.pid)
         assert ray_processes, "no private Ray was started"
         if signum == signal.SIGINT:
             os.killpg(child.pid, signum)
@@ -384,7 +344,7 @@ def test_a_signal_during_rllib_training_is_one_line_and_leaves_no_ray(
             child.send_signal(signum)
         assert child.wait(timeout=180) == status, log.read_text()[-2000:]
     finally:
-        _end(child)  # whatever failed above, no training and no Ray outlive the test
+        end_process(child)  # whatever failed above, no training and no Ray outlive the test
     lines = log.read_text().replace("\r", "\n").strip().splitlines()
     assert lines[-1] == line, lines[-20:]
     assert not any("Traceback" in text for text in lines), lines[-40:]
@@ -396,11 +356,11 @@ def test_a_signal_during_rllib_training_is_one_line_and_leaves_no_ray(
     if signum == signal.SIGINT:  # the rerun continues after the saved iteration
         resumed = int(saved.name.removeprefix("iteration_")) + 1
         command[command.index("100000")] = str(resumed)
-        rerun = _spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        rerun = spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
         try:
             out, err = rerun.communicate(timeout=600)
         finally:
-            _end(rerun)
+            end_process(rerun)
         assert rerun.returncode == 0, err[-2000:]
         trained = [line.split(":")[0] for line in out.decode().splitlines() if "return" in line]
         assert trained == [f"iteration {resumed:>4}"], out
@@ -639,8 +599,6 @@ class _SilentServer:
 
 
 def _closed_address() -> str:
-    from conftest import free_port
-
     return f"127.0.0.1:{free_port()}"
 
 
@@ -662,11 +620,11 @@ def test_a_closed_ray_address_fails_at_once_naming_it(tmp_path: Path, command: s
         "rllib": _rllib_on(address, tmp_path / "out"),
         "tables": _cli("tables", "build", "--split", "test", "--ray-address", address),
     }[command]
-    child = _spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _, err = child.communicate(timeout=90)
     finally:
-        _end(child)
+        end_process(child)
     assert child.returncode == 2, err[-2000:]
     last = err.strip().splitlines()[-1]
     assert address in last and "connection refused" in last, err[-2000:]
@@ -677,7 +635,7 @@ def test_a_closed_ray_address_fails_at_once_naming_it(tmp_path: Path, command: s
 def test_a_silent_ray_address_gives_up_within_its_deadline(tmp_path: Path) -> None:
     """Something listens but no Ray head answers: one line naming the address in about 30 s."""
     server = _SilentServer()
-    child = _spawn(
+    child = spawn(
         _rllib_on(server.address, tmp_path / "out"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -687,7 +645,7 @@ def test_a_silent_ray_address_gives_up_within_its_deadline(tmp_path: Path) -> No
         _, err = child.communicate(timeout=180)
         ended = time.monotonic()
     finally:
-        _end(child)
+        end_process(child)
         server.close()
     assert child.returncode == 2, err[-2000:]
     last = err.strip().splitlines()[-1]
@@ -708,7 +666,7 @@ def test_a_signal_while_connecting_to_ray_ends_it_at_once(
     server = _SilentServer()
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
-        child = _spawn(
+        child = spawn(
             _rllib_on(server.address, tmp_path / "out"), stdout=subprocess.DEVNULL, stderr=stderr
         )
     try:
@@ -723,7 +681,7 @@ def test_a_signal_while_connecting_to_ray_ends_it_at_once(
             child.send_signal(signum)
         assert child.wait(timeout=20) == status, log.read_text()[-2000:]
     finally:
-        _end(child)
+        end_process(child)
         server.close()
     lines = log.read_text().strip().splitlines()
     assert lines[-1] == f"maw-gym rllib: {word}; rerun the same command to resume", lines[-5:]
@@ -872,13 +830,13 @@ def test_stale_temp_files_of_a_dead_process_are_removed_and_nothing_else(tmp_pat
     )
     leftovers = []
     for name in ("old.json", "recent.json"):
-        child = _spawn(
+        child = spawn(
             [sys.executable, "-c", script, str(folder / name)], stdout=subprocess.PIPE, text=True
         )
         try:
             leftovers.append(Path(child.stdout.readline().strip()))
         finally:
-            _end(child)  # SIGKILL: no finally of its own runs, the temporary file stays
+            end_process(child)  # SIGKILL: no finally of its own runs, the temporary file stays
     old, recent = leftovers
     foreign = folder / ".someone-elses.tmp"
     foreign.write_text("not ours")
