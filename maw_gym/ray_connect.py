@@ -6,11 +6,12 @@ back every Python signal handler until an attempt ends: pointed at a closed addr
 ``maw-gym tables build --ray-address`` and ``maw-gym rllib --address`` were still retrying
 after 100 s, ignored SIGTERM and Ctrl-C, and ended only with SIGKILL (issue 22).
 
-So the head is probed before ``ray.init``: a TCP connection (a closed port is refused at once),
-then Ray's own GCS client, run in a daemon thread while the main thread waits for it with a
-deadline. Waiting on a lock in Python leaves signal handlers free to run, so Ctrl-C and SIGTERM
-end the wait as they end any other work (:mod:`maw_gym.command`). ``ray.init`` is called only
-on a head that has just answered.
+So the head is probed before ``ray.init``, within :data:`CONNECT_DEADLINE_S`: its port (a
+refused connection is tried again, as Ray does, since a head may be starting), then Ray's own
+GCS client, run in a daemon thread while the main thread waits for it. Sleeping or waiting on
+a lock in Python leaves signal handlers free to run, so Ctrl-C and SIGTERM end the wait as they
+end any other work (:mod:`maw_gym.command`). ``ray.init`` is called only on a head that has
+just answered.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 
 from maw_gym.command import keeping_sigterm_handler
 
-#: Seconds a head has to answer Ray's client before the connection is given up.
+#: Seconds a head has to accept a connection and answer Ray's client.
 CONNECT_DEADLINE_S = 20
-#: Seconds a TCP connection to the head's port may take (a dropped packet, not a refusal).
-TCP_TIMEOUT_S = 5.0
+#: Seconds Ray's client always gets once the port accepted (it may have opened just in time).
+MIN_CLIENT_S = 5
 
 
 def ray_address(value: str) -> str:
@@ -50,8 +51,9 @@ def head_address(address: str) -> str:
     except (ConnectionError, ValueError) as error:  # "auto" without a running cluster
         raise ValueError(f"Ray address {address!r}: {error}") from None
     named = address if head == address else f"{address} ({head})"
-    _check_port(head, named)
-    _check_head(head, named)
+    deadline = time.monotonic() + CONNECT_DEADLINE_S
+    _wait_for_port(head, named, deadline)
+    _check_head(head, named, max(deadline, time.monotonic() + MIN_CLIENT_S))
     return head
 
 
@@ -65,23 +67,29 @@ def join(address: str, **init_kwargs: Any) -> None:
         ray.init(address=head, log_to_driver=False, **init_kwargs)
 
 
-def _check_port(head: str, named: str) -> None:
+def _wait_for_port(head: str, named: str, deadline: float) -> None:
+    """Connect to ``head``'s port, trying again after a refusal until ``deadline``."""
     host, _, port = head.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=TCP_TIMEOUT_S):
-            pass
-    except ConnectionRefusedError:
-        raise ValueError(
-            f"Ray address {named}: connection refused, nothing listens there; start a head "
-            f"(`ray start --head --port {port}`) or give the address it printed"
-        ) from None
-    except OSError as error:  # a timeout, an unknown host, no route
-        raise ValueError(f"Ray address {named}: cannot connect ({error})") from None
+    while True:
+        try:
+            timeout = max(deadline - time.monotonic(), 0.1)
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise ValueError(
+                    f"Ray address {named}: connection refused for {CONNECT_DEADLINE_S} s, nothing "
+                    f"listens there; start a head (`ray start --head --port {port}`) or give the "
+                    "address it printed"
+                ) from None
+            time.sleep(0.5)
+        except OSError as error:  # no answer in time, an unknown host, no route
+            raise ValueError(f"Ray address {named}: cannot connect ({error})") from None
 
 
-def _check_head(head: str, named: str) -> None:
-    """Ray's GCS client on ``head``, in a daemon thread (its C++ retries cannot be cut short,
-    and a thread left waiting does not keep the process alive)."""
+def _check_head(head: str, named: str, deadline: float) -> None:
+    """Ray's GCS client on ``head`` until ``deadline``, in a daemon thread (its C++ retries
+    cannot be cut short, and a thread left waiting does not keep the process alive)."""
     from ray._raylet import GcsClient
 
     outcome: list[BaseException | None] = []
@@ -96,7 +104,6 @@ def _check_head(head: str, named: str) -> None:
 
     probe = threading.Thread(target=connect, name="ray-head-probe", daemon=True)
     probe.start()
-    deadline = time.monotonic() + CONNECT_DEADLINE_S
     while not outcome and time.monotonic() < deadline:
         probe.join(timeout=0.2)  # a lock wait: signal handlers run in between
     if not outcome:

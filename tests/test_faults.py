@@ -613,7 +613,9 @@ def _rllib_on(address: str, out: Path) -> list[str]:
 
 @pytest.mark.ray
 @pytest.mark.parametrize("command", ["rllib", "tables"])
-def test_a_closed_ray_address_fails_at_once_naming_it(tmp_path: Path, command: str) -> None:
+def test_a_closed_ray_address_fails_within_its_deadline_naming_it(
+    tmp_path: Path, command: str
+) -> None:
     """Nothing listening at the address: still retrying after 100 s, ignoring SIGTERM."""
     address = _closed_address()
     argv = {
@@ -622,12 +624,12 @@ def test_a_closed_ray_address_fails_at_once_naming_it(tmp_path: Path, command: s
     }[command]
     child = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        _, err = child.communicate(timeout=90)
+        _, err = child.communicate(timeout=120)  # 20 s, and a busy machine's start-up
     finally:
         end_process(child)
     assert child.returncode == 2, err[-2000:]
     last = err.strip().splitlines()[-1]
-    assert address in last and "connection refused" in last, err[-2000:]
+    assert address in last and "connection refused for 20 s" in last, err[-2000:]
     assert "Traceback" not in err
 
 
