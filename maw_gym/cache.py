@@ -2,9 +2,11 @@
 
 Every cached artefact is keyed by a hash of what it was computed from, so a stale entry is never
 read back; writes go to a temporary file in the same directory and are renamed into place, so an
-interrupted run leaves either the old file or the new one, never half of one. Keys are
-file-name-safe slugs plus hashes (:func:`slug`), so every entry stays under the cache root
-whatever a dataset is called (issue 10: an absolute dataset path used to write beside the
+interrupted run leaves either the old file or the new one, never half of one (:func:`atomic_path`,
+through which every write of maw-gym goes: a full disk or a read-only folder is one
+:class:`WriteError` naming the path, and temporaries a killed run left are removed by the next).
+Keys are file-name-safe slugs plus hashes (:func:`slug`), so every entry stays under the cache
+root whatever a dataset is called (issue 10: an absolute dataset path used to write beside the
 dataset). A per-entry file lock (:func:`locked`) makes a second process that wants the same
 entry wait and reuse the first one's result, and :func:`load_or_build` verifies an entry when it
 is read, rebuilding a bad one (a truncated file, a foreign one) instead of failing later.
