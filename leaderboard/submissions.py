@@ -28,7 +28,7 @@ from maw_gym import registered_env_id
 from maw_gym.artifacts import tables_fingerprint
 from maw_gym.cache import read_json, write_json
 from maw_gym.tables import Tables
-from maw_gym_leaderboard.policies import RESULT_FILE
+from maw_gym_leaderboard.policies import RESULT_FILE, policy_env
 
 SUBMISSION_FILE = "submission.json"
 CONFIG_FILE = "config.json"
@@ -118,7 +118,8 @@ def check_submission(
     path: Path, tables: Tables, env_id: str, trust_routers: bool
 ) -> tuple[dict[str, Any], np.ndarray | None, list[Difference]]:
     """(submission, replayed returns or None, differences) for one ``submission.json`` of a
-    run on ``env_id``: it is replayed on that env, never on the one the submission names."""
+    run on ``env_id``: it is replayed on the env the run scored its policy on
+    (:func:`~maw_gym_leaderboard.policies.policy_env`), never on one the submission names."""
     try:
         record = read_json(path)
         policy, seed = str(record["policy"]), int(record["seed"])
@@ -133,6 +134,7 @@ def check_submission(
     def differ(what: str, recorded: Any, replayed: Any) -> Difference:
         return Difference(policy, seed, what, str(recorded), str(replayed))
 
+    env_id = policy_env(policy, env_id)
     if record["env_id"] != env_id:
         return record, None, [differ("env", record["env_id"], env_id)]
     fingerprint = tables_fingerprint(tables)
