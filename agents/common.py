@@ -27,7 +27,7 @@ import yaml
 from torch import nn
 from torch.distributions import Categorical, Dirichlet, Distribution, Independent
 
-from maw_gym.cache import CORRUPT_ERRORS, atomic_path, read_json, write_json
+from maw_gym.cache import CORRUPT_ERRORS, atomic_path, make_dirs, read_json, write_json
 from maw_gym.envs.vector import MAWVectorEnv
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
@@ -245,18 +245,47 @@ def load_state(directory: Path, module: nn.Module) -> None:
         raise ValueError(f"{path}: not the weights router.json describes ({reason})") from None
 
 
-def load_router(directory: Path | str) -> Router:
-    """Load any saved router: ``router.json`` names its class as ``module:Class``."""
-    directory = Path(directory)
-    config = read_router_json(directory)
-    module_name, _, class_name = str(config.get("class", "")).partition(":")
-    try:
-        router_class = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError, ValueError) as error:
+TRUST_WARNING = (
+    "warning: --trust-routers loads the saved routers, which unpickles code from their files "
+    "(SB3 zips, RLlib checkpoints, torch.load(weights_only=False)); do this only for "
+    "directories you trust"
+)
+#: The classes ``router.json`` may name, and whether loading one unpickles code from the
+#: router's folder (SB3 zips and RLlib checkpoints do; the others read JSON and weights-only
+#: tensors). Checked before anything is imported: a folder from someone else named a module
+#: that was imported before the class was refused (issue 22).
+ROUTER_CLASSES: dict[str, bool] = {
+    "maw_gym_agents.common:PolicyRouter": False,
+    "maw_gym_agents.heuristics:RandomRouter": False,
+    "maw_gym_agents.heuristics:FixedDepthRouter": False,
+    "maw_gym_agents.heuristics:ScoreRouter": False,
+    "maw_gym_agents.heuristics:LookupRouter": False,
+    "maw_gym_agents.supervised:SupervisedRouter": False,
+    "maw_gym_agents.sb3:SB3Router": True,
+    "maw_gym_agents.rllib:RLlibRouter": True,
+}
+
+
+def load_router(directory: Path | str, allow_pickle: bool = False) -> Router:
+    """Load any saved router: ``router.json`` names its class, one of :data:`ROUTER_CLASSES`.
+
+    ``allow_pickle``: also load the routers whose files are unpickled (SB3, RLlib), which runs
+    whatever code those files hold; only for folders you trust (``--trust-routers``).
+    """
+    path = Path(directory) / ROUTER_FILE
+    name = read_router_json(directory).get("class")
+    if not isinstance(name, str) or name not in ROUTER_CLASSES:
         raise ValueError(
-            f"{directory / ROUTER_FILE}: class {config.get('class')!r} not importable ({error})"
-        ) from None
-    return router_class.load(directory)
+            f"{path}: class {name!r} is not one of maw-gym's routers {sorted(ROUTER_CLASSES)}"
+        )
+    if ROUTER_CLASSES[name] and not allow_pickle:
+        raise ValueError(
+            f"{path}: a {name.rpartition(':')[2]} is loaded by unpickling its files, which runs "
+            "any code they hold; pass --trust-routers if you trust this folder"
+        )
+    module_name, _, class_name = name.partition(":")
+    router_class = getattr(importlib.import_module(module_name), class_name)
+    return router_class.load(Path(directory))
 
 
 def as_input(module: torch.nn.Module, observations: np.ndarray) -> torch.Tensor:
@@ -280,8 +309,7 @@ class PolicyRouter:
         return self.policy.spec.mode(params).cpu().numpy()
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_dirs(Path(directory))
         save_state(directory, self.policy)
         obs_dim = int(self.policy.obs_mean.numel())
         write_router_json(
@@ -322,8 +350,9 @@ class Episodes:
 
 def make_vector_env(env_id: str, num_envs: int, tables: Tables) -> MAWVectorEnv:
     """The env's native vector env over ``tables`` (SAME_STEP autoreset, pinnable queries)."""
-    import maw_gym  # noqa: F401  (registers the MAW/ ids)
+    from maw_gym import registered_env_id  # (importing maw_gym registers the MAW/ ids)
 
+    registered_env_id(env_id, "env_id")  # a "module:" prefix would make gymnasium import it
     envs = gym.make_vec(
         env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", tables=tables
     )

@@ -39,8 +39,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maw_gym.cache import read_json, stable_hash, write_json
+from maw_gym.cache import disk_errors, make_dirs, read_json, stable_hash, write_json
 from maw_gym.device import resolve_device
+from maw_gym.ray_connect import join
 from maw_gym.signals import keeping_sigterm_handler
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
@@ -165,7 +166,7 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     if ray.is_initialized():
         return False
-    if address is None:
+    if address in (None, "local"):
         with keeping_sigterm_handler():
             ray.init(
                 num_cpus=num_cpus,
@@ -175,10 +176,9 @@ def init_ray(address: str | None, num_cpus: int | None) -> bool:
             )
         return True
     env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
-    with staged_agents() as agents_package, keeping_sigterm_handler():
-        ray.init(
-            address=address,
-            log_to_driver=False,
+    with staged_agents() as agents_package:  # a deadline, and signals, while connecting
+        join(
+            address,
             runtime_env={"py_modules": [maw_gym, str(agents_package)], "env_vars": env_vars},
         )
     return True
@@ -300,7 +300,8 @@ def _train_algo(algo: Any, run: RLlibRun, curve: DevCurve | None) -> RLlibRouter
             curve(RLlibRouter(name, algo.get_module(), normalisation), steps)
         if run.checkpoint_every and iteration % run.checkpoint_every == 0:
             _save(algo, out_dir / "checkpoints" / f"iteration_{iteration:05d}", key)
-    algo.save(out_dir / "checkpoints" / "final")
+    with disk_errors(out_dir / "checkpoints"):  # RLlib writes its own folders
+        algo.save(out_dir / "checkpoints" / "final")
     return RLlibRouter(name, algo.get_module(), normalisation)
 
 
@@ -315,7 +316,8 @@ def _resume_key(run: RLlibRun) -> str:
 
 def _save(algo: Any, path: Path, key: str) -> None:
     """An iteration checkpoint, stamped with its run's :func:`_resume_key`."""
-    algo.save(path)
+    with disk_errors(path):  # RLlib writes its own folders
+        algo.save(path)
     write_json(path / RESUME_FILE, {"key": key})
 
 
@@ -354,7 +356,8 @@ def staged_agents() -> Iterator[Path]:
     [source] = maw_gym_agents.__path__
     with tempfile.TemporaryDirectory(prefix="maw_gym_ray_") as root:
         staged = Path(root) / "maw_gym_agents"
-        shutil.copytree(source, staged, ignore=shutil.ignore_patterns("__pycache__"))
+        with disk_errors(staged):
+            shutil.copytree(source, staged, ignore=shutil.ignore_patterns("__pycache__"))
         yield staged
 
 
@@ -389,9 +392,9 @@ class RLlibRouter:
         return actions.astype(np.int64)
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.module.save_to_path(str((directory / MODULE_DIR).resolve()))
+        directory = make_dirs(Path(directory))
+        with disk_errors(directory / MODULE_DIR):  # RLlib writes its own folder
+            self.module.save_to_path(str((directory / MODULE_DIR).resolve()))
         normalisation = None
         if self.obs_normalisation is not None:
             normalisation = NORMALISATION_FILE

@@ -25,7 +25,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
-from maw_gym.cache import atomic_path
+from maw_gym.cache import atomic_path, make_dirs
 from maw_gym.device import resolve_device
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
@@ -169,12 +169,10 @@ class SB3Router:
         return np.asarray(actions)
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / MODEL_FILE) as tmp:
-            # SB3 appends ".zip" to a path without it; the temporary name must keep the suffix.
-            self.model.save(tmp.with_suffix(".zip"))
-            tmp.with_suffix(".zip").replace(tmp)
+        directory = make_dirs(Path(directory))
+        # A handle: SB3 appends ".zip" to a path without it (a file beside the temporary one).
+        with atomic_path(directory / MODEL_FILE) as tmp, open(tmp, "wb") as handle:
+            self.model.save(handle)
         if self.obs_normalisation is not None:
             self.obs_normalisation.save(directory / NORMALISATION_FILE)
         write_router_json(

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from maw_gym.cache import make_dirs
 from maw_gym.device import resolve_device
 from maw_gym.tables import Tables
 from maw_gym_agents.common import (
@@ -120,8 +121,7 @@ class SupervisedRouter:
         return self.spec.from_depth_scores(self.depth_logits(observations)[:, None, :])
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_dirs(Path(directory))
         save_state(directory, self.net)
         depth, heads, pool, _ = self.net.shape
         write_router_json(

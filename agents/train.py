@@ -11,14 +11,13 @@ together with ``curve.json``, which the leaderboard plots, and ``training.json``
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maw_gym.cache import write_json
+from maw_gym.cache import make_dirs, read_json, write_json
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
 from maw_gym_agents.curve import CurvePoint, DevCurve
@@ -57,7 +56,7 @@ TrainFn = Callable[[TrainJob], Trained]
 def read_curve(run_dir: Path) -> list[CurvePoint]:
     """The dev learning curve :func:`train_agent` wrote in ``run_dir`` ([] if there is none)."""
     path = Path(run_dir) / CURVE_FILE
-    return json.loads(path.read_text()) if path.exists() else []
+    return read_json(path) if path.exists() else []
 
 
 def _write_metrics(out_dir: Path, metrics: list[dict[str, float]]) -> None:
@@ -186,8 +185,7 @@ def train_agent(
     """Train ``agent``, save its router and ``training.json`` in ``out_dir``; return both."""
     if agent not in AGENTS:
         raise ValueError(f"unknown agent {agent!r}; choose one of {sorted(AGENTS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dirs(Path(out_dir))
     started = time.perf_counter()
     job = TrainJob(env_id, train_tables, dev_tables, seed, steps, out_dir, device)
     router, curve = AGENTS[agent](job)

@@ -3,14 +3,15 @@
 Every ``maw-gym`` subcommand (``maw_gym_leaderboard.cli``) runs its work through
 :func:`run_command`, so they all report alike:
 
-- bad input (``ValueError``, ``FileNotFoundError``: datasets, ids, options, corrupt files) is the
-  user's to fix: ``<prog>: error: <message>``, exit 2;
+- bad input (``ValueError``, ``FileNotFoundError``: datasets, ids, options, corrupt files, and
+  a full disk or read-only folder as :class:`maw_gym.cache.WriteError`) is the user's to fix:
+  ``<prog>: error: <message>``, exit 2;
 - Ctrl-C (SIGINT) and SIGTERM unwind the stack, so every ``finally`` runs (a private Ray is shut
   down, issue 10), then print one line and exit 130 / 143 (128 + the signal's number).
 
 Its argparse types (:func:`positive_int`, :func:`env_id`, :func:`output_dir`,
-:func:`ray_address`) refuse bad values while the arguments are parsed, before any work:
-argparse prints one line and exits 2.
+:func:`output_file`, :func:`ray_address`) refuse bad values while the arguments are parsed,
+before any work: argparse prints one line and exits 2.
 """
 
 from __future__ import annotations
@@ -61,15 +62,27 @@ def positive_int(text: str) -> int:
 
 def env_id(text: str) -> str:
     """argparse type: a registered ``MAW/`` env id, checked before any work (a wrong one used to
-    fail with a traceback after the tables were built)."""
-    import gymnasium as gym
+    fail with a traceback after the tables were built); a ``maw_gym:`` prefix, which Gymnasium
+    accepts, is dropped, since everything below takes ids letter for letter."""
+    import maw_gym
 
-    import maw_gym  # noqa: F401  (registers the MAW/ ids)
-
-    valid = sorted(name for name in gym.registry if name.startswith("MAW/"))
+    valid = maw_gym.env_ids()
     if text.removeprefix("maw_gym:") not in valid:
         raise argparse.ArgumentTypeError(f"unknown env id {text!r}; choose one of {valid}")
-    return text
+    return text.removeprefix("maw_gym:")
+
+
+def output_file(text: str) -> Path:
+    """argparse type: a file to write (absolute, ``~`` expanded); an existing folder there, or
+    a parent folder that cannot be written, is refused before the work that would fill it
+    (``tables export DIR`` onto a folder failed after building every split's tables)."""
+    path = Path(text).expanduser().resolve()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; name the file to write")
+    existing = next(parent for parent in path.parents if parent.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{path}: {existing} is not a writable folder")
+    return path
 
 
 def output_dir(text: str) -> Path:

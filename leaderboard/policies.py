@@ -49,6 +49,13 @@ RUN_FILE = "run.json"
 MIN_QUERIES = 8
 
 
+def policy_env(policy: str, run_env: str) -> str:
+    """The env ``policy`` is scored on in a run on ``run_env``: the run's own, except for the
+    mixtures of :data:`EXTRA`, which need a mixture action space (``validate`` replays each
+    submission on this env, whatever the submission says)."""
+    return MIXTURE_ENV if policy in EXTRA else run_env
+
+
 @dataclass
 class Context:
     """What every policy is trained and scored with."""

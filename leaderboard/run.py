@@ -18,7 +18,6 @@ leaderboard (``maw-gym leaderboard``); a suite runs it once per task
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 import shutil
@@ -26,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from maw_gym.cache import write_json
+from maw_gym.cache import make_dirs, read_json, write_json
 from maw_gym.presets import Preset, resolve_preset
 from maw_gym.specs import SPLITS
 from maw_gym_leaderboard.plots import PLOT_FILES
@@ -180,7 +179,7 @@ def prepare_out(out: Path, fresh: bool) -> None:
                 shutil.rmtree(path)  # guarded: a leaderboard's own output, in a marked folder
             elif path.exists() or path.is_symlink():
                 path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     write_json(marker, {"written_by": "maw-gym leaderboard", "outputs": list(OUTPUTS)})
 
 
@@ -251,7 +250,7 @@ def collect(ctx: Context, policies: tuple[str, ...], seeds: int) -> dict[str, Ru
         run_dir = ctx.out / "runs" / policy / f"seed{seed}"
         done = run_dir / RESULT_FILE
         if done.exists():
-            saved = json.loads(done.read_text())
+            saved = read_json(done)
             if saved.get("config") == ctx.config:
                 results[policy].append(saved)
                 continue

@@ -17,10 +17,10 @@ from maw_gym_agents.base import Router
 from maw_gym_leaderboard.policies import (
     EXTRA,
     HEURISTICS,
-    MIXTURE_ENV,
     NDCG_ORACLE,
     RERANKERS,
     Context,
+    policy_env,
 )
 
 
@@ -36,8 +36,8 @@ class Scorer:
         if policy in RERANKERS or policy == NDCG_ORACLE:
             return score_reranker(self.ctx, policy)
         if policy in HEURISTICS or policy in EXTRA:
-            env_id = MIXTURE_ENV if policy in EXTRA else self.ctx.env_id
             router = self.heuristic(policy, seed)
+            env_id = policy_env(policy, self.ctx.env_id)
             return score_router(self.ctx, router, policy, seed, env_id, run_dir)
         return train_and_score(self.ctx, policy, seed, run_dir)
 

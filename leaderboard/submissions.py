@@ -14,27 +14,25 @@ saved routers does: SB3 zips and RLlib checkpoints are unpickled, and so is anyt
 
 from __future__ import annotations
 
-import json
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
+from maw_gym import registered_env_id
 from maw_gym.artifacts import tables_fingerprint
-from maw_gym.cache import write_json
+from maw_gym.cache import read_json, write_json
 from maw_gym.tables import Tables
-from maw_gym_leaderboard.policies import RESULT_FILE
+from maw_gym_leaderboard.policies import RESULT_FILE, policy_env
 
 SUBMISSION_FILE = "submission.json"
+CONFIG_FILE = "config.json"
 ROUTER_FILE = "router.json"
 #: Replayed returns may differ from recorded ones by float rounding only (float32 tables).
 RTOL, ATOL = 1e-6, 1e-9
-TRUST_WARNING = (
-    "warning: --trust-routers loads the saved routers, which unpickles code from their files "
-    "(SB3 zips, RLlib checkpoints, torch.load(weights_only=False)); do this only for run "
-    "directories you trust"
-)
 
 
 @dataclass(frozen=True)
@@ -79,36 +77,49 @@ def write_submission(
     )
 
 
-def replay(env_id: str, tables: Tables, actions: np.ndarray) -> np.ndarray:
+def replay(env_id: str, tables: Tables, actions: Any) -> np.ndarray:
     """(N,) returns of playing query i with the recorded actions ``actions[i]`` (N, T, ...)."""
     from maw_gym_agents.common import make_vector_env, run_episodes
 
     envs = make_vector_env(env_id, tables.num_queries, tables)
-    space = envs.single_action_space
-    actions = np.asarray(actions, dtype=space.dtype)
-    if actions.ndim < 2 or actions.shape[0] != tables.num_queries:
-        raise ValueError(
-            f"actions have shape {actions.shape}, expected (N={tables.num_queries}, T, ...)"
-        )
-    if not all(space.contains(step) for step in actions.reshape(-1, *space.shape)):
-        raise ValueError(f"actions outside the action space {space}")
     try:
+        checked = checked_actions(actions, envs.single_action_space, tables.num_queries)
         episodes = run_episodes(
-            envs, np.arange(tables.num_queries), lambda _, t: actions[:, t], seed=0
+            envs, np.arange(tables.num_queries), lambda _, t: checked[:, t], seed=0
         )
     except IndexError:
-        raise ValueError(f"{actions.shape[1]} recorded steps end before the episodes do") from None
+        raise ValueError(f"{checked.shape[1]} recorded steps end before the episodes do") from None
     finally:
         envs.close()
     return episodes.returns
 
 
+def checked_actions(recorded: Any, space: gym.Space, num_queries: int) -> np.ndarray:
+    """``recorded`` (N, T, ...) as an array of the action space's dtype, refused unless every
+    action lies in ``space`` as recorded: integers for a discrete space, numbers for a box (1.5
+    used to be cast to 1 first, and replayed as a valid Discrete action; so were true and "1")."""
+    kind = numbers.Integral if np.issubdtype(space.dtype, np.integer) else numbers.Real
+    values = np.asarray(recorded, dtype=object).ravel()  # ragged lists leave lists here
+    if not all(isinstance(v, kind) and not isinstance(v, bool | np.bool_) for v in values):
+        wanted = "integers" if kind is numbers.Integral else "numbers"
+        raise ValueError(f"actions must be {wanted} for {space}")
+    actions = np.asarray(recorded)
+    if actions.ndim < 2 or actions.shape[0] != num_queries:
+        raise ValueError(f"actions have shape {actions.shape}, expected (N={num_queries}, T, ...)")
+    steps = actions.astype(space.dtype)
+    if not all(space.contains(step) for step in steps.reshape(-1, *space.shape)):
+        raise ValueError(f"actions outside the action space {space}")
+    return steps
+
+
 def check_submission(
-    path: Path, tables: Tables, trust_routers: bool
+    path: Path, tables: Tables, env_id: str, trust_routers: bool
 ) -> tuple[dict[str, Any], np.ndarray | None, list[Difference]]:
-    """(submission, replayed returns or None, differences) for one ``submission.json``."""
+    """(submission, replayed returns or None, differences) for one ``submission.json`` of a
+    run on ``env_id``: it is replayed on the env the run scored its policy on
+    (:func:`~maw_gym_leaderboard.policies.policy_env`), never on one the submission names."""
     try:
-        record = json.loads(Path(path).read_text())
+        record = read_json(path)
         policy, seed = str(record["policy"]), int(record["seed"])
         missing = {"env_id", "tables_fingerprint", "actions", "returns", "router_saved"} - set(
             record
@@ -121,6 +132,9 @@ def check_submission(
     def differ(what: str, recorded: Any, replayed: Any) -> Difference:
         return Difference(policy, seed, what, str(recorded), str(replayed))
 
+    env_id = policy_env(policy, env_id)
+    if record["env_id"] != env_id:
+        return record, None, [differ("env", record["env_id"], env_id)]
     fingerprint = tables_fingerprint(tables)
     if record["tables_fingerprint"] != fingerprint:
         return (
@@ -128,11 +142,13 @@ def check_submission(
             None,
             [differ("tables fingerprint", record["tables_fingerprint"][:16], fingerprint[:16])],
         )
-    recorded = np.asarray(record["returns"], dtype=np.float64)
     try:
-        returns = replay(record["env_id"], tables, np.asarray(record["actions"]))
-    except ValueError as error:
+        recorded = np.asarray(record["returns"], dtype=np.float64)
+        returns = replay(env_id, tables, record["actions"])
+    except (ValueError, TypeError) as error:
         return record, None, [differ("actions", "(as stored)", f"not replayable: {error}")]
+    if recorded.shape != returns.shape:
+        return record, None, [differ("returns", f"{recorded.shape}", f"{returns.shape}")]
     bad = ~np.isclose(returns, recorded, rtol=RTOL, atol=ATOL)
     issues = [
         differ(f"return of query {tables.query_ids[i]}", f"{recorded[i]:.9g}", f"{returns[i]:.9g}")
@@ -150,7 +166,8 @@ def _rerun_router(
     from maw_gym_agents.common import load_router
     from maw_gym_agents.evaluate import evaluate_router
 
-    result = evaluate_router(load_router(directory), record["env_id"], tables)
+    router = load_router(directory, allow_pickle=True)  # --trust-routers: the user's choice
+    result = evaluate_router(router, record["env_id"], tables)
     actions = np.asarray(result.actions, dtype=np.float64)
     recorded = np.asarray(record["actions"], dtype=np.float64)
     if actions.shape != recorded.shape:
@@ -187,14 +204,15 @@ def validate_run(
         raise FileNotFoundError(
             f"{run_dir}: no runs/*/seed*/{SUBMISSION_FILE}; is it a leaderboard directory?"
         )
+    env_id = run_env(Path(run_dir))
     issues = _unsubmitted(Path(run_dir))
     means: dict[str, list[float]] = {}
     for path in paths:
-        record, returns, found = check_submission(path, tables, trust_routers)
+        record, returns, found = check_submission(path, tables, env_id, trust_routers)
         issues += found
         if returns is not None:
             means.setdefault(record["policy"], []).append(float(returns.mean()))
-    rows = json.loads((Path(run_dir) / "leaderboard.json").read_text())
+    rows = read_json(Path(run_dir) / "leaderboard.json")
     for row in rows:
         if row["policy"] in means and "return_mean" in row:
             replayed = float(np.mean(means[row["policy"]]))
@@ -211,12 +229,20 @@ def validate_run(
     return len(paths), issues
 
 
+def run_env(run_dir: Path) -> str:
+    """The env id the run's ``config.json`` names: every submission is replayed on it."""
+    path = run_dir / CONFIG_FILE
+    config = read_json(path)
+    env = config.get("env") if isinstance(config, dict) else None
+    return registered_env_id(env, f"{path}: env")
+
+
 def _unsubmitted(run_dir: Path) -> list[Difference]:
     """A result with env returns but no submission beside it cannot be checked: a difference."""
     issues = []
     for result in sorted(run_dir.glob(f"runs/*/seed*/{RESULT_FILE}")):
         if not (result.parent / SUBMISSION_FILE).is_file():
-            record = json.loads(result.read_text())
+            record = read_json(result)
             if "returns" in record:
                 seed = int(record.get("seed", -1))
                 issues.append(
@@ -234,7 +260,7 @@ def run_tables(run_dir: Path, source: Path | None) -> Tables:
     from maw_gym.build import ensure_tables
     from maw_gym.presets import Preset
 
-    config = json.loads((Path(run_dir) / "config.json").read_text())
+    config = read_json(Path(run_dir) / CONFIG_FILE)
     encoder = Path(config["test_tables"]["encoder"])
     if not (encoder / "config.json").is_file():
         raise FileNotFoundError(
@@ -242,7 +268,7 @@ def run_tables(run_dir: Path, source: Path | None) -> Tables:
             "--tables with the run's tables artifact (`maw-gym tables export`)"
         )
     preset = Preset.from_dict(config["preset"])
-    if "encoder" not in json.loads((encoder / "config.json").read_text()):
+    if "encoder" not in read_json(encoder / "config.json"):
         # An encoder directory of an older layout: rebuild the run's preset's own; equal
         # arrays give equal tables fingerprints, which the replay compares.
         encoder = None

@@ -15,7 +15,6 @@ suite takes more datasets by path with ``--add-dataset``.
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import atomic_path, slug, write_json
+from maw_gym.cache import atomic_path, read_json, slug, write_json
 from maw_gym_leaderboard.run import (
     LeaderboardJob,
     check_dataset,
@@ -132,7 +131,7 @@ def normalised_scores(
     columns: dict[str, list[list[float]]] = {p: [] for p in policies}
     flat = []
     for name, directory in task_dirs.items():
-        raw = json.loads((directory / "raw_scores.json").read_text())
+        raw = read_json(directory / "raw_scores.json")
         low, high = raw[REFERENCE][0]["random_mean"], raw[REFERENCE][0]["oracle_mean"]
         if high - low <= 1e-12:
             flat.append(name)

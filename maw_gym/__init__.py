@@ -17,6 +17,19 @@ def env_ids() -> list[str]:
     return sorted(env_id for env_id in registry if env_id.startswith("MAW/"))
 
 
+def registered_env_id(value: object, where: str) -> str:
+    """``value`` if it is a registered ``MAW/`` env id letter for letter, else a ValueError
+    that starts with ``where`` (the file and key it was read from).
+
+    Env ids read from files (submissions, run configs, training records) may come from someone
+    else, and Gymnasium imports the module named in an id written ``module:env`` (issue 22: a
+    submission's ``this:MAW/...`` made ``validate`` import ``this``), so no prefix is allowed.
+    """
+    if not isinstance(value, str) or value not in env_ids():
+        raise ValueError(f"{where} {value!r} is not a maw-gym env id; expected one of {env_ids()}")
+    return value
+
+
 def _register(id: str, **spec: Any) -> None:
     """``gymnasium.register`` unless ``id`` is already there: importing twice (reloads, Ray
     workers) must neither raise nor warn."""

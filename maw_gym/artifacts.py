@@ -22,17 +22,23 @@ import hashlib
 import io
 import json
 import lzma
-import os
 import re
-import shutil
 import tarfile
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import cache_dir, slug
+from maw_gym.cache import (
+    atomic_path,
+    cache_dir,
+    locked,
+    parse_json,
+    read_json,
+    rename_into_place,
+    slug,
+    write_json,
+)
 from maw_gym.specs import SPLITS
 from maw_gym.tables import Tables
 
@@ -80,8 +86,6 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 def export_artifact(splits: dict[str, Tables], info: dict[str, Any], out: Path) -> dict[str, Any]:
     """Write ``splits`` (name → tables) and ``info`` (versions, hashes) to the tar ``out``,
     atomically; returns the manifest."""
-    from maw_gym.cache import atomic_path
-
     members: dict[str, bytes] = {}
     manifest: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, **info}
     manifest["splits"] = {}
@@ -214,7 +218,7 @@ def _read_manifest(
     handle = archive.extractfile(members[ARTIFACT_MANIFEST])
     assert handle is not None  # a regular file, checked by _checked_members
     try:
-        manifest = json.loads(handle.read())
+        manifest = parse_json(handle.read(), ARTIFACT_MANIFEST)
         if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"format {manifest.get('format')!r} is not {FORMAT!r} v1")
         entries = manifest["splits"]
@@ -265,19 +269,15 @@ def install_artifact(path: Path) -> tuple[Path, dict[str, Any]]:
     preset = manifest.get("preset", {}).get("name", "x")
     name = f"{slug(first.get('dataset', 'tables'))}-{slug(preset)}"
     target = cache_dir("benchmarks") / f"{name}-{artifact_id(manifest)}"
-    if (
-        target / ARTIFACT_MANIFEST
-    ).is_file():  # the same id means the same manifest, so same arrays
-        return target, manifest
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
-    try:
-        for split, tables in splits.items():
-            tables.save(tmp / split)
-        (tmp / ARTIFACT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        tmp.chmod(0o755)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # A concurrent import of the same artifact waits, then finds it installed (two imports
+    # used to race to the rename, and the second failed with "Directory not empty").
+    with locked(target):
+        if (target / ARTIFACT_MANIFEST).is_file():  # same id: same manifest, same arrays
+            return target, manifest
+        with atomic_path(target, folder=True, place=rename_into_place) as tmp:
+            for split, tables in splits.items():
+                tables.save(tmp / split)
+            write_json(tmp / ARTIFACT_MANIFEST, manifest)
     return target, manifest
 
 
@@ -288,7 +288,7 @@ def open_tables(source: Path | str, split: str) -> Tables:
     if source.is_file():  # an artifact (tables themselves are a directory)
         manifest, splits = read_artifact(source)
     elif (source / ARTIFACT_MANIFEST).is_file():
-        manifest = json.loads((source / ARTIFACT_MANIFEST).read_text())
+        manifest = read_json(source / ARTIFACT_MANIFEST)
         if split not in manifest["splits"]:
             raise ValueError(f"{source}: no split {split!r}; it has {sorted(manifest['splits'])}")
         tables = Tables.load(source / split)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -103,16 +104,17 @@ class BaseEncoder:
             except CORRUPT_ERRORS as error:
                 if states_path.exists() or mask_path.exists():
                     logger.warning("rebuilding %s: %s", states_path, error)
-            with atomic_path(states_path) as states_tmp, atomic_path(mask_path) as mask_tmp:
+            with atomic_path(states_path) as states_tmp:
                 states = np.lib.format.open_memmap(
                     states_tmp, mode="w+", dtype=np.float16, shape=(*shape, self.hidden_size)
                 )
+                _allocate(states)
                 mask = np.zeros(shape, dtype=bool)
                 self._encode_into(queries, docs, states, mask, desc)
                 states.flush()
                 del states
-                with open(mask_tmp, "wb") as handle:  # a handle: np.save would append ".npy"
-                    np.save(handle, mask)
+                with atomic_path(mask_path) as mask_tmp, open(mask_tmp, "wb") as handle:
+                    np.save(handle, mask)  # a handle: np.save would append ".npy" to a path
             return self._read_states(states_path, mask_path, shape)
 
     def embed(self, texts: list[str], desc: str = "embedding texts") -> np.ndarray:
@@ -238,6 +240,21 @@ def base_hidden_size(model: str | None = None) -> int:
 
     source, local, _ = _resolve_model(model)
     return int(AutoConfig.from_pretrained(source, local_files_only=local).hidden_size)
+
+
+def _allocate(states: np.memmap) -> None:
+    """Give the memory-mapped file's data its disk blocks now. Writing through a map into a
+    sparse file the disk has no room for is a SIGBUS that kills the process (issue 22: a
+    leaderboard whose cache filled up died with exit 135 and no message); allocating first
+    turns a full disk into an ``ENOSPC`` error here."""
+    with open(states.filename, "r+b") as handle:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(handle.fileno(), states.offset, states.nbytes)
+            return
+        block = bytes(1 << 20)  # no fallocate (macOS): write the zeros the map holds
+        handle.seek(states.offset)
+        for start in range(0, states.nbytes, len(block)):
+            handle.write(block[: states.nbytes - start])
 
 
 def _check_pairs(queries: list[str], docs: list[str]) -> None:

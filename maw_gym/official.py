@@ -68,33 +68,30 @@ def official_tables(benchmark: OfficialBenchmark, split: str) -> Tables:
     """``split``'s tables of a shipped benchmark: verified and installed into the cache on
     first use (seconds), memory-mapped afterwards (each load checks the installed arrays'
     fingerprint against a manifest whose hash is the pinned id)."""
-    installed = (
-        cache_dir("benchmarks") / f"{benchmark.dataset}-{benchmark.preset}-{benchmark.artifact}"
+    installed = cache_dir("benchmarks") / (
+        f"{benchmark.dataset}-{benchmark.preset}-{benchmark.artifact}"
     )
-    with locked(installed):
-        if not _holds(installed, benchmark.artifact):
-            if installed.exists():  # damaged or foreign: our own cache entry, by its name
+    if not _holds(installed, benchmark.artifact):
+        with locked(installed):
+            if installed.exists() and not _holds(installed, benchmark.artifact):
+                # damaged or foreign: our own cache entry, by its name
                 logger.warning("reinstalling %s: its manifest is not the official one", installed)
                 remove_cache_entry(installed)
-            if not benchmark.path.is_file():
-                raise FileNotFoundError(
-                    f"{benchmark.path}: the official {benchmark.dataset}/{benchmark.preset} "
-                    "tables are missing from this installation; reinstall maw-gym, or build "
-                    "them with --rebuild"
-                )
-            logger.info(
-                "installing the official tables %s (artifact %s)",
-                benchmark.path.name,
-                benchmark.artifact,
+        if not benchmark.path.is_file():
+            raise FileNotFoundError(
+                f"{benchmark.path}: the official {benchmark.dataset}/{benchmark.preset} tables "
+                "are missing from this installation; reinstall maw-gym, or build them with "
+                "--rebuild"
             )
-            directory, manifest = install_artifact(benchmark.path)
-            found = artifact_id(manifest)
-            if found != benchmark.artifact or directory != installed:
-                raise ValueError(
-                    f"{benchmark.path}: artifact {found} is not the official "
-                    f"{benchmark.artifact} of env version {ENV_VERSION}; the file was changed, "
-                    "refusing it (reinstall maw-gym)"
-                )
+        logger.info("installing the official tables %s", benchmark.path.name)
+        directory, manifest = install_artifact(benchmark.path)  # verifies every array's hash
+        found = artifact_id(manifest)
+        if found != benchmark.artifact or directory != installed:
+            raise ValueError(
+                f"{benchmark.path}: artifact {found} is not the official {benchmark.artifact} "
+                f"of env version {ENV_VERSION}; the file was changed, refusing it (reinstall "
+                "maw-gym)"
+            )
     return open_tables(installed, split)
 
 

@@ -16,24 +16,23 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from maw_gym.cache import (
     CORRUPT_ERRORS,
+    atomic_path,
     cache_dir,
     load_or_build,
     locked,
     read_json,
     remove_cache_entry,
+    rename_into_place,
     stable_hash,
     write_json,
 )
 from maw_gym.data import Split
-from maw_gym.data.sources import rename_into_place
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +125,9 @@ def _load_or_build_index(corpus: dict[str, dict[str, str]], index_key: str, stem
         texts = [f"{corpus[d].get('title') or ''} {corpus[d]['text']}" for d in doc_ids]
         retriever = bm25s.BM25()
         retriever.index(_tokenize(texts, stemmer), show_progress=False)
-        tmp = Path(tempfile.mkdtemp(dir=index_dir.parent, prefix=f".{index_dir.name}."))
-        try:
+        with atomic_path(index_dir, folder=True, place=rename_into_place) as tmp:
             retriever.save(str(tmp))
             write_json(tmp / "doc_ids.json", doc_ids)
-            rename_into_place(tmp, index_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # our own temporary folder, if not renamed
         return retriever, doc_ids
 
 

@@ -42,10 +42,8 @@ Arrays are float32 unless the table says otherwise.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -53,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from maw_gym.cache import file_hash, write_json
+from maw_gym.cache import atomic_path, file_hash, parse_json, write_json
 from maw_gym.metrics import NDCG_CUTOFF, depth_scores, ndcg_at_10, relevant_mass
 from maw_gym.retrieval import routed_results
 
@@ -162,19 +160,16 @@ class Tables:
     def arrays(self) -> dict[str, np.ndarray]:
         """Every stored field that is set (``meta`` and the derived ``alignment`` excluded)."""
         return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.init and f.name != "meta" and getattr(self, f.name) is not None
+            name: getattr(self, name)
+            for name in self.field_names()
+            if getattr(self, name) is not None
         }
 
     def save(self, path: Path) -> None:
         """Write a directory of one ``.npy`` per field plus ``manifest.json`` (``meta`` and each
         field's shape, dtype and sha256), atomically: it is filled beside ``path`` and renamed
         into place, so a reader sees the old tables or the new ones, never a mix."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-        try:
+        with atomic_path(Path(path), folder=True, place=_replace_dir) as tmp:
             manifest = {}
             for name, array in self.arrays().items():
                 file = tmp / f"{name}.npy"
@@ -185,10 +180,6 @@ class Tables:
                     "sha256": file_hash(file, length=64),
                 }
             write_json(tmp / TABLES_MANIFEST, {"meta": self.meta, "fields": manifest})
-            _honour_umask(tmp)
-            _replace_dir(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, path: Path, verify: bool = True) -> Tables:
@@ -201,7 +192,13 @@ class Tables:
         """
         path = Path(path)
         try:
-            manifest = json.loads((path / TABLES_MANIFEST).read_text())
+            manifest = parse_json((path / TABLES_MANIFEST).read_bytes(), path / TABLES_MANIFEST)
+            unknown = sorted(set(manifest["fields"]) - set(cls.field_names()))
+            if unknown:
+                raise ValueError(
+                    f"unknown field {unknown[0]!r} in {TABLES_MANIFEST}; expected among "
+                    f"{cls.field_names()}"
+                )
             arrays = {
                 name: _open_field(path / f"{name}.npy", expected, verify)
                 for name, expected in manifest["fields"].items()
@@ -211,6 +208,11 @@ class Tables:
                 f"{path}: not readable tables ({error}); delete it to rebuild"
             ) from error
         return cls(**arrays, meta=manifest["meta"])
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The array fields a tables directory or artifact may hold (``meta`` aside)."""
+        return [f.name for f in fields(cls) if f.init and f.name != "meta"]
 
     def subset(self, index: np.ndarray) -> Tables:
         """The tables restricted to queries ``index`` (a new object; arrays are copies)."""
@@ -285,13 +287,6 @@ def _open_field(file: Path, expected: dict[str, Any], verify: bool) -> np.ndarra
     if verify and file_hash(file, length=64) != expected["sha256"]:
         raise ValueError(f"{file.name}: its sha256 differs from the manifest's (corrupt)")
     return array
-
-
-def _honour_umask(directory: Path) -> None:
-    """mkdtemp makes a private (0700) directory; tables are for sharing."""
-    umask = os.umask(0)
-    os.umask(umask)
-    directory.chmod(0o777 & ~umask)
 
 
 def _replace_dir(new: Path, path: Path) -> None:

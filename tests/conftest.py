@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -25,6 +26,47 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every living process below ``pid`` (read from /proc: Ray's head is a process tree)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _default_signals() -> None:
+    """In the child, before exec: a child inherits ignored signals (under `nohup make test &`
+    SIGINT is ignored, and Python then installs no KeyboardInterrupt handler), so a test
+    that signals its child says how the child handles them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def spawn(command: list[str], **kwargs: object) -> subprocess.Popen:
+    """``command`` in a process group of its own (Ctrl-C is sent to the group, as a terminal
+    does), with default signal handling whatever this process inherited."""
+    return subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals, **kwargs)
+
+
+def end_process(child: subprocess.Popen) -> None:
+    """Kill ``child``, its group and every process below it, whatever state the test left."""
+    family = descendants(child.pid)
+    for pid in (child.pid, *family):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
 
 
 @pytest.fixture

@@ -7,21 +7,29 @@ the test's own, so nothing here depends on, or disturbs, the shared smoke cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import io
 import json
+import math
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import descendants, end_process, free_port, spawn
 
-from maw_gym.cache import cache_root
+from maw_gym.cache import cache_root, file_hash
 from maw_gym.data import DatasetError, load_split, write_beir_folder
 from maw_gym.presets import get_preset
 
@@ -300,22 +308,6 @@ def test_documented_commands_work_with_relative_out(
     assert (tmp_path / "runs/lb/leaderboard.json").is_file()
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every living process below ``pid`` (read from /proc: Ray's head is a process tree)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 def _alive(pids: set[int]) -> set[int]:
     alive = set()
     for pid in pids:
@@ -347,24 +339,26 @@ def test_a_signal_during_rllib_training_is_one_line_and_leaves_no_ray(
     command += ["--out", str(tmp_path / "out")]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as stderr:
-        child = subprocess.Popen(
-            command, stderr=stderr, stdout=subprocess.DEVNULL, cwd=tmp_path, start_new_session=True
-        )
-        deadline = time.monotonic() + 120
+        child = spawn(command, stderr=stderr, stdout=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        # Generous limits: a loaded machine (a CPU burner beside the suite) is slow, not broken.
+        deadline = time.monotonic() + 600
         while "rllib-ppo:" not in log.read_text() or " 2/" not in log.read_text():
             assert child.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
             time.sleep(0.5)
-        ray_processes = _descendants(child.pid)
+        ray_processes = descendants(child.pid)
         assert ray_processes, "no private Ray was started"
         if signum == signal.SIGINT:
             os.killpg(child.pid, signum)
         else:
             child.send_signal(signum)
-        assert child.wait(timeout=60) == status
+        assert child.wait(timeout=180) == status, log.read_text()[-2000:]
+    finally:
+        end_process(child)  # whatever failed above, no training and no Ray outlive the test
     lines = log.read_text().replace("\r", "\n").strip().splitlines()
     assert lines[-1] == line, lines[-20:]
     assert not any("Traceback" in text for text in lines), lines[-40:]
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while _alive(ray_processes) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _alive(ray_processes)
@@ -372,10 +366,14 @@ def test_a_signal_during_rllib_training_is_one_line_and_leaves_no_ray(
     if signum == signal.SIGINT:  # the rerun continues after the saved iteration
         resumed = int(saved.name.removeprefix("iteration_")) + 1
         command[command.index("100000")] = str(resumed)
-        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=180)
-        assert done.returncode == 0, done.stderr[-2000:]
-        trained = [line.split(":")[0] for line in done.stdout.splitlines() if "return" in line]
-        assert trained == [f"iteration {resumed:>4}"], done.stdout
+        rerun = spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+        try:
+            out, err = rerun.communicate(timeout=600)
+        finally:
+            end_process(rerun)
+        assert rerun.returncode == 0, err[-2000:]
+        trained = [line.split(":")[0] for line in out.decode().splitlines() if "return" in line]
+        assert trained == [f"iteration {resumed:>4}"], out
 
 
 # --- item 4: --fresh deletes only what a leaderboard wrote, in a folder it marked ------------
@@ -583,3 +581,464 @@ def test_reward_weights_must_be_a_weighting() -> None:
 
     with pytest.raises(ValueError, match=r"reward_weights=5: expected a preset name"):
         gym.make("MAW/DepthSelection-v3", tables=Tables.synthetic(), reward_weights=5)
+
+
+# --- issue 22: hung Ray connections, full disks, odd caches and inputs end in one line ------
+
+
+class _SilentServer:
+    """A TCP port that accepts connections and never says a word (a hung or foreign head)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.socket.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        self.first_contact = math.inf
+        """``time.monotonic()`` of the first connection."""
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.connections.append(self.socket.accept()[0])
+                self.first_contact = min(self.first_contact, time.monotonic())
+
+    def close(self) -> None:
+        for connection in [*self.connections, self.socket]:
+            connection.close()
+
+
+def _closed_address() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "maw_gym_leaderboard.cli", *argv]
+
+
+def _rllib_on(address: str, out: Path) -> list[str]:
+    synthetic = ["--synthetic", "--env", "MAW/DepthSelection-v3", "--iterations", "1"]
+    return _cli("rllib", *synthetic, "--address", address, "--out", str(out))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("command", ["rllib", "tables"])
+def test_a_closed_ray_address_fails_within_its_deadline_naming_it(
+    tmp_path: Path, command: str
+) -> None:
+    """Nothing listening at the address: still retrying after 100 s, ignoring SIGTERM."""
+    address = _closed_address()
+    argv = {
+        "rllib": _rllib_on(address, tmp_path / "out"),
+        "tables": _cli("tables", "build", "--split", "test", "--ray-address", address),
+    }[command]
+    child = spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = child.communicate(timeout=120)  # 20 s, and a busy machine's start-up
+    finally:
+        end_process(child)
+    assert child.returncode == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert address in last and "connection refused for 20 s" in last, err[-2000:]
+    assert "Traceback" not in err
+
+
+@pytest.mark.ray
+def test_a_silent_ray_address_gives_up_within_its_deadline(tmp_path: Path) -> None:
+    """Something listens but no Ray head answers: one line naming the address in about 30 s."""
+    server = _SilentServer()
+    child = spawn(
+        _rllib_on(server.address, tmp_path / "out"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, err = child.communicate(timeout=180)
+        ended = time.monotonic()
+    finally:
+        end_process(child)
+        server.close()
+    assert child.returncode == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert server.address in last and "no Ray head answered within" in last, err[-2000:]
+    assert "Traceback" not in err
+    assert ended - server.first_contact < 60  # 20 s and a busy machine's slack, not minutes
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("signum", "status", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+def test_a_signal_while_connecting_to_ray_ends_it_at_once(
+    tmp_path: Path, signum: signal.Signals, status: int, word: str
+) -> None:
+    """Ctrl-C was ignored for 30 s and SIGTERM altogether while Ray's client retried."""
+    server = _SilentServer()
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        child = spawn(
+            _rllib_on(server.address, tmp_path / "out"), stdout=subprocess.DEVNULL, stderr=stderr
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while len(server.connections) < 2:  # the argument check, then Ray's client
+            assert child.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.2)
+        time.sleep(1.0)  # well inside the client's wait
+        if signum == signal.SIGINT:
+            os.killpg(child.pid, signum)
+        else:
+            child.send_signal(signum)
+        assert child.wait(timeout=20) == status, log.read_text()[-2000:]
+    finally:
+        end_process(child)
+        server.close()
+    lines = log.read_text().strip().splitlines()
+    assert lines[-1] == f"maw-gym rllib: {word}; rerun the same command to resume", lines[-5:]
+    assert not any("Traceback" in line for line in lines)
+
+
+def _temp_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS, errno.EACCES])
+def test_a_failed_router_write_is_one_line_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, code: int
+) -> None:
+    """`train --out` on a full disk gave an OSError traceback."""
+    from maw_gym_leaderboard.cli import main
+
+    train = _tables(tmp_path / "train.npz", "enc-A", "data-A", "train", seed=0)
+    out = tmp_path / "router"
+
+    def no_room(self: Path, *args: object, **kwargs: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(Path, "write_text", no_room)
+    argv = ["train", "--agent", "best-fixed", "--train-tables", str(train), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(out) in err and os.strerror(code) in err, err
+    assert _temp_files(out) == []
+
+
+def test_an_export_onto_a_full_disk_is_one_line_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from maw_gym.artifacts import export_artifact
+    from maw_gym.tables import Tables
+
+    original = tarfile.TarFile.addfile
+    written = []
+
+    def addfile(self: tarfile.TarFile, *args: object, **kwargs: object) -> None:
+        written.append(1)
+        if len(written) > 2:  # the disk fills up on the third member
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", addfile)
+    out = tmp_path / "shelf" / "bench.tar"
+    with pytest.raises(ValueError, match=rf"{out}: .*No space left on device"):
+        export_artifact({"test": Tables.synthetic()}, {}, out)
+    assert len(written) == 3 and list(out.parent.iterdir()) == []
+
+
+@contextlib.contextmanager
+def _tmpfs(folder: Path, options: str):
+    """A real tmpfs at ``folder`` (root only; the test is skipped elsewhere)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = shutil.which("mount")
+    done = (
+        subprocess.run(
+            [mount or "mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if mount and os.geteuid() == 0
+        else None
+    )
+    if done is None or done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() if done else 'not root'})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_token_states_on_a_full_disk_fail_in_one_line_not_with_sigbus(tmp_path: Path) -> None:
+    """A leaderboard whose cache filled up died with exit 135 (SIGBUS: a memory-mapped write
+    to a file the disk had no room for) and left its temporary files in states/."""
+    with _tmpfs(tmp_path / "disk", "size=1m") as disk:
+        script = (
+            "import sys\n"
+            "from maw_gym.base_encoder import BaseEncoder\n"
+            "docs = [f'document {i} about sheep and kings ' * 4 for i in range(200)]\n"
+            "try:\n"
+            "    BaseEncoder(max_length=16).encode_pairs(['a query'] * 200, docs)\n"
+            "except ValueError as error:\n"
+            "    print(error)\n"
+            "    sys.exit(3)\n"
+        )
+        env = {**os.environ, "MAW_GYM_CACHE": str(disk / "cache")}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600
+        )
+        assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
+        assert ".states.npy" in done.stdout and "No space left on device" in done.stdout
+        assert _temp_files(disk) == []
+
+
+def test_an_export_onto_a_real_full_disk_is_one_line(tmp_path: Path) -> None:
+    from maw_gym.artifacts import export_artifact
+    from maw_gym.tables import Tables
+
+    big = Tables.synthetic(num_queries=512, candidates=100)
+    with _tmpfs(tmp_path / "disk", "size=1m") as disk:
+        with pytest.raises(ValueError, match=r"bench\.tar: .*No space left on device"):
+            export_artifact({"test": big}, {}, disk / "bench.tar")
+        assert _temp_files(disk) == []
+
+
+@pytest.mark.parametrize("kind", ["a file", "read-only"])
+def test_a_cache_that_is_a_file_or_read_only_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, kind: str
+) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    dataset = tiny_dataset(tmp_path / "data")
+    cache = tmp_path / "cache"
+    with contextlib.ExitStack() as stack:
+        if kind == "a file":
+            cache.write_text("")
+        elif os.geteuid() == 0:  # root writes through permissions: a read-only mount
+            stack.enter_context(_tmpfs(cache, "ro,size=1m"))
+        else:
+            cache.mkdir(mode=0o555)
+        monkeypatch.setenv("MAW_GYM_CACHE", str(cache))
+        assert main(["retrieve", "--dataset", str(dataset), "--split", "test"]) == 2
+    err = capsys.readouterr().err  # beir's loading bar comes first
+    assert f"MAW_GYM_CACHE={cache}: the cache" in err.strip().splitlines()[-1], err
+    assert "Traceback" not in err
+
+
+def test_stale_temp_files_of_a_dead_process_are_removed_and_nothing_else(tmp_path: Path) -> None:
+    """A killed run left 9 MB of `.tmp` files in states/ that no later run removed."""
+    from maw_gym.cache import write_json
+
+    folder = tmp_path / "entries"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from maw_gym.cache import atomic_path\n"
+        "with atomic_path(Path(sys.argv[1])) as tmp:\n"
+        "    tmp.write_text('half of an entry')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    leftovers = []
+    for name in ("old.json", "recent.json"):
+        child = spawn(
+            [sys.executable, "-c", script, str(folder / name)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            leftovers.append(Path(child.stdout.readline().strip()))
+        finally:
+            end_process(child)  # SIGKILL: no finally of its own runs, the temporary file stays
+    old, recent = leftovers
+    foreign = folder / ".someone-elses.tmp"
+    foreign.write_text("not ours")
+    long_ago = time.time() - 2 * 24 * 3600  # old by any measure
+    for path in (old, foreign):
+        os.utime(path, (long_ago, long_ago))
+    assert old.exists() and recent.exists()
+    write_json(folder / "next.json", {"run": 2})
+    assert not old.exists()
+    assert recent.exists() and foreign.exists()
+
+
+def test_an_export_onto_an_existing_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`tables export DIR` onto a folder gave an IsADirectoryError traceback after the build."""
+    from maw_gym.artifacts import export_artifact
+    from maw_gym.tables import Tables
+    from maw_gym_leaderboard.cli import main
+
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tables were built for an output that cannot be written")
+
+    monkeypatch.setattr("maw_gym_leaderboard.commands.tables.export_benchmark", no_work)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["tables", "export", str(folder)])
+    assert exit_info.value.code == 2
+    assert f"{folder} is a folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=rf"{folder}: .*Is a directory"):
+        export_artifact({"test": Tables.synthetic()}, {}, folder)
+
+
+def test_two_concurrent_imports_of_one_artifact_both_succeed(
+    tmp_path: Path, own_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second import failed with `OSError: Directory not empty`."""
+    from maw_gym.artifacts import export_artifact, install_artifact
+    from maw_gym.tables import Tables
+
+    artifact = tmp_path / "bench.tar"
+    export_artifact({"test": Tables.synthetic()}, {"preset": {"name": "synthetic"}}, artifact)
+    both_writing = threading.Barrier(2, timeout=3)
+    original = Tables.save
+
+    def save(self: Tables, path: Path) -> None:
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_writing.wait()  # widen the race: both imports write before either renames
+        original(self, path)
+
+    monkeypatch.setattr(Tables, "save", save)
+    results: list[object] = []
+
+    def install() -> None:
+        try:
+            results.append(install_artifact(artifact)[0])
+        except Exception as error:  # recorded: the assertion below names it
+            results.append(error)
+
+    threads = [threading.Thread(target=install) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 2 and results[0] == results[1], results
+    assert isinstance(results[0], Path) and (results[0] / "test").is_dir()
+
+
+def test_a_modified_embedded_dataset_copy_is_rebuilt(own_cache: Path) -> None:
+    """3,000 documents deleted from the cache's copy changed NDCG@10 without a word."""
+    from maw_gym.cache import file_hash
+    from maw_gym.data import resolve_dataset
+
+    folder = resolve_dataset("nave-kjv")
+    corpus = folder / "corpus.jsonl"
+    original = file_hash(corpus)
+    lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+    corpus.write_text("".join(lines[3000:]), encoding="utf-8")
+    again = resolve_dataset("nave-kjv")
+    assert file_hash(again / "corpus.jsonl") == original
+    (again / "qrels" / "test.tsv").unlink()
+    assert (resolve_dataset("nave-kjv") / "qrels" / "test.tsv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("file", "line"), [("corpus.jsonl", 3), ("queries.jsonl", 2), ("qrels/test.tsv", 2)]
+)
+def test_a_non_utf8_byte_names_its_file_and_line(tmp_path: Path, file: str, line: int) -> None:
+    """ "'utf-8' codec can't decode byte 0xe9 in position 411" named neither file nor line."""
+    folder = tiny_dataset(tmp_path / "data")
+    path = folder / file
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[line - 1] = lines[line - 1][:1] + b"\xe9" + lines[line - 1][1:]  # Latin-1 "é"
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(DatasetError, match=rf"{re.escape(file)}:{line}: not UTF-8 \(byte 0xe9"):
+        load_split(folder, "test")
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def test_deeply_nested_json_is_one_line_wherever_it_is_read(tmp_path: Path) -> None:
+    """A deeply nested corpus line, or artifact manifest, raised a RecursionError traceback."""
+    from maw_gym.artifacts import export_artifact, read_artifact
+    from maw_gym.cache import read_json
+    from maw_gym.tables import Tables
+
+    folder = tiny_dataset(tmp_path / "data")
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text(corpus.read_text() + DEEP + "\n")
+    with pytest.raises(DatasetError, match=r"corpus\.jsonl:25: .*nested too deeply"):
+        load_split(folder, "test")
+    (tmp_path / "router.json").write_text(DEEP)
+    with pytest.raises(ValueError, match=r"router\.json: .*nested too deeply"):
+        read_json(tmp_path / "router.json")
+    tables = tmp_path / "tables"
+    Tables.synthetic().save(tables)
+    (tables / "manifest.json").write_text(DEEP)
+    with pytest.raises(ValueError, match=r"manifest\.json: .*nested too deeply"):
+        Tables.load(tables)
+    artifact = tmp_path / "bench.tar"
+    export_artifact({"test": Tables.synthetic()}, {}, artifact)
+    deep = tmp_path / "deep.tar"
+    with tarfile.open(artifact) as source, tarfile.open(deep, "w") as target:
+        for member in source.getmembers():
+            data = (
+                DEEP.encode()
+                if member.name == "benchmark.json"
+                else source.extractfile(member).read()
+            )
+            member.size = len(data)
+            target.addfile(member, io.BytesIO(data))
+    with pytest.raises(ValueError, match=r"benchmark\.json: .*nested too deeply"):
+        read_artifact(deep)
+
+
+def test_env_tables_of_another_type_are_named() -> None:
+    """`gym.make(id, tables=5)` gave an AttributeError."""
+    import gymnasium as gym
+
+    with pytest.raises((TypeError, ValueError), match=r"tables=5"):
+        gym.make("MAW/DepthSelection-v3", tables=5)
+
+
+def test_a_tables_folder_with_an_unknown_field_names_it(tmp_path: Path) -> None:
+    """A tables folder with an extra field gave `TypeError: unexpected keyword argument`."""
+    from maw_gym.tables import MANIFEST, Tables
+
+    folder = tmp_path / "tables"
+    Tables.synthetic().save(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    np.save(folder / "bogus.npy", np.zeros(3, dtype=np.float32))
+    manifest["fields"]["bogus"] = dict(manifest["fields"]["score_base"], shape=[3])
+    manifest["fields"]["bogus"]["sha256"] = file_hash(folder / "bogus.npy", length=64)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"unknown field 'bogus'"):
+        Tables.load(folder)
+
+
+@pytest.mark.parametrize("name", ["leaderboard.json", "config.json"])
+def test_validate_names_a_run_file_that_is_not_json(tmp_path: Path, capsys, name: str) -> None:
+    """`validate` said "Expecting value: line 1 column 1" without the file."""
+    from maw_gym.artifacts import export_artifact
+    from maw_gym.cache import write_json
+    from maw_gym.tables import Tables
+    from maw_gym_leaderboard.cli import main
+    from maw_gym_leaderboard.submissions import write_submission
+
+    tables = Tables.synthetic(num_queries=4)
+    run = tmp_path / "run"
+    actions = np.zeros((4, 1), dtype=np.int64)
+    write_submission(
+        run / "runs" / "x" / "seed0", "x", 0, "MAW/DepthSelection-v3", tables, actions, np.zeros(4)
+    )
+    write_json(run / "config.json", {"env": "MAW/DepthSelection-v3"})
+    write_json(run / "leaderboard.json", [])
+    (run / name).write_text("<html>not json</html>")
+    artifact = tmp_path / "bench.tar"
+    export_artifact({"test": tables}, {}, artifact)
+    assert main(["validate", str(run), "--tables", str(artifact)]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / name}: not valid JSON" in err, err
+
+
+def test_rllib_refuses_zero_cpus_before_any_work(tmp_path: Path, capsys) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    argv = ["rllib", "--synthetic", "--env", "MAW/DepthSelection-v3", "--num-cpus", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--num-cpus: expected a positive integer, got 0" in capsys.readouterr().err

@@ -30,6 +30,7 @@ ABOVE_THE_CORE = ("maw_gym_agents", "maw_gym_leaderboard", "agents", "leaderboar
 #: itself, whose ``__init__`` only registers env ids by name).
 CORE_ORDER = (
     ("maw_gym", "cache", "signals", "device", "specs", "metrics", "stats", "presets"),
+    ("ray_connect",),
     ("data",),
     ("retrieval",),
     ("base_encoder",),

@@ -19,6 +19,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import end_process, spawn
 
 import maw_gym
 from maw_gym.tables import Tables
@@ -76,7 +77,7 @@ def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path
     assert actions.shape == (16,) and actions.dtype == np.int64
     assert ((actions >= 0) & (actions < tables.depth)).all()
     router.save(tmp_path / "router")
-    loaded = load_router(tmp_path / "router")
+    loaded = load_router(tmp_path / "router", allow_pickle=True)
     assert isinstance(loaded, rllib.RLlibRouter)
     np.testing.assert_array_equal(loaded.act(obs), actions)
 
@@ -155,27 +156,14 @@ def test_command_line_trains_and_saves_a_loadable_router(tmp_path):
     """``python -m maw_gym_agents.rllib``: the saved router names ``maw_gym_agents.rllib``'s
     class."""
     out = tmp_path / "out"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "maw_gym_agents.rllib",
-            "--env",
-            ENV_ID,
-            "--synthetic",
-            "--iterations",
-            "1",
-            "--num-cpus",
-            "1",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "iteration    1" in done.stdout
-    router = load_router(out / "router")
+    command = [sys.executable, "-m", "maw_gym_agents.rllib", "--env", ENV_ID, "--synthetic"]
+    command += ["--iterations", "1", "--num-cpus", "1", "--out", str(out)]
+    child = spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        stdout, stderr = child.communicate(timeout=600)  # generous: a loaded machine is slow
+    finally:
+        end_process(child)  # a timeout leaves no driver and no private Ray behind
+    assert child.returncode == 0, stderr[-2000:]
+    assert "iteration    1" in stdout
+    router = load_router(out / "router", allow_pickle=True)
     assert isinstance(router, rllib.RLlibRouter) and router.name == "rllib-ppo"

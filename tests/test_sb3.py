@@ -84,7 +84,7 @@ def test_learns_the_clearly_best_depth_and_round_trips(algo, tmp_path):
     assert result.normalized_score > floor, result.normalized_score
     assert result.depth_usage[1] == result.depth_usage.max()
     router.save(tmp_path / "router")
-    loaded = load_router(tmp_path / "router")
+    loaded = load_router(tmp_path / "router", allow_pickle=True)
     assert isinstance(loaded, sb3.SB3Router) and loaded.algo == algo
     obs = observations(tables)
     np.testing.assert_array_equal(loaded.act(obs), router.act(obs))

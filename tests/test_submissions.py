@@ -35,30 +35,33 @@ def _single_env_returns(env_id: str, tables: Tables, actions: np.ndarray) -> np.
     return np.array(returns)
 
 
-def _write_run(out: Path, tables: Tables) -> dict[str, np.ndarray]:
-    """A two-policy leaderboard directory over ``tables`` (test split), as the leaderboard
-    writes it: per (policy, seed) submissions and leaderboard.json means."""
+def _write_run(out: Path, tables: Tables, env_id: str = ENV) -> dict[str, np.ndarray]:
+    """A two-policy leaderboard directory on ``env_id`` over ``tables`` (test split), as the
+    leaderboard writes it: its config, per (policy, seed) submissions and leaderboard.json
+    means."""
     rng = np.random.default_rng(0)
+    steps = 2 if env_id == LAYERWISE else 1
     policies = {
-        ("fixed-2", ENV): np.full((tables.num_queries, 1), 2),
-        ("random", ENV): rng.integers(0, tables.depth, size=(tables.num_queries, 1)),
-        ("layers", LAYERWISE): rng.integers(0, tables.depth, size=(tables.num_queries, 2)),
+        "fixed-2": np.full((tables.num_queries, steps), 2),
+        "random": rng.integers(0, tables.depth, size=(tables.num_queries, steps)),
     }
     rows = []
-    for (policy, env_id), actions in policies.items():
+    for policy, actions in policies.items():
         returns = _single_env_returns(env_id, tables, actions)
         write_submission(
             out / "runs" / policy / "seed0", policy, 0, env_id, tables, actions, returns
         )
         rows.append({"policy": policy, "return_mean": float(returns.mean())})
     write_json(out / "leaderboard.json", rows)
-    return {policy: actions for (policy, _), actions in policies.items()}
+    write_json(out / "config.json", {"env": env_id})
+    return policies
 
 
-def test_recorded_actions_replay_to_the_recorded_returns(tables, tmp_path) -> None:
-    _write_run(tmp_path, tables)
+@pytest.mark.parametrize("env_id", [ENV, LAYERWISE])
+def test_recorded_actions_replay_to_the_recorded_returns(tables, tmp_path, env_id) -> None:
+    _write_run(tmp_path, tables, env_id)
     count, issues = validate_run(tmp_path, tables)
-    assert count == 3 and issues == []
+    assert count == 2 and issues == []
 
 
 def test_a_changed_action_is_reported_by_query(tables, tmp_path) -> None:
@@ -97,7 +100,7 @@ def test_cli_exit_codes_with_an_artifact(tables, tmp_path, capsys) -> None:
     artifact = tmp_path / "bench.tar"
     export_artifact({"test": tables}, {"preset": {"name": "synthetic"}}, artifact)
     assert main(["validate", str(run), "--tables", str(artifact)]) == 0
-    assert "3 submissions replayed" in capsys.readouterr().out
+    assert "2 submissions replayed" in capsys.readouterr().out
     leaderboard = json.loads((run / "leaderboard.json").read_text())
     leaderboard[0]["return_mean"] += 1e-3  # a reported score the actions do not give
     (run / "leaderboard.json").write_text(json.dumps(leaderboard))
@@ -119,6 +122,7 @@ def test_trust_routers_reruns_saved_routers_and_warns(tables, tmp_path, capsys) 
     result = evaluate_router(router, ENV, tables)
     write_submission(run_dir, "grpo", 0, ENV, tables, result.actions, result.returns)
     write_json(tmp_path / "leaderboard.json", [])
+    write_json(tmp_path / "config.json", {"env": ENV})
     assert validate_run(tmp_path, tables, trust_routers=True)[1] == []
 
     path = run_dir / SUBMISSION_FILE

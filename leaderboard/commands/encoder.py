@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from maw_gym.cache import write_json
+from maw_gym.cache import read_json, write_json
 from maw_gym_leaderboard.command import (
     add_device_argument,
     add_preset_arguments,
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         for path in args.studies:
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such study JSON; run `maw-gym encoder study`")
-            studies.append(json.loads(path.read_text()))
+            studies.append(read_json(path))
         render(studies, args.out, args.out.with_suffix(".png"))
         print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
         return 0
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         directory = train_encoder(
             args.dataset, preset.inputs, preset.encoder, out=args.out, device=device
         )
-        config = json.loads((directory / "config.json").read_text())
+        config = read_json(directory / "config.json")
         print(
             f"encoder: {directory} (content hash {config['content_hash']}, "
             f"{time.perf_counter() - started:.1f} s)"

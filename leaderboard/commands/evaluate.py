@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from maw_gym import registered_env_id
 from maw_gym.build import ensure_tables
 from maw_gym.cache import read_json
 from maw_gym.pipeline import sampled_split
 from maw_gym.tables import Tables
-from maw_gym_agents.common import load_router
+from maw_gym_agents.common import TRUST_WARNING, load_router
 from maw_gym_agents.evaluate import (
     TRAINING_FILE,
     candidate_qrels,
@@ -43,18 +44,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "retrieval metrics then use the judged candidates as qrels",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--trust-routers",
+        action="store_true",
+        help="also load SB3 and RLlib routers (UNPICKLES CODE from the router directory)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     training_file = args.router / TRAINING_FILE
     trained = read_json(training_file) if training_file.exists() else {}
+    if "env_id" in trained:  # someone else's folder: an id with a "module:" would import it
+        registered_env_id(trained["env_id"], f"{training_file}: env_id")
     env_id = args.env or trained.get("env_id", "MAW/DepthSelection-v3")
     if trained.get("env_id", env_id) != env_id:
         raise ValueError(
             f"{training_file}: the router was trained on {trained['env_id']}, not {env_id}; "
             "evaluate it on its own env (omit --env)"
         )
-    router = load_router(args.router)
+    if args.trust_routers:
+        print(TRUST_WARNING, file=sys.stderr)
+    router = load_router(args.router, allow_pickle=args.trust_routers)
     if args.tables is not None:
         tables = Tables.load(args.tables)
         qrels = candidate_qrels(tables)

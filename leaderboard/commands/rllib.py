@@ -19,6 +19,7 @@ from maw_gym_leaderboard.command import (
     output_dir,
     positive_int,
     preset_from_args,
+    ray_address,
 )
 
 
@@ -36,10 +37,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--address",
+        type=ray_address,
         default=None,
         help="Ray cluster to join: 'auto' or host:port (default: private local)",
     )
-    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a private local Ray")
+    parser.add_argument(
+        "--num-cpus", type=positive_int, default=None, help="CPUs of a private local Ray"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=output_dir, required=True, help="output directory")
     parser.add_argument("--checkpoint-every", type=int, default=0)

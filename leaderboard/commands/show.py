@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from maw_gym import env_ids
+from maw_gym.cache import WriteError
 from maw_gym.envs.base import MAWEnv
 from maw_gym.envs.render import write_png
 from maw_gym_leaderboard.command import add_preset_arguments, preset_from_args
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         try:
             write_png(env.draw("rgb_array"), args.out)
-        except OSError as error:  # a file where a folder should be, no permission, disk full
+        except (OSError, WriteError) as error:  # a file where a folder should be, a full disk
             raise ValueError(f"--out {args.out}: cannot write the image ({error})") from error
         print(f"wrote {args.out}")
     return 0

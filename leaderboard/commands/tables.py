@@ -1,4 +1,4 @@
-"""``maw-gym tables build|export|import``: the per-query, per-depth tables envs read."""
+"""``maw-gym tables build|export|import|reproduce``: the per-query, per-depth tables envs read."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 
 from maw_gym.artifacts import artifact_id, install_artifact
 from maw_gym.build import ensure_tables, export_benchmark
+from maw_gym.ray_connect import head_address
 from maw_gym.specs import SPLITS
 from maw_gym_leaderboard.command import (
     add_device_argument,
     add_preset_arguments,
+    output_file,
     preset_from_args,
     ray_address,
 )
@@ -41,7 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compute the shards as Ray tasks: a new local Ray, the running cluster (auto) or "
         "a head's address; the encoder still trains in this process",
     )
-    export.add_argument("out", type=Path, help="the artifact file to write (a tar)")
+    export.add_argument(
+        "out", type=output_file, help="the artifact file to write (a tar; .tar.xz compresses it)"
+    )
     install = sub.add_parser(
         "import", help="verify a tables artifact and install it into the cache"
     )
@@ -73,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     splits = SPLITS if args.split == "all" else (args.split,)
     preset = preset_from_args(args)
+    if args.ray_address not in (None, "local"):
+        head_address(args.ray_address)  # a head that does not answer is named before any work
     for split in splits:
         started = time.perf_counter()
         tables = ensure_tables(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from maw_gym.cache import atomic_path
+
 ROUTERS = ("probe", "ridge_relevant_mass", "joint_router")
 
 
@@ -262,8 +264,8 @@ def plot_study(studies: list[dict[str, Any]], path: Path) -> None:
         right.set_title("test NDCG@10 gain over best fixed depth (95% CI)", fontsize=9)
         right.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=110)
     plt.close(fig)
 
 
@@ -288,6 +290,6 @@ def render(studies: list[dict[str, Any]], markdown: Path, png: Path) -> None:
         for study in same_dataset:
             lines += dataset_section(study)
         lines += choice_lines(same_dataset)
-    markdown.parent.mkdir(parents=True, exist_ok=True)
-    markdown.write_text("\n".join(lines))
+    with atomic_path(markdown) as tmp:
+        tmp.write_text("\n".join(lines))
     plot_study(studies, png)

@@ -33,6 +33,7 @@ import torch
 from scipy.stats import rankdata
 
 from maw_gym.build import get_tables
+from maw_gym.cache import atomic_path
 from maw_gym.encoder.reranker import score_split
 from maw_gym.encoder.train import TrainedEncoder, control_models, train_encoder
 from maw_gym.metrics import ndcg_at_10
@@ -215,8 +216,8 @@ def plot_depth_bars(split_report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("NDCG@10 (test)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120)
     plt.close(fig)
 
 
@@ -249,6 +250,6 @@ def plot_depth_slices(
         ax.axis("off")
     fig.suptitle(f"query {inputs.query_ids[query]}, head {head}: attention per depth")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=100)
     plt.close(fig)

@@ -31,7 +31,6 @@ need no encoder. The JSON it writes is the only source of ``docs/depth-study.md`
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from maw_gym.cache import atomic_path, cache_dir, stable_hash, write_json
+from maw_gym.cache import atomic_path, cache_dir, parse_json, stable_hash, write_json
 from maw_gym.data.sources import resolve_dataset
 from maw_gym.encoder.reranker import MAWReranker, RerankerConfig, score_split, train_reranker
 from maw_gym.encoder.shards import scored_arrays
@@ -192,9 +191,10 @@ def query_groups(dataset: str, query_ids: np.ndarray) -> np.ndarray | None:
     """(N,) each query's ``metadata.task`` from the dataset's queries.jsonl, or None if the
     dataset's queries carry none (the study then reports no per-task breakdown)."""
     tasks: dict[str, str] = {}
-    with open(resolve_dataset(dataset) / "queries.jsonl", encoding="utf-8") as handle:
-        for line in handle:
-            row = json.loads(line)
+    path = resolve_dataset(dataset) / "queries.jsonl"
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            row = parse_json(line, f"{path}:{number}")
             task = (row.get("metadata") or {}).get("task")
             if task is not None:
                 tasks[str(row["_id"])] = str(task)
@@ -373,6 +373,5 @@ def run_study(
     for name, levers in variants.items():
         variant_preset = preset.with_overrides(**levers)
         study["variants"][name] = study_variant(variant_preset, parts, seeds, nonmaw, groups)
-        out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out, study)  # after each variant: a long study can be read while it runs
     return study

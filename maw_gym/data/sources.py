@@ -4,7 +4,8 @@
   ``metadata.task``: the ground-truth tier's dataset) ship inside the package as
   ``maw_gym/datasets/<name>.tar.xz`` (built by ``scripts/pack_dataset.py``) and are extracted
   on first use into ``cache_dir("datasets", "<name>-<archive hash>")``, so a new archive never
-  reads a stale copy.
+  reads a stale copy, and every file of that copy is checked against the hashes taken when it
+  was extracted.
 - A path to a folder is used as it is.
 - A BEIR public dataset name downloads through ``beir.util`` into the cache when the host can be
   reached; offline, the error says how to bring the zip in by hand.
@@ -15,17 +16,32 @@ interrupted run never leaves a half-written dataset behind.
 
 from __future__ import annotations
 
-import os
-import shutil
+import logging
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
-from maw_gym.cache import cache_dir, file_hash
+from maw_gym.cache import (
+    CacheError,
+    atomic_path,
+    cache_dir,
+    file_hash,
+    locked,
+    read_json,
+    remove_cache_entry,
+    rename_into_place,
+    write_json,
+)
 from maw_gym.data.validate import CORPUS_FILE, DatasetError
 
+logger = logging.getLogger(__name__)
+
 EMBEDDED_DATASETS = ("nave-kjv", "kjv-tasks")
+#: Written into an extracted embedded dataset: each file's sha256, checked on every use (issue
+#: 22: a copy with 3,000 documents deleted was read, and scored, without a word).
+CONTENTS_FILE = "maw-gym-contents.json"
+#: Folder -> (path, size, mtime) of its files when last found intact, in this process.
+_INTACT: dict[Path, tuple[tuple[str, int, int], ...]] = {}
 
 # BEIR's public datasets that its download host serves as <name>.zip (the BEIR paper, table 1).
 BEIR_PUBLIC_DATASETS = (
@@ -75,18 +91,51 @@ def embedded_archive(name: str) -> Path:
 
 
 def _extract_embedded(name: str) -> Path:
+    """The cache's copy of an embedded dataset, extracted on first use and verified on every
+    use: a copy that differs from what was extracted is extracted again."""
     archive = embedded_archive(name)
     target = cache_dir("datasets") / f"{name}-{file_hash(archive)}"
-    if target.is_dir():
+    if _intact(target):
         return target
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        with tarfile.open(archive, "r:xz") as tar:
-            tar.extractall(tmp, filter="data")
-        rename_into_place(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with locked(target):
+        if target.exists() and not _intact(target):
+            logger.warning("extracting %s again: its files differ from %s", target, archive.name)
+            remove_cache_entry(target)
+        if not target.exists():
+            with atomic_path(target, folder=True, place=rename_into_place) as tmp:
+                with tarfile.open(archive, "r:xz") as tar:
+                    tar.extractall(tmp, filter="data")
+                write_json(tmp / CONTENTS_FILE, _file_hashes(tmp))
+        if not _intact(target):
+            raise CacheError(f"{target}: differs from {archive} right after its extraction")
     return target
+
+
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` but :data:`CONTENTS_FILE`, by relative path."""
+    return {
+        str(path.relative_to(folder)): file_hash(path, length=64)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.name != CONTENTS_FILE
+    }
+
+
+def _intact(folder: Path) -> bool:
+    """Whether ``folder`` holds exactly the files its :data:`CONTENTS_FILE` lists, byte for
+    byte; hashed again only when a file's size or modification time changed since."""
+    try:
+        signature = tuple(
+            (str(path), path.stat().st_size, path.stat().st_mtime_ns)
+            for path in sorted(folder.rglob("*"))
+        )
+        if _INTACT.get(folder) == signature:
+            return True
+        intact = read_json(folder / CONTENTS_FILE) == _file_hashes(folder)
+    except (OSError, ValueError):  # missing, unreadable, or a contents file that is not JSON
+        return False
+    if intact:
+        _INTACT[folder] = signature
+    return intact
 
 
 def _download_beir(name: str) -> Path:
@@ -96,10 +145,12 @@ def _download_beir(name: str) -> Path:
     import beir.util
 
     url = BEIR_URL.format(name=name)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
-    try:
+    # beir unzips into a folder named after the dataset, inside the one it is given.
+    with atomic_path(
+        target, folder=True, place=lambda tmp, final: rename_into_place(tmp / name, final)
+    ) as tmp:
         try:
-            unzipped = Path(beir.util.download_and_unzip(url, str(tmp)))
+            beir.util.download_and_unzip(url, str(tmp))
         # requests' connection errors are OSErrors; an error page saved as the zip is a BadZipFile.
         except (OSError, zipfile.BadZipFile) as error:
             raise DatasetError(
@@ -107,17 +158,4 @@ def _download_beir(name: str) -> Path:
                 f"download that zip on another machine, unzip it here and pass the folder's "
                 f"path instead of the name (e.g. --dataset /path/to/{name})."
             ) from None
-        rename_into_place(unzipped, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def rename_into_place(source: Path, target: Path) -> None:
-    """Rename the finished directory ``source`` to ``target``; if another process got there
-    first (directories are only ever renamed into place complete), keep theirs."""
-    try:
-        os.rename(source, target)
-    except OSError:
-        if not target.is_dir():
-            raise

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from maw_gym.cache import atomic_path
+from maw_gym.cache import atomic_path, make_dirs
+from maw_gym.ray_connect import join
 from maw_gym.signals import keeping_sigterm_handler
 from maw_gym.specs import InputsSpec
 
@@ -130,7 +131,7 @@ def run_shards(
 ) -> dict[str, np.ndarray]:
     """Compute the shards missing from ``shard_dir`` (locally, or on Ray at ``ray_address``)
     and return every field concatenated in the order of ``jobs``."""
-    shard_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(shard_dir)
     shards = {job: _read_shard(shard_dir / job.file_name) for job in jobs}
     missing = [job for job, arrays in shards.items() if arrays is None]
     if missing and ray_address is None:
@@ -169,8 +170,9 @@ def _run_on_ray(
 
 
 def init_ray(address: str) -> None:
-    """Connect to ``address`` (``auto``, ``HOST:PORT``) or start a local Ray (``local``),
-    shipping ``maw_gym`` and the cache location to workers; a running Ray is kept as it is."""
+    """Connect to ``address`` (``auto``, ``HOST:PORT``, with a deadline: see
+    :mod:`maw_gym.ray_connect`) or start a local Ray (``local``), shipping ``maw_gym`` and the
+    cache location to workers; a running Ray is kept as it is."""
     import ray
 
     import maw_gym
@@ -180,11 +182,11 @@ def init_ray(address: str) -> None:
         return
     env_vars = {key: os.environ[key] for key in FORWARDED_ENV_VARS if key in os.environ}
     runtime_env = {"py_modules": [maw_gym], "env_vars": env_vars}
+    if address != "local":
+        join(address, runtime_env=runtime_env)
+        return
     with keeping_sigterm_handler():  # SIGTERM unwinds like Ctrl-C (maw_gym.signals)
-        if address == "local":
-            ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
-        else:
-            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+        ray.init(include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
 
 
 def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -42,6 +42,7 @@ from maw_gym.cache import (
     atomic_path,
     cache_dir,
     locked,
+    make_dirs,
     read_json,
     slug,
     stable_hash,
@@ -296,8 +297,7 @@ def train_encoder(
     """
     models = table_models(spec, inputs) if models is None else models
     config = encoder_config(dataset, inputs, spec, models)
-    directory = Path(out) if out is not None else default_encoder_dir(config)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = make_dirs(Path(out) if out is not None else default_encoder_dir(config))
     with locked(directory):
         if (directory / "config.json").exists() or (directory / "checkpoint.pt").exists():
             try:

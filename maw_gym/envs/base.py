@@ -118,6 +118,13 @@ class EnvConfig:
     """The alignment reward: ``"ndcg"`` (NDCG@10) or ``"relevant_mass"`` (continuous,
     :func:`maw_gym.tables.relevant_mass`)."""
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.tables, Tables | str | Path | None):  # tables=5 was AttributeError
+            raise TypeError(
+                f"tables={self.tables!r}: expected Tables, a path (a tables artifact file, its "
+                "installed directory or one split's saved tables) or None"
+            )
+
     @classmethod
     def from_keywords(cls, owner: str, tables: TablesSource, keywords: dict[str, Any]) -> EnvConfig:
         """The config of an env constructor's keywords; a typo names the valid keywords."""
