@@ -191,4 +191,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
 def resolve_preset(preset: str | Preset, overrides: list[str] | None = None) -> Preset:
     """``preset`` (a name or a preset) with its ``--set`` items applied."""
     base = get_preset(preset) if isinstance(preset, str) else preset
-    return base.with_overrides(**parse_overrides(overrides))
+    try:
+        return base.with_overrides(**parse_overrides(overrides))
+    except ValueError as error:
+        raise ValueError(f"--set: {error}" if overrides else str(error)) from None

@@ -25,6 +25,39 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
+#: Field -> (lowest, highest) accepted value: a typo such as ``--set candidates=100000`` would
+#: start hours of encoding (issue 22), and MiniLM reads at most 512 tokens.
+LIMITS: dict[str, tuple[float, float]] = {
+    "train_queries": (1, 10_000_000),
+    "dev_queries": (1, 10_000_000),
+    "test_queries": (1, 10_000_000),
+    "candidates": (1, 1000),
+    "max_length": (4, 512),
+    "depth": (1, 64),
+    "heads": (1, 64),
+    "head_dim": (1, 256),
+    "pool": (1, 32),
+    "epochs": (1, 1000),
+    "layers": (1, 4),
+    "seed_controls": (1, 64),
+    "agent_steps": (1, 100_000_000),
+    "seeds": (1, 100),
+    "temperature_spread": (0, 16),
+    "locality": (0, 16),
+    "diversity_weight": (0, 100),
+}
+
+
+def check_limits(spec: Any) -> None:
+    """Refuse a field of ``spec`` outside :data:`LIMITS`, naming it and its range."""
+    for field in fields(spec):
+        value = getattr(spec, field.name)
+        if field.name in LIMITS and value is not None:
+            low, high = LIMITS[field.name]
+            if not low <= value <= high:
+                raise ValueError(f"{field.name}={value!r}: expected a value in [{low}, {high}]")
+
+
 #: The splits every dataset must have, in pipeline order (the one definition of their names).
 SplitName = Literal["train", "dev", "test"]
 SPLITS: tuple[SplitName, ...] = get_args(SplitName)
@@ -49,6 +82,7 @@ class DataSpec:
     whose tables the routers learn from (``maw_gym.pipeline.router_queries``)."""
 
     def __post_init__(self) -> None:
+        check_limits(self)
         if not 0.0 < self.router_fraction < 1.0:
             raise ValueError(f"router_fraction must be in (0, 1), got {self.router_fraction}")
 
@@ -67,6 +101,9 @@ class CandidatesSpec:
     candidates: int
     """BM25 top-k candidates reranked per query."""
 
+    def __post_init__(self) -> None:
+        check_limits(self)
+
 
 @dataclass(frozen=True)
 class StatesSpec:
@@ -78,6 +115,9 @@ class StatesSpec:
     """Also the base encoder's bi-encoder cosine of query and candidate, a second first-stage
     feature beside BM25 (``SplitInputs.dense_scores``); the encoder's models then take it as
     an input (with a weight per depth under ``depth_heads``)."""
+
+    def __post_init__(self) -> None:
+        check_limits(self)
 
 
 @dataclass(frozen=True)
@@ -122,6 +162,7 @@ class EncoderSpec:
     """Seed of every model's initialisation and training."""
 
     def __post_init__(self) -> None:
+        check_limits(self)
         if self.specialisation not in SPECIALISATIONS:
             raise ValueError(
                 f"specialisation={self.specialisation!r}: choose one of {SPECIALISATIONS}"
@@ -138,6 +179,9 @@ class ControlSpec:
     seed_controls: int
     """NON-MAW rerankers trained with different seeds for the seed control."""
 
+    def __post_init__(self) -> None:
+        check_limits(self)
+
 
 @dataclass(frozen=True)
 class AgentSpec:
@@ -147,6 +191,9 @@ class AgentSpec:
     """Env steps each RL agent trains for in the leaderboard."""
     seeds: int
     """Default number of seeds per learned policy in the leaderboard."""
+
+    def __post_init__(self) -> None:
+        check_limits(self)
 
 
 #: The stage specs of a preset, by the attribute name a :class:`maw_gym.presets.Preset` gives

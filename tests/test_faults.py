@@ -159,6 +159,21 @@ def test_a_damaged_encoder_given_by_the_user_is_refused_naming_the_file(
         resolve_encoder(str(dataset), TINY, copy)
 
 
+def test_an_encoder_given_by_the_user_is_checked_against_the_preset(
+    tiny_encoder: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: an encoder trained with depth=4, given with --set depth=2, was used silently."""
+    from maw_gym.build import resolve_encoder
+
+    dataset, cache, trained = tiny_encoder
+    monkeypatch.setenv("MAW_GYM_CACHE", str(cache))
+    assert resolve_encoder(str(dataset), TINY, trained) == trained
+    with pytest.raises(ValueError, match=r"built with depth=2 \(asked: 3\), heads=2 \(asked: 4\)"):
+        resolve_encoder(str(dataset), TINY.with_overrides(depth=3, heads=4), trained)
+    with pytest.raises(ValueError, match="its train inputs"):
+        resolve_encoder(str(dataset), TINY.with_overrides(candidates=3), trained)
+
+
 def test_truncated_bm25_candidates_and_index_are_rebuilt(tmp_path: Path, own_cache: Path) -> None:
     from maw_gym.retrieval import bm25_candidates
 

@@ -43,6 +43,23 @@ def test_bad_overrides_are_named(item: str, message: str) -> None:
     assert repr(item) in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("candidates=100000", "candidates=100000: expected a value in [1, 1000]"),
+        ("max_length=4096", "max_length=4096: expected a value in [4, 512]"),
+        ("router_fraction=1.5", "router_fraction must be in (0, 1), got 1.5"),
+    ],
+)
+def test_an_out_of_range_override_is_refused_before_any_work(item: str, message: str) -> None:
+    """Issue 22: ``--set candidates=100000`` started an hours-long build without a word."""
+    from maw_gym.presets import resolve_preset
+
+    with pytest.raises(ValueError) as error:
+        resolve_preset("quick", [item])
+    assert str(error.value) == f"--set: {message}"
+
+
 def test_cli_refuses_a_bad_override_without_traceback(capsys) -> None:
     assert main(["tables", "build", "--preset", "smoke", "--set", "heads=-1"]) == 2
     err = capsys.readouterr().err
