@@ -22,7 +22,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from maw_gym import registered_env_id
+from maw_gym import SAME_EPISODES, replayable_env_id
 from maw_gym.artifacts import tables_fingerprint
 from maw_gym.cache import read_json, write_json
 from maw_gym.tables import Tables
@@ -133,7 +133,7 @@ def check_submission(
         return Difference(policy, seed, what, str(recorded), str(replayed))
 
     env_id = policy_env(policy, env_id)
-    if record["env_id"] != env_id:
+    if SAME_EPISODES.get(record["env_id"], record["env_id"]) != env_id:
         return record, None, [differ("env", record["env_id"], env_id)]
     fingerprint = tables_fingerprint(tables)
     if record["tables_fingerprint"] != fingerprint:
@@ -155,19 +155,21 @@ def check_submission(
         for i in np.flatnonzero(bad)
     ]
     if trust_routers and record["router_saved"]:
-        issues += _rerun_router(path.parent, record, tables, policy, seed)
+        issues += _rerun_router(path.parent, record, tables, env_id)
     return record, returns, issues
 
 
 def _rerun_router(
-    directory: Path, record: dict[str, Any], tables: Tables, policy: str, seed: int
+    directory: Path, record: dict[str, Any], tables: Tables, env_id: str
 ) -> list[Difference]:
-    """Differences between the saved router's test actions now and the recorded ones."""
+    """Differences between the saved router's test actions on ``env_id`` now and the recorded
+    ones."""
     from maw_gym_agents.common import load_router
     from maw_gym_agents.evaluate import evaluate_router
 
     router = load_router(directory, allow_pickle=True)  # --trust-routers: the user's choice
-    result = evaluate_router(router, record["env_id"], tables)
+    policy, seed = str(record["policy"]), int(record["seed"])
+    result = evaluate_router(router, env_id, tables)
     actions = np.asarray(result.actions, dtype=np.float64)
     recorded = np.asarray(record["actions"], dtype=np.float64)
     if actions.shape != recorded.shape:
@@ -234,7 +236,7 @@ def run_env(run_dir: Path) -> str:
     path = run_dir / CONFIG_FILE
     config = read_json(path)
     env = config.get("env") if isinstance(config, dict) else None
-    return registered_env_id(env, f"{path}: env")
+    return replayable_env_id(env, f"{path}: env")
 
 
 def _unsubmitted(run_dir: Path) -> list[Difference]:

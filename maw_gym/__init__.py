@@ -30,6 +30,28 @@ def registered_env_id(value: object, where: str) -> str:
     return value
 
 
+#: Older ids whose episodes (observations, actions, rewards) today's ids reproduce exactly, so
+#: that ``maw-gym validate`` replays runs recorded on them: v3 renamed an ``info`` key and
+#: changed ``gym.make``'s default preset, nothing an episode computes.
+SAME_EPISODES: dict[str, str] = {
+    f"MAW/{name}-v2": f"MAW/{name}-v3"
+    for name in (
+        "DepthSelection",
+        "DepthSelectionRetrieval",
+        "SoftDepthMixture",
+        "PerHeadDepth",
+        "LayerwiseDepth",
+    )
+}
+
+
+def replayable_env_id(value: object, where: str) -> str:
+    """:func:`registered_env_id` of ``value``, an id of :data:`SAME_EPISODES` read as today's."""
+    if isinstance(value, str):
+        value = SAME_EPISODES.get(value, value)
+    return registered_env_id(value, where)
+
+
 def _register(id: str, **spec: Any) -> None:
     """``gymnasium.register`` unless ``id`` is already there: importing twice (reloads, Ray
     workers) must neither raise nor warn."""
