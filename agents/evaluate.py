@@ -26,7 +26,8 @@ import numpy as np
 from maw_gym.envs.base import Variant
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
-from maw_gym_agents.common import ActionSpec, enumerate_returns, make_vector_env, run_episodes
+from maw_gym_agents.rollouts import enumerate_returns, make_vector_env, run_episodes
+from maw_gym_agents.spaces import ActionSpec
 
 TRAINING_FILE = "training.json"
 """Written by ``maw-gym train`` beside the router: env id, dataset and preset it was trained on."""

@@ -34,18 +34,10 @@ from tqdm.auto import tqdm
 
 from maw_gym.device import resolve_device
 from maw_gym.tables import Tables
-from maw_gym_agents.common import (
-    ActionSpec,
-    Episodes,
-    MLPPolicy,
-    PolicyRouter,
-    as_input,
-    env_layout,
-    make_vector_env,
-    run_episodes,
-    torch_threads,
-)
 from maw_gym_agents.curve import DevCurve
+from maw_gym_agents.policy import MLPPolicy, PolicyRouter, as_input, torch_threads
+from maw_gym_agents.rollouts import Episodes, env_layout, make_vector_env, run_episodes
+from maw_gym_agents.spaces import ActionSpec
 
 SCALE_REWARDS = ("group", "batch", "none")
 

@@ -38,17 +38,15 @@ import numpy as np
 
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
-from maw_gym_agents.common import (
+from maw_gym_agents.rollouts import (
     MAX_JOINT_ACTIONS,
-    ActionSpec,
-    attention_maps,
     enumerate_returns,
     env_layout,
     make_vector_env,
-    read_router_json,
     run_episodes,
-    write_router_json,
 )
+from maw_gym_agents.saving import read_router_json, write_router_json
+from maw_gym_agents.spaces import ActionSpec, attention_maps
 
 SCORE_STRATEGIES = ("entropy-max", "entropy-min", "attention-norm", "topk-norm")
 

@@ -44,13 +44,10 @@ from maw_gym.device import resolve_device
 from maw_gym.ray_connect import join
 from maw_gym.signals import keeping_sigterm_handler
 from maw_gym.tables import Tables
-from maw_gym_agents.common import (
-    ObsNormalisation,
-    load_hyperparams,
-    read_router_json,
-    write_router_json,
-)
 from maw_gym_agents.curve import DevCurve
+from maw_gym_agents.hyperparams import load_hyperparams
+from maw_gym_agents.policy import ObsNormalisation
+from maw_gym_agents.saving import read_router_json, write_router_json
 
 ENV_NAME = "maw_gym_env"
 HYPERPARAMS = "rllib_ppo"

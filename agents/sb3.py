@@ -28,14 +28,11 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 from maw_gym.cache import atomic_path, make_dirs
 from maw_gym.device import resolve_device
 from maw_gym.tables import Tables
-from maw_gym_agents.common import (
-    ObsNormalisation,
-    load_hyperparams,
-    make_vector_env,
-    read_router_json,
-    write_router_json,
-)
 from maw_gym_agents.curve import DevCurve
+from maw_gym_agents.hyperparams import load_hyperparams
+from maw_gym_agents.policy import ObsNormalisation
+from maw_gym_agents.rollouts import make_vector_env
+from maw_gym_agents.saving import read_router_json, write_router_json
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 MODEL_FILE = "model.zip"

@@ -38,19 +38,11 @@ from tqdm.auto import tqdm
 from maw_gym.cache import make_dirs
 from maw_gym.device import resolve_device
 from maw_gym.tables import Tables
-from maw_gym_agents.common import (
-    ActionSpec,
-    ObsNormalisation,
-    as_input,
-    enumerate_returns,
-    env_layout,
-    load_state,
-    read_router_json,
-    save_state,
-    torch_threads,
-    write_router_json,
-)
 from maw_gym_agents.curve import DevCurve
+from maw_gym_agents.policy import ObsNormalisation, as_input, torch_threads
+from maw_gym_agents.rollouts import enumerate_returns, env_layout
+from maw_gym_agents.saving import load_state, read_router_json, save_state, write_router_json
+from maw_gym_agents.spaces import ActionSpec
 
 LabelMode = Literal["rule", "oracle"]
 LABEL_MODES: tuple[str, ...] = get_args(LabelMode)

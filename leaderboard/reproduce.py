@@ -33,7 +33,7 @@ RETURN_ENV = "MAW/DepthSelection-v3"
 
 def depth_returns(tables: Tables) -> np.ndarray:
     """(N, D) every query's return under every depth, played through the env."""
-    from maw_gym_agents.common import enumerate_returns
+    from maw_gym_agents.rollouts import enumerate_returns
 
     return enumerate_returns(RETURN_ENV, tables).returns
 

@@ -79,7 +79,7 @@ def write_submission(
 
 def replay(env_id: str, tables: Tables, actions: Any) -> np.ndarray:
     """(N,) returns of playing query i with the recorded actions ``actions[i]`` (N, T, ...)."""
-    from maw_gym_agents.common import make_vector_env, run_episodes
+    from maw_gym_agents.rollouts import make_vector_env, run_episodes
 
     envs = make_vector_env(env_id, tables.num_queries, tables)
     try:
@@ -164,8 +164,8 @@ def _rerun_router(
 ) -> list[Difference]:
     """Differences between the saved router's test actions on ``env_id`` now and the recorded
     ones."""
-    from maw_gym_agents.common import load_router
     from maw_gym_agents.evaluate import evaluate_router
+    from maw_gym_agents.saving import load_router
 
     router = load_router(directory, allow_pickle=True)  # --trust-routers: the user's choice
     policy, seed = str(record["policy"]), int(record["seed"])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from maw_gym.tables import Tables
-from maw_gym_agents.common import make_vector_env, run_episodes
 from maw_gym_agents.evaluate import candidate_qrels, evaluate_router
+from maw_gym_agents.rollouts import make_vector_env, run_episodes
 from maw_gym_leaderboard.policies import Context
 from maw_gym_leaderboard.score import score_router
 

@@ -207,7 +207,7 @@ def test_grpo_default_samples_groups_from_the_old_policy(synthetic) -> None:
 
 
 def test_grpo_same_seed_same_result_and_save_load(synthetic, tmp_path) -> None:
-    from maw_gym_agents.common import load_router
+    from maw_gym_agents.saving import load_router
 
     train_tables, dev_tables = synthetic
     first, metrics_a = _train(train_tables, total_env_steps=256, seed=3)

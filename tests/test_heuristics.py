@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from maw_gym.tables import Tables
-from maw_gym_agents.common import ActionSpec, load_router
 from maw_gym_agents.evaluate import evaluate_router
 from maw_gym_agents.heuristics import (
     FixedDepthRouter,
@@ -18,6 +17,8 @@ from maw_gym_agents.heuristics import (
     heuristic_routers,
     oracle_router,
 )
+from maw_gym_agents.saving import load_router
+from maw_gym_agents.spaces import ActionSpec
 
 ENV = "MAW/DepthSelection-v3"
 

@@ -24,8 +24,8 @@ from conftest import end_process, spawn
 import maw_gym
 from maw_gym.tables import Tables
 from maw_gym_agents import rllib
-from maw_gym_agents.common import load_router
 from maw_gym_agents.evaluate import evaluate_router
+from maw_gym_agents.saving import load_router
 
 ENV_ID = "MAW/DepthSelection-v3"
 TINY = {

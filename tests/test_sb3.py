@@ -11,9 +11,10 @@ import torch
 
 from maw_gym.tables import Tables
 from maw_gym_agents import sb3
-from maw_gym_agents.common import load_hyperparams, load_router
 from maw_gym_agents.curve import DevCurve
 from maw_gym_agents.evaluate import evaluate_router
+from maw_gym_agents.hyperparams import load_hyperparams
+from maw_gym_agents.saving import load_router
 
 ENV_ID = "MAW/DepthSelection-v3"
 # Small budgets that still learn the synthetic env (depth 1 is clearly best on every query).

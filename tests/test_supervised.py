@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from maw_gym.tables import Tables
-from maw_gym_agents.common import load_router
 from maw_gym_agents.evaluate import evaluate_router
+from maw_gym_agents.saving import load_router
 from maw_gym_agents.supervised import SupervisedConfig, oracle_labels, rule_labels, train
 
 ENV = "MAW/DepthSelection-v3"

@@ -13,7 +13,6 @@ from maw_gym.build import ensure_tables
 from maw_gym.cache import read_json
 from maw_gym.pipeline import sampled_split
 from maw_gym.tables import Tables
-from maw_gym_agents.common import TRUST_WARNING, load_router
 from maw_gym_agents.evaluate import (
     TRAINING_FILE,
     candidate_qrels,
@@ -21,6 +20,7 @@ from maw_gym_agents.evaluate import (
     evaluate_router,
     retrieval_metrics,
 )
+from maw_gym_agents.saving import TRUST_WARNING, load_router
 from maw_gym_leaderboard.command import add_preset_arguments, env_id, preset_from_args
 
 

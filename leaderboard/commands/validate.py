@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from maw_gym.artifacts import tables_fingerprint
-from maw_gym_agents.common import TRUST_WARNING
+from maw_gym_agents.saving import TRUST_WARNING
 from maw_gym_leaderboard.submissions import run_tables, validate_run
 
 
