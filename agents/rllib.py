@@ -17,7 +17,7 @@ them or build the env fails a preflight task before the algorithm is built: with
 ``restart_failed_env_runners`` (on, for fault tolerance during training) a broken env runner
 would otherwise be restarted forever and surface as an unrelated ``IndexError`` (issue 5).
 
-CLI: ``python -m maw_gym_agents.rllib --env MAW/DepthSelection-v3 --synthetic --iterations 2
+CLI: ``maw-gym rllib --env MAW/DepthSelection-v3 --synthetic --iterations 2
 --out runs/rllib`` locally, the same with ``--address auto`` on a cluster (docs/cluster.md).
 """
 
@@ -112,7 +112,7 @@ def measure_normalisation(
 
 @dataclass
 class RLlibRun:
-    """One RLlib training run; every field is a CLI flag of ``python -m maw_gym_agents.rllib``."""
+    """One RLlib training run; every field is a flag of ``maw-gym rllib``."""
 
     env_config: dict[str, Any]
     """See the module docstring; ``env_id`` is required."""

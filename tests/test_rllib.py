@@ -153,10 +153,10 @@ def test_joins_a_real_head_by_address_and_ships_maw_gym(ray_head, tmp_path, monk
 
 @pytest.mark.slow
 def test_command_line_trains_and_saves_a_loadable_router(tmp_path):
-    """``python -m maw_gym_agents.rllib``: the saved router names ``maw_gym_agents.rllib``'s
-    class."""
+    """``maw-gym rllib``: the saved router names ``maw_gym_agents.rllib``'s class."""
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "maw_gym_agents.rllib", "--env", ENV_ID, "--synthetic"]
+    command = [sys.executable, "-m", "maw_gym_leaderboard.cli", "rllib", "--env", ENV_ID]
+    command += ["--synthetic"]
     command += ["--iterations", "1", "--num-cpus", "1", "--out", str(out)]
     child = spawn(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
