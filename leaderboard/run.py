@@ -29,10 +29,12 @@ from maw_gym.presets import Preset, add_preset_arguments, parse_overrides, prese
 from maw_gym_leaderboard.plots import PLOT_FILES
 from maw_gym_leaderboard.policies import (
     ALL_POLICIES,
+    GAP_REFERENCES,
     LEARNED,
     MIN_QUERIES,
     RERANKERS,
     RESULT_FILE,
+    RESULT_FORMAT,
     RUN_FILE,
     Context,
 )
@@ -200,9 +202,11 @@ def write_run_record(
 
 
 def check_arguments(args: argparse.Namespace, preset: Preset) -> tuple[int, tuple[str, ...]]:
-    """The number of seeds and the policies to rank; bad values name the argument."""
+    """The number of seeds and the policies to rank (with the closed gap's references, which
+    every leaderboard scores); bad values name the argument."""
     seeds = args.seeds if args.seeds is not None else preset.seeds
-    policies = tuple(args.policies or ALL_POLICIES)
+    references = [name for pair in GAP_REFERENCES.values() for name in pair]
+    policies = tuple(dict.fromkeys([*(args.policies or ALL_POLICIES), *references]))
     unknown = sorted(set(policies) - set(ALL_POLICIES))
     if unknown:
         raise ValueError(f"unknown policies {unknown}; choose from {list(ALL_POLICIES)}")
@@ -256,6 +260,7 @@ def build_context(args: argparse.Namespace, preset: Preset, seeds: int) -> Conte
         "steps": steps,
         "seeds": seeds,
         "test_tables": tables["test"].meta,
+        "result_format": RESULT_FORMAT,
     }
     write_json(args.out / "config.json", config)
     qrels = preset_split(args.dataset, "test", preset).qrels
