@@ -52,3 +52,35 @@ def test_native_agents_record_at_the_shared_budgets(agent, expected_steps, dev, 
     train_agent(agent, ENV, train, dev, 0, 320, tmp_path)
     curve = json.loads((tmp_path / "curve.json").read_text())
     assert [p["env_steps"] for p in curve] == expected_steps
+
+
+def test_checkpoint_selection_keeps_the_best_dev_point(dev) -> None:
+    """The curve saves the router at every new best and hands that one back, not the last."""
+    routers = heuristic_routers(ENV, dev, dev)
+    curve = DevCurve(ENV, dev, total_steps=30, points=3, keep_best=True)  # budgets 10, 20, 30
+    for steps, name in ((10, "fixed-0"), (20, "fixed-1"), (30, "fixed-2")):
+        curve(routers[name], steps)
+    returns = [p["dev_return"] for p in curve.points]
+    assert returns.index(max(returns)) == 1  # synthetic best_depth=1
+    selected = curve.selected(routers["fixed-2"])
+    assert selected.act(dev.observation[:3].reshape(3, -1)).tolist() == [1, 1, 1]
+    assert [p.get("selected", False) for p in curve.points] == [False, True, False]
+    # without keep_best, or before any point, the final router is the answer
+    plain = DevCurve(ENV, dev, total_steps=10, points=1)
+    plain(routers["fixed-1"], 10)
+    assert plain.selected(routers["fixed-2"]) is routers["fixed-2"]
+
+
+@pytest.mark.parametrize("agent", ["grpo", "supervised", "ppo"])
+def test_a_trained_agent_returns_its_best_dev_checkpoint(agent, dev, tmp_path) -> None:
+    """A tiny run: the router train_agent saves scores the best dev point of its own curve."""
+    train = Tables.synthetic(num_queries=32, best_depth=1, seed=0)
+    _, record = train_agent(agent, ENV, train, dev, 0, 320, tmp_path)
+    curve = json.loads((tmp_path / "curve.json").read_text())
+    best = max(p["dev_return"] for p in curve)
+    # measured: each of these runs peaks before its end on dev, so selection has work to do
+    assert curve[-1]["dev_return"] < best
+    assert record["dev_mean_return"] == pytest.approx(best)
+    assert [p for p in curve if p.get("selected")] == [
+        next(p for p in curve if p["dev_return"] == best)
+    ]
