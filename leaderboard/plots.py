@@ -135,7 +135,8 @@ def plot_dose_response(
 
 
 def plot_learning_curves(out: Path, curves: dict[str, list[list[dict[str, float]]]]) -> None:
-    """Every learned policy's dev mean return during training, one line per seed."""
+    """Every learned policy's dev mean return during training, one line per seed; a circle
+    marks the point whose policy the agent kept (checkpoint selection on dev)."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     drawn = 0
     for color, (policy, runs) in zip(plt.cm.tab10.colors, curves.items(), strict=False):
@@ -149,6 +150,8 @@ def plot_learning_curves(out: Path, curves: dict[str, list[list[dict[str, float]
                 alpha=0.8,
                 label=policy if seed == 0 else None,
             )
+            for point in (p for p in curve if p.get("selected")):
+                ax.plot(point["env_steps"], point["dev_return"], "o", mfc="none", color=color, ms=8)
             drawn += 1
     ax.set_xlabel("env steps (supervised: labelled queries seen)")
     ax.set_ylabel("dev mean return (every dev query, deterministic)")

@@ -1,12 +1,13 @@
 """``maw-gym leaderboard``: train and rank every routing policy against one frozen MAW encoder.
 
-Every policy is scored on the test split of the same tables (so the same frozen encoder): env
-return (mean, and IQM with rliable's stratified bootstrap over seeds), normalised score
-(uniform random = 0, per-query oracle = 1, both exact from the tables), regret, and the
-retrieval quality of the BM25 → MAW rerank it routes (NDCG@10 with a bootstrap CI over
-queries, MRR@10, Hit@1, through beir). ``vs best-fixed`` is the paired per-query NDCG@10
-difference to the best fixed depth (chosen on dev) with its 95% CI: routing helps only where
-that CI lies above 0. BM25 and the NON-MAW twin have no env return; they are there for the
+Every policy is scored on the test split of the same tables (so the same frozen encoder), with
+one statistic (``maw_gym_leaderboard.report``): means over test queries with paired bootstrap
+CIs over test queries, for the env return, the normalised score (uniform random = 0, per-query
+oracle = 1, both exact from the tables) and the retrieval quality of the BM25 → MAW rerank it
+routes (NDCG@10, MRR@10, Hit@1, through beir). The headline is the closed gap to the oracle
+from the best fixed depth, on return and on NDCG@10, each against its own best depth chosen on
+dev; full-information ceilings and the bounds are listed apart. rliable's IQM over seeds is one
+labelled extra column. BM25 and the NON-MAW twin have no env return; they are there for the
 retrieval columns.
 
 Each (policy, seed) is trained, evaluated and written to ``DIR/runs/<policy>/seed<k>/`` before
