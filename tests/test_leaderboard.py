@@ -320,3 +320,47 @@ def test_each_metric_compares_with_its_own_best_fixed_and_the_ceiling_speaks() -
     results["grpo"] = [_result("grpo", [1.0] * 4, [0.4] * 4)]
     said = verdicts(summarise(results))
     assert "**the agents fail**" in said[1]
+
+
+def test_dose_response_plots_every_policy_and_ceiling_against_rho(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line per policy and ceiling over ρ; unbounded CIs and unknown points still draw."""
+    from matplotlib import pyplot as plt
+
+    from maw_gym_leaderboard.plots import plot_dose_response
+
+    def row(policy: str, kind: str, gap: float, low: float, high: float) -> dict:
+        return {
+            "policy": policy,
+            "kind": kind,
+            "closed_gap_return": gap,
+            "closed_gap_return_ci_low": low,
+            "closed_gap_return_ci_high": high,
+        }
+
+    rows_by_rho = {
+        0.0: [
+            row("best-fixed", "policy", 0.0, 0.0, 0.0),
+            row("grpo", "policy", 0.6, 0.4, 0.8),
+            row("ceiling-ridge", "ceiling", 0.9, 0.8, 1.0),
+            row("oracle", "bound", 1.0, 1.0, 1.0),
+        ],
+        1.0: [
+            row("grpo", "policy", 0.0, -np.inf, np.inf),
+            row("ceiling-ridge", "ceiling", float("nan"), -np.inf, np.inf),
+        ],
+    }
+    drawn: list[list[str]] = []
+    original = plt.Axes.legend
+
+    def remember(ax: plt.Axes, *args: object, **kwargs: object) -> object:
+        drawn.append(ax.get_legend_handles_labels()[1])
+        return original(ax, *args, **kwargs)
+
+    monkeypatch.setattr(plt.Axes, "legend", remember)
+    plot_dose_response(tmp_path / "dose.png", rows_by_rho)
+    assert drawn == [
+        ["grpo", "ceiling-ridge"]
+    ]  # neither the bound nor best-fixed (0 by definition)
+    assert (tmp_path / "dose.png").stat().st_size > 0
