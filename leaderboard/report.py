@@ -261,7 +261,8 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     The ceiling of a metric is the one of its learners (ridge, MLP) with the best dev mean of
     that metric (chosen on dev, as everything else). It ties best-fixed (CI contains 0): no
     learnable routing signal for these learners. It is above, and no learned agent is: the
-    agents fail. Below: dev's choice did not carry over to test.
+    agents fail. Below: dev's choice did not carry over to test. Without a gap (the oracle
+    equals best-fixed on test) there is nothing to route.
     """
     lines = []
     for metric, label in METRIC_LABELS.items():
@@ -283,7 +284,9 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
             and r[f"{diff}_ci_low"] > 0
             and not r[f"{diff}_tie"]
         ]
-        if ceiling[f"{diff}_tie"]:
+        if np.isnan(ceiling.get(f"closed_gap_{metric}", np.nan)):
+            verdict = "the oracle does no better than best-fixed: **there is nothing to route**"
+        elif ceiling[f"{diff}_tie"]:
             verdict = (
                 f"the ceiling ties best-fixed ({figures}): **the task has no learnable routing "
                 "signal for these learners**"

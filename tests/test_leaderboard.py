@@ -320,6 +320,9 @@ def test_each_metric_compares_with_its_own_best_fixed_and_the_ceiling_speaks() -
     results["grpo"] = [_result("grpo", [1.0] * 4, [0.4] * 4)]
     said = verdicts(summarise(results))
     assert "**the agents fail**" in said[1]
+    reranker["ndcg_per_query"] = [0.4] * 4  # oracle-ndcg = best-fixed-ndcg: no gap
+    results[NDCG_ORACLE] = [{"policy": NDCG_ORACLE, **reranker}]
+    assert "**there is nothing to route**" in verdicts(summarise(results))[1]
 
 
 def test_dose_response_plots_every_policy_and_ceiling_against_rho(
