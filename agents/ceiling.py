@@ -239,6 +239,17 @@ def fit_mlp(train: Split, dev: Split, seed: int = 0) -> tuple[RewardModel, dict[
     return model, best[1]
 
 
+def has_ceiling(env_id: str) -> bool:
+    """Whether ``env_id`` takes one decision per episode, which ceilings need; read from its
+    registered class, without building tables."""
+    import gymnasium as gym
+    from gymnasium.envs.registration import load_env_creator
+
+    import maw_gym  # noqa: F401  (registers the MAW/ ids)
+
+    return load_env_creator(gym.spec(env_id).entry_point).variant_class.horizon == 1
+
+
 def fit_ceiling(
     name: str, env_id: str, train_tables: Tables, dev_tables: Tables, seed: int = 0
 ) -> tuple[CeilingRouter, dict[str, Any]]:

@@ -30,6 +30,7 @@ from maw_gym.presets import Preset, add_preset_arguments, parse_overrides, prese
 from maw_gym_leaderboard.plots import PLOT_FILES
 from maw_gym_leaderboard.policies import (
     ALL_POLICIES,
+    CEILINGS,
     GAP_REFERENCES,
     LEARNED,
     MIN_QUERIES,
@@ -204,10 +205,19 @@ def write_run_record(
 
 def check_arguments(args: argparse.Namespace, preset: Preset) -> tuple[int, tuple[str, ...]]:
     """The number of seeds and the policies to rank (with the closed gap's references, which
-    every leaderboard scores); bad values name the argument."""
+    every leaderboard scores; by default without ceilings on an env they do not cover); bad
+    values name the argument."""
+    import sys
+
+    from maw_gym_agents.ceiling import has_ceiling
+
     seeds = args.seeds if args.seeds is not None else preset.seeds
     references = [name for pair in GAP_REFERENCES.values() for name in pair]
-    policies = tuple(dict.fromkeys([*(args.policies or ALL_POLICIES), *references]))
+    chosen = args.policies or ALL_POLICIES
+    if args.policies is None and not has_ceiling(args.env):
+        print(f"note: {args.env} takes several decisions: no ceiling rows", file=sys.stderr)
+        chosen = [p for p in chosen if p not in CEILINGS]
+    policies = tuple(dict.fromkeys([*chosen, *references]))
     unknown = sorted(set(policies) - set(ALL_POLICIES))
     if unknown:
         raise ValueError(f"unknown policies {unknown}; choose from {list(ALL_POLICIES)}")

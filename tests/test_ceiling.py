@@ -3,12 +3,14 @@ it where it is not, and replayable like any router."""
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 
 from maw_gym.stats import contains_zero, paired_difference
 from maw_gym.tables import Tables
-from maw_gym_agents.ceiling import CEILINGS, fit_ceiling
+from maw_gym_agents.ceiling import CEILINGS, fit_ceiling, has_ceiling
 from maw_gym_agents.common import load_router
 from maw_gym_agents.evaluate import evaluate_router
 from maw_gym_agents.heuristics import best_fixed_depth
@@ -77,5 +79,15 @@ def test_ceilings_refuse_multi_decision_envs_and_unknown_names() -> None:
         fit_ceiling("ceiling-knn", ENV, tables, tables)
 
 
-def test_the_leaderboard_lists_every_ceiling() -> None:
+def test_the_leaderboard_lists_every_ceiling_where_it_applies() -> None:
+    from maw_gym.presets import get_preset
+    from maw_gym_leaderboard.run import check_arguments
+
     assert tuple(CEILINGS) == policies.CEILINGS
+    assert has_ceiling(ENV) and has_ceiling("MAW/PerHeadDepth-v2")
+    assert not has_ceiling("MAW/LayerwiseDepth-v2")
+    for env_id, expected in ((ENV, set(CEILINGS)), ("MAW/LayerwiseDepth-v2", set())):
+        args = argparse.Namespace(seeds=None, policies=None, encoder=None, env=env_id)
+        _, chosen = check_arguments(args, get_preset("smoke"))
+        assert set(chosen) & set(CEILINGS) == expected
+        assert {"best-fixed", "best-fixed-ndcg", "oracle", "oracle-ndcg"} <= set(chosen)
