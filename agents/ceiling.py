@@ -63,7 +63,7 @@ RIDGE_PENALTIES = (*(10.0**k for k in range(-2, 6)), np.inf)
 MLP_WEIGHT_DECAYS = (1e-1, 1e-2, 1e-3, 1e-4)
 """Adam's (L2) weight decay, strongest first: on a dev tie the simpler model stays."""
 MLP_HIDDEN = 64
-MLP_EPOCHS = 300
+MLP_EPOCHS = 200
 MLP_EVAL_EVERY = 10
 MLP_LEARNING_RATE = 1e-3
 

@@ -59,7 +59,8 @@ class Bounds:
 _BOUNDS: dict[str, Bounds] = {}
 
 
-def _tables_key(env_id: str, tables: Tables) -> str:
+def tables_key(env_id: str, tables: Tables) -> str:
+    """What per-tables results are cached by: the env id and a hash of the tables' content."""
     digest = hashlib.sha1(tables.observation.tobytes())
     digest.update(tables.score_parts.tobytes())
     digest.update(tables.query_ids.astype(str).tobytes())
@@ -73,7 +74,7 @@ def bounds(env_id: str, tables: Tables, seed: int = 0) -> Bounds:
     env ``oracle_reward`` is the best *shared* depth) the per-query oracle is the true maximum
     and no router scores above 1.
     """
-    key = _tables_key(env_id, tables)
+    key = tables_key(env_id, tables)
     if key in _BOUNDS:
         return _BOUNDS[key]
     try:

@@ -303,18 +303,28 @@ class FixedDepthValues:
         return self.returns if metric == "return" else self.ndcg
 
 
+_FIXED_VALUES: dict[str, FixedDepthValues] = {}
+
+
 def fixed_depth_values(env_id: str, tables: Tables) -> FixedDepthValues:
     """Each fixed depth played on every query of ``tables`` (full information: what the
-    ceilings learn from, and what best-fixed is chosen by)."""
-    from maw_gym_agents.evaluate import evaluate_router
+    ceilings learn from, and what best-fixed is chosen by); cached per tables content, as
+    a leaderboard asks for the same splits' values for best-fixed and every ceiling."""
+    from maw_gym_agents.evaluate import evaluate_router, tables_key
 
-    spec = env_layout(env_id, tables).spec
-    returns, ndcg = [], []
-    for depth in range(spec.choices):
-        result = evaluate_router(FixedDepthRouter(spec, depth), env_id, tables)
-        returns.append(result.returns)
-        ndcg.append(tables.ndcg(result.candidate_scores))
-    return FixedDepthValues(np.stack(returns, axis=1), np.stack(ndcg, axis=1).astype(np.float64))
+    key = tables_key(env_id, tables)
+    if key not in _FIXED_VALUES:
+        spec = env_layout(env_id, tables).spec
+        returns, ndcg = [], []
+        for depth in range(spec.choices):
+            result = evaluate_router(FixedDepthRouter(spec, depth), env_id, tables)
+            returns.append(result.returns)
+            ndcg.append(tables.ndcg(result.candidate_scores))
+        values = np.stack(returns, axis=1), np.stack(ndcg, axis=1).astype(np.float64)
+        for array in values:
+            array.setflags(write=False)  # shared by every caller of the cache
+        _FIXED_VALUES[key] = FixedDepthValues(*values)
+    return _FIXED_VALUES[key]
 
 
 def best_fixed_depth(
