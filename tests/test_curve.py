@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from maw_gym.tables import Tables
 from maw_gym_agents.curve import DevCurve
 from maw_gym_agents.evaluate import evaluate_router
-from maw_gym_agents.heuristics import heuristic_routers
+from maw_gym_agents.heuristics import FixedDepthRouter, heuristic_routers
 from maw_gym_agents.train import train_agent
 
 ENV = "MAW/DepthSelection-v2"
@@ -65,10 +66,33 @@ def test_checkpoint_selection_keeps_the_best_dev_point(dev) -> None:
     selected = curve.selected(routers["fixed-2"])
     assert selected.act(dev.observation[:3].reshape(3, -1)).tolist() == [1, 1, 1]
     assert [p.get("selected", False) for p in curve.points] == [False, True, False]
+    # fixed-1's own constant is fixed-1: a tie on dev keeps the checkpoint
+    assert curve.points[1]["constant_depth"] == 1 and not curve.points[1]["constant_kept"]
     # without keep_best, or before any point, the final router is the answer
     plain = DevCurve(ENV, dev, total_steps=10, points=1)
     plain(routers["fixed-1"], 10)
     assert plain.selected(routers["fixed-2"]) is routers["fixed-2"]
+
+
+def test_selection_keeps_the_constant_a_straying_router_could_represent(dev) -> None:
+    """A router that plays depth 1 (the best on dev) on most queries and depth 3 on a few is
+    beaten on dev by its own constant, depth 1 everywhere, which is then handed back."""
+    from maw_gym_agents.heuristics import build_lookup
+
+    plans = np.ones((dev.num_queries, 1), dtype=np.int64)
+    plans[:4] = 3
+    straying = build_lookup("stray", ENV, dev, plans)
+    curve = DevCurve(ENV, dev, total_steps=10, points=1, keep_best=True)
+    value = curve(straying, 10)
+    selected = curve.selected(straying)
+    assert isinstance(selected, FixedDepthRouter) and selected.depth == 1
+    assert selected.name == "stray"
+    point = curve.points[0]
+    assert point["constant_kept"] and point["constant_depth"] == 1
+    assert point["constant_dev_return"] == pytest.approx(
+        evaluate_router(selected, ENV, dev).mean_return
+    )
+    assert point["constant_dev_return"] > value
 
 
 @pytest.mark.parametrize("agent", ["grpo", "supervised", "ppo"])
@@ -80,7 +104,7 @@ def test_a_trained_agent_returns_its_best_dev_checkpoint(agent, dev, tmp_path) -
     best = max(p["dev_return"] for p in curve)
     # measured: each of these runs peaks before its end on dev, so selection has work to do
     assert curve[-1]["dev_return"] < best
-    assert record["dev_mean_return"] == pytest.approx(best)
-    assert [p for p in curve if p.get("selected")] == [
-        next(p for p in curve if p["dev_return"] == best)
-    ]
+    [selected] = [p for p in curve if p.get("selected")]
+    assert selected == next(p for p in curve if p["dev_return"] == best)
+    expected = max(best, selected["constant_dev_return"])
+    assert record["dev_mean_return"] == pytest.approx(expected)
