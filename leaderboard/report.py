@@ -272,9 +272,11 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
         if not ceilings:
             continue
         ceiling = max(ceilings, key=lambda r: r["ceiling_dev_mean"])
+        digits = 4 if metric == "return" else 3  # as the table's difference columns
         figures = (
-            f"`{ceiling['policy']}`, chosen on dev: {_interval(ceiling, diff, signed=True)} "
-            f"against best-fixed, closed gap {_interval(ceiling, f'closed_gap_{metric}')}"
+            f"`{ceiling['policy']}`, chosen on dev: "
+            f"{_interval(ceiling, diff, signed=True, digits=digits)} against best-fixed, "
+            f"closed gap {_interval(ceiling, f'closed_gap_{metric}', signed=True)}"
         )
         above = [
             r["policy"]
