@@ -115,11 +115,19 @@ def gap_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
 
 
 def cost_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
-    """Training time and env steps, averaged over seeds."""
-    return {
+    """Training time and env steps, averaged over seeds; for a learned agent, what dev
+    selection kept per seed (``maw_gym_agents.curve``): its best checkpoint or a constant."""
+    columns: dict[str, Any] = {
         "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
         "env_steps": int(np.mean([r["env_steps"] for r in runs])),
     }
+    choices = [r["dev_choice"] for r in runs if "dev_choice" in r]
+    if choices:
+        constants = [c["constant_depth"] for c in choices if c.get("constant_kept")]
+        kept = [f"checkpoint {len(choices) - len(constants)}/{len(choices)}"]
+        kept += [f"depth {d} {constants.count(d)}/{len(choices)}" for d in sorted(set(constants))]
+        columns["kept_on_dev"] = ", ".join(kept)
+    return columns
 
 
 def ceiling_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
@@ -226,6 +234,7 @@ RANKED_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
     ("Hit@1", lambda r: _fmt(r.get("hit@1"))),
     ("rliable: return IQM [95% CI over seeds]", lambda r: _interval(r, "return_iqm")),
     ("depth-use H", lambda r: _fmt(r.get("depth_usage_entropy"), 2)),
+    ("kept on dev (seeds)", lambda r: r.get("kept_on_dev", "–")),
     ("train s", lambda r: f"{r['train_seconds']:.1f}"),
     ("env steps", lambda r: str(r["env_steps"])),
     ("ms/query", lambda r: _fmt(r.get("latency_ms_per_query"), 4)),
@@ -321,7 +330,9 @@ def render_markdown(rows: list[dict[str, Any]], ctx: Context) -> str:
         f"columns compare with {_depth(rows, baseline_return)}, the best mean return on dev; "
         f"NDCG@10 columns with {_depth(rows, baseline_ndcg)}, the best mean NDCG@10 on dev. "
         "≈ marks a difference whose CI contains 0 (a tie). Ranked by mean return. The rliable "
-        "column is the IQM over (seed, query) returns with its CI over seeds.",
+        "column is the IQM over (seed, query) returns with its CI over seeds. Kept on dev: "
+        "per seed, a learned agent's best dev checkpoint, or the best constant depth where "
+        "that was better on dev.",
         "",
         *_render(RANKED_COLUMNS, by_kind["policy"]),
     ]

@@ -94,12 +94,16 @@ def score_ceiling(ctx: Context, policy: str, run_dir: Path) -> dict[str, Any]:
 
 
 def train_and_score(ctx: Context, policy: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    from maw_gym_agents.train import train_agent
+    from maw_gym_agents.train import read_curve, train_agent
 
     router, record = train_agent(policy, ctx.env_id, ctx.train, ctx.dev, seed, ctx.steps, run_dir)
     result = score_router(ctx, router, policy, seed, ctx.env_id, run_dir)
     result["train_seconds"] = float(record["train_seconds"])
     result["env_steps"] = int(record["steps"])
+    # what dev selection kept: the best checkpoint, or the best constant (maw_gym_agents.curve)
+    selected = [p for p in read_curve(run_dir) if p.get("selected")]
+    if selected:
+        result["dev_choice"] = selected[0]
     return result
 
 

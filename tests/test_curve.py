@@ -76,7 +76,7 @@ def test_checkpoint_selection_keeps_the_best_dev_point(dev) -> None:
 
 def test_selection_keeps_the_constant_a_straying_router_could_represent(dev) -> None:
     """A router that plays depth 1 (the best on dev) on most queries and depth 3 on a few is
-    beaten on dev by its own constant, depth 1 everywhere, which is then handed back."""
+    beaten on dev by the best constant, depth 1 everywhere, which is then handed back."""
     from maw_gym_agents.heuristics import build_lookup
 
     plans = np.ones((dev.num_queries, 1), dtype=np.int64)
