@@ -278,6 +278,13 @@ def test_return_differences_to_best_fixed_are_paired_and_ties_marked() -> None:
         rows["grpo"]["closed_gap_return_ci_high"],
     ) == pytest.approx((0.5, 0.5, 0.5))
     assert rows["grpo"]["normalized_score"] == pytest.approx(0.5)  # random 0, oracle 2
+    # what dev selection kept, per seed
+    kept = {"selected": True, "constant_depth": 3, "constant_kept": True}
+    results["grpo"] += [{**_result("grpo", [0.0] * 4), "seed": 1, "dev_choice": kept}]
+    results["grpo"][0]["dev_choice"] = {**kept, "constant_kept": False}
+    rows = {r["policy"]: r for r in summarise(results)}
+    assert rows["grpo"]["kept_on_dev"] == "checkpoint 1/2, depth 3 1/2"
+    assert "kept_on_dev" not in rows["best-fixed"]
 
 
 def test_each_metric_compares_with_its_own_best_fixed_and_the_ceiling_speaks() -> None:
