@@ -84,33 +84,35 @@ def retrieval_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
     }
 
 
+def _oracle(metric: str, runs: Runs, results: dict[str, Runs]) -> np.ndarray | None:
+    """(runs, queries) per-query oracle of ``metric``: each result's own ``oracle_returns``
+    for the return (the env's bound, the same for every policy), the NDCG oracle's row for
+    NDCG@10; None where the leaderboard has no such row."""
+    if metric == "return":
+        return _per_query(runs, "oracle_returns")
+    bound = results.get(GAP_REFERENCES[metric][1])
+    return _per_query(bound, METRIC_KEYS[metric]) if bound else None
+
+
 def gap_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
     """Per metric, the closed gap and the paired difference to that metric's best-fixed, each
     with its CI over test queries; a difference whose CI contains 0 is a tie."""
     from maw_gym.stats import closed_gap, contains_zero, paired_difference
 
     columns: dict[str, Any] = {}
-    for metric, (baseline_name, bound_name) in GAP_REFERENCES.items():
-        key = METRIC_KEYS[metric]
-        baseline, bound = results.get(baseline_name), results.get(bound_name)
-        if key not in runs[0] or not baseline:
+    for metric, (baseline_name, _) in GAP_REFERENCES.items():
+        key, baseline = METRIC_KEYS[metric], results.get(baseline_name)
+        oracle = _oracle(metric, runs, results) if key in runs[0] else None
+        if oracle is None or not baseline:
             continue
         values, reference = _per_query(runs, key), _per_query(baseline, key)
-        if metric == "return":
-            oracle = _per_query(runs, "oracle_returns")  # the same for every policy
-        elif bound:
-            oracle = _per_query(bound, key)
-        else:
-            continue
-        columns.update(
-            _with_interval(f"closed_gap_{metric}", closed_gap(values, reference, oracle))
-        )
+        gap = closed_gap(values, reference, oracle)
+        columns.update(_with_interval(f"closed_gap_{metric}", gap))
         if runs is not baseline:
             name = f"{metric}_vs_best_fixed"
-            columns.update(_with_interval(name, paired_difference(values, reference)))
-            columns[f"{name}_tie"] = contains_zero(
-                columns[f"{name}_ci_low"], columns[f"{name}_ci_high"]
-            )
+            low_high = _with_interval(name, paired_difference(values, reference))
+            tie = contains_zero(low_high[f"{name}_ci_low"], low_high[f"{name}_ci_high"])
+            columns.update(low_high, **{f"{name}_tie": tie})
     return columns
 
 
