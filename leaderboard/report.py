@@ -110,9 +110,9 @@ def gap_columns(runs: Runs, results: dict[str, Runs]) -> dict[str, Any]:
         columns.update(_with_interval(f"closed_gap_{metric}", gap))
         if runs is not baseline:
             name = f"{metric}_vs_best_fixed"
-            low_high = _with_interval(name, paired_difference(values, reference))
-            tie = contains_zero(low_high[f"{name}_ci_low"], low_high[f"{name}_ci_high"])
-            columns.update(low_high, **{f"{name}_tie": tie})
+            difference = _with_interval(name, paired_difference(values, reference))
+            tie = contains_zero(difference[f"{name}_ci_low"], difference[f"{name}_ci_high"])
+            columns.update(difference, **{f"{name}_tie": tie})
     return columns
 
 
