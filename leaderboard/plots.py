@@ -80,11 +80,11 @@ def plot_scores(out: Path, rows: list[dict[str, Any]]) -> None:
                 ax.barh(y[drawn], values[drawn], xerr=err[:, drawn], capsize=3, **style)
         for x, label in ((0.0, "best-fixed"), (1.0, "oracle")):
             ax.axvline(x, linestyle=":", color="black")
-            ax.text(x, -0.8, label, fontsize=7, rotation=90, va="bottom")
+            ax.text(x, len(shown) - 0.4, label, fontsize=7, rotation=90, va="top")
         ax.set_xscale(GAP_AXIS["value"], linthresh=GAP_AXIS["linthresh"])
         ax.set_title(f"{title} (95% CI over test queries)")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower right", fontsize=8)
+            ax.legend(loc="best", fontsize=8)
     axes[0].set_yticks(y, [r["policy"] for r in shown])
     axes[0].invert_yaxis()
     _save(fig, out / PLOT_FILES["scores"])
