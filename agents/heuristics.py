@@ -5,6 +5,8 @@
 | ``random``            | a uniform random action (seeded)                                   |
 | ``fixed-d``           | depth d for every query (every head, every layer; one-hot weights) |
 | ``best-fixed``        | the fixed depth with the highest mean return on the given split    |
+| ``best-fixed-ndcg``   | the fixed depth with the highest mean NDCG@10 on the given split   |
+| ``hash``              | a fixed hash (sha256) of the query id to a depth: a negative control |
 | ``uniform-mixture``   | weights 1/D on every depth (``SoftDepthMixture`` only)             |
 | ``entropy-max``       | the depth whose pooled maps have the highest normalised entropy    |
 | ``entropy-min``       | ... the lowest (the most focused depth)                            |
@@ -19,8 +21,8 @@ observation alone: per (depth, head) pooled map ``m``, entropy ``−Σ m̂ log m
 on hard action spaces that becomes the argmax (of the head mean, or per head on
 ``PerHeadDepth``), on ``SoftDepthMixture`` the softmax itself.
 
-Why a lookup for ``joint-router`` and ``oracle``: a router sees observations only, but these two
-need the query's identity (the encoder's stored logits, the query's best action). They are
+Why a lookup for ``joint-router``, ``oracle`` and ``hash``: a router sees observations only, but
+these need the query's identity (the encoder's stored logits, the query's best action). They are
 built *for one split* by playing its queries through the env and remembering, for every
 observation the env shows, the action to take (keyed by a hash of the observation's bytes), so
 they still go through the ordinary ``act(observations)`` path. On a split they were not built
@@ -30,7 +32,7 @@ for they raise a clear error rather than guess.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,17 @@ class RandomRouter:
         return cls(ActionSpec(**config["action"]), config["seed"], config["name"])
 
 
+def depth_actions(spec: ActionSpec, depths: np.ndarray) -> np.ndarray:
+    """The action that routes query i to depth ``depths[i]`` (B,): that depth (``discrete``),
+    on every head (``multi_discrete``), or its one-hot weights (``simplex``)."""
+    depths = np.asarray(depths, dtype=np.int64)
+    if spec.kind == "discrete":
+        return depths
+    if spec.kind == "multi_discrete":
+        return np.repeat(depths[:, None], spec.slots, axis=1)
+    return np.eye(spec.choices, dtype=np.float32)[depths]
+
+
 class FixedDepthRouter:
     """Depth ``depth`` for every query; ``uniform=True``: weights 1/D (a mixture space only)."""
 
@@ -96,13 +109,9 @@ class FixedDepthRouter:
 
     def act(self, observations: np.ndarray) -> np.ndarray:
         b = len(observations)
-        if self.spec.kind == "discrete":
-            return np.full(b, self.depth, dtype=np.int64)
-        if self.spec.kind == "multi_discrete":
-            return np.full((b, self.spec.slots), self.depth, dtype=np.int64)
         if self.depth is None:
             return np.full((b, self.spec.choices), 1.0 / self.spec.choices, dtype=np.float32)
-        return np.eye(self.spec.choices, dtype=np.float32)[np.full(b, self.depth)]
+        return depth_actions(self.spec, np.full(b, self.depth))
 
     def save(self, directory: Path) -> None:
         write_router_json(
@@ -271,20 +280,84 @@ def oracle_router(env_id: str, tables: Tables) -> LookupRouter:
     return build_lookup("oracle", env_id, tables, plans)
 
 
-def best_fixed_depth(env_id: str, train_tables: Tables) -> tuple[FixedDepthRouter, np.ndarray]:
-    """The fixed depth with the highest mean train return, and every depth's mean return."""
-    spec = env_layout(env_id, train_tables).spec
-    envs = make_vector_env(env_id, train_tables.num_queries, train_tables)
-    means = []
-    for depth in range(spec.choices):
-        router = FixedDepthRouter(spec, depth)
-        episodes = run_episodes(
-            envs, np.arange(train_tables.num_queries), lambda obs, t, r=router: r.act(obs)
-        )
-        means.append(episodes.returns.mean())
-    envs.close()
-    best = int(np.argmax(means))
-    return FixedDepthRouter(spec, best, name="best-fixed"), np.array(means)
+#: What a fixed depth can be chosen by: the env return, or the routed rerank's NDCG@10.
+FIXED_METRICS = ("return", "ndcg")
+
+
+@dataclass(frozen=True)
+class FixedDepthValues:
+    """Every query's value under every fixed depth (one split), through the env."""
+
+    returns: np.ndarray
+    """(N, D) the env return of query i with depth d on every decision."""
+    ndcg: np.ndarray
+    """(N, D) NDCG@10 of query i's rerank under those actions (the env's candidate scores,
+    judged against the tables' ideal gains)."""
+
+    def of(self, metric: str) -> np.ndarray:
+        """The (N, D) values of ``metric``, one of :data:`FIXED_METRICS`."""
+        if metric not in FIXED_METRICS:
+            raise ValueError(f"metric={metric!r}; expected one of {FIXED_METRICS}")
+        return self.returns if metric == "return" else self.ndcg
+
+
+_FIXED_VALUES: dict[str, FixedDepthValues] = {}
+
+
+def fixed_depth_values(env_id: str, tables: Tables) -> FixedDepthValues:
+    """Each fixed depth played on every query of ``tables`` (full information: what the
+    ceilings learn from, and what best-fixed is chosen by); cached per tables content, as
+    a leaderboard asks for the same splits' values for best-fixed and every ceiling."""
+    from maw_gym_agents.evaluate import evaluate_router, tables_key
+
+    key = tables_key(env_id, tables)
+    if key not in _FIXED_VALUES:
+        spec = env_layout(env_id, tables).spec
+        returns, ndcg = [], []
+        for depth in range(spec.choices):
+            result = evaluate_router(FixedDepthRouter(spec, depth), env_id, tables)
+            returns.append(result.returns)
+            ndcg.append(tables.ndcg(result.candidate_scores))
+        values = np.stack(returns, axis=1), np.stack(ndcg, axis=1).astype(np.float64)
+        for array in values:
+            array.setflags(write=False)  # shared by every caller of the cache
+        _FIXED_VALUES[key] = FixedDepthValues(*values)
+    return _FIXED_VALUES[key]
+
+
+def best_fixed_depth(
+    env_id: str, tables: Tables, metric: str = "return"
+) -> tuple[FixedDepthRouter, np.ndarray]:
+    """The fixed depth with the highest mean ``metric`` (:data:`FIXED_METRICS`) on ``tables``,
+    and every depth's mean. The leaderboard passes dev: the return and the NDCG@10 columns
+    each compare with their own best depth, which may differ (issue 18)."""
+    spec = env_layout(env_id, tables).spec
+    means = fixed_depth_values(env_id, tables).of(metric).mean(axis=0)
+    return _best_of(spec, means, metric), means
+
+
+def _best_of(spec: ActionSpec, means: np.ndarray, metric: str) -> FixedDepthRouter:
+    """The depth with the highest mean (the first on ties), named for its metric."""
+    name = "best-fixed" if metric == "return" else f"best-fixed-{metric}"
+    return FixedDepthRouter(spec, int(np.argmax(means)), name=name)
+
+
+def hash_depth(query_id: str, depth: int) -> int:
+    """A fixed depth in [0, depth) for ``query_id``: the first 8 bytes of the sha256 of its
+    UTF-8 text, big-endian, modulo ``depth`` (the same on every run and machine, unlike
+    Python's salted ``hash``)."""
+    digest = hashlib.sha256(str(query_id).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % depth
+
+
+def hash_router(env_id: str, tables: Tables) -> LookupRouter:
+    """Query id → :func:`hash_depth` on every decision: a router that varies per query but
+    knows nothing about it, a negative control beside ``random`` (issue 18)."""
+    layout = env_layout(env_id, tables)
+    depths = np.array([hash_depth(q, layout.spec.choices) for q in tables.query_ids])
+    action = depth_actions(layout.spec, depths)  # (N,), (N, H) or (N, D)
+    plans = np.repeat(action[:, None], layout.horizon, axis=1)
+    return build_lookup("hash", env_id, tables, plans)
 
 
 def uniform_mixture(depth: int) -> FixedDepthRouter:
@@ -293,17 +366,21 @@ def uniform_mixture(depth: int) -> FixedDepthRouter:
 
 
 def heuristic_routers(
-    env_id: str, train_tables: Tables, eval_tables: Tables, seed: int = 0
+    env_id: str, dev_tables: Tables, eval_tables: Tables, seed: int = 0
 ) -> dict[str, Router]:
-    """Every baseline and bound of this module for ``env_id``, the lookups built on
-    ``eval_tables`` and the best fixed depth chosen on ``train_tables`` (the leaderboard
-    passes dev)."""
+    """Every baseline and bound of this module for ``env_id``: the lookups built on
+    ``eval_tables``, the two best fixed depths chosen on ``dev_tables`` (never on the split
+    they are scored on)."""
     spec = env_layout(env_id, eval_tables).spec
     shape = (eval_tables.depth, eval_tables.heads, int(eval_tables.observation.shape[-1]))
     routers: dict[str, Router] = {"random": RandomRouter(spec, seed)}
+    routers["hash"] = hash_router(env_id, eval_tables)
     for depth in range(spec.choices):
         routers[f"fixed-{depth}"] = FixedDepthRouter(spec, depth)
-    routers["best-fixed"] = best_fixed_depth(env_id, train_tables)[0]
+    values = fixed_depth_values(env_id, dev_tables)
+    for metric in FIXED_METRICS:
+        best = _best_of(spec, values.of(metric).mean(axis=0), metric)
+        routers[best.name] = best
     if spec.kind == "simplex":
         routers["uniform-mixture"] = uniform_mixture(spec.choices)
     for strategy in SCORE_STRATEGIES:

@@ -5,7 +5,8 @@ command-line name. It trains on ``train_tables`` (through the env ``env_id``), s
 ``steps`` env steps (agents that are not RL document what a step is), records its dev learning
 curve with ``job.curve()`` (the same budgets and protocol for every agent, see
 :mod:`maw_gym_agents.curve`), may write logs into ``out_dir`` (TensorBoard, ``metrics.json``)
-and returns the router and the curve's points; this module saves the router in ``out_dir``
+and returns the router of its best dev point (``curve.selected``: checkpoint selection on dev,
+the same for every agent) and the curve's points; this module saves the router in ``out_dir``
 together with ``curve.json``, which the leaderboard plots, and ``training.json``, which
 ``maw-gym evaluate`` reads for defaults."""
 
@@ -45,8 +46,9 @@ class TrainJob:
     """Where torch trains the agent (``auto``, ``cpu``, ``cuda``); envs always step on CPU."""
 
     def curve(self) -> DevCurve:
-        """A fresh dev curve at this job's step budgets (it stays empty without dev tables)."""
-        return DevCurve(self.env_id, self.dev_tables, self.steps)
+        """A fresh dev curve at this job's step budgets that keeps its best point's router (it
+        stays empty without dev tables, and ``selected`` returns the final router)."""
+        return DevCurve(self.env_id, self.dev_tables, self.steps, keep_best=True)
 
 
 Trained = tuple[Router, list[CurvePoint]]
@@ -68,7 +70,7 @@ def _train_native(job: TrainJob, train: Callable[..., Any], config: Any) -> Trai
     curve = job.curve()
     router, metrics = train(job.env_id, job.train_tables, config, curve)
     _write_metrics(job.out_dir, metrics)
-    return router, curve.points
+    return curve.selected(router), curve.points
 
 
 def _grpo(enumerate_actions: bool) -> TrainFn:
@@ -134,7 +136,7 @@ def _sb3(algo: str) -> TrainFn:
             job.out_dir,
             device=job.device,
         )
-        return router, curve.points
+        return curve.selected(router), curve.points
 
     return train_sb3
 
@@ -153,7 +155,7 @@ def train_rllib_ppo(job: TrainJob) -> Trained:
         curve=curve,
         device=job.device,
     )
-    return router, curve.points
+    return curve.selected(router), curve.points
 
 
 AGENTS: dict[str, TrainFn] = {

@@ -24,7 +24,9 @@ LEARNED = (
 #: table order.
 HEURISTICS = (
     "random",
+    "hash",
     "best-fixed",
+    "best-fixed-ndcg",
     "entropy-max",
     "entropy-min",
     "attention-norm",
@@ -37,12 +39,22 @@ RERANKERS = {"BM25": "bm25_scores", "NON-MAW reranker": "nonmaw_scores"}
 EXTRA = ("uniform-mixture",)
 #: Per query, the hard depth with the best NDCG@10 on the test judgments (no env return).
 NDCG_ORACLE = "oracle-ndcg"
-#: Bounds, not policies: they read the test judgments, so they are listed apart, unranked and
-#: without CIs. ``oracle`` maximises the env reward per query, ``oracle-ndcg`` NDCG@10.
+#: Bounds, not policies: they read the test judgments, so they are listed apart and unranked.
+#: ``oracle`` maximises the env reward per query, ``oracle-ndcg`` NDCG@10.
 BOUNDS = ("oracle", NDCG_ORACLE)
-ALL_POLICIES = (*RERANKERS, *HEURISTICS, *EXTRA, *LEARNED, NDCG_ORACLE)
+#: Full-information learners (``maw_gym_agents.ceiling.CEILINGS``): reference rows, not agents.
+CEILINGS = ("ceiling-ridge", "ceiling-mlp", "ceiling-ridge-ndcg", "ceiling-mlp-ndcg")
+#: Per metric, the fixed depth its columns compare with (chosen on dev by that metric) and the
+#: bound that closes the gap: closed gap = (π − baseline) / (bound − baseline) (issue 18).
+#: Every leaderboard scores these four, whatever ``--policies`` names.
+GAP_REFERENCES = {"return": ("best-fixed", "oracle"), "ndcg": ("best-fixed-ndcg", NDCG_ORACLE)}
+ALL_POLICIES = (*RERANKERS, *HEURISTICS, *EXTRA, *LEARNED, *CEILINGS, NDCG_ORACLE)
 MIXTURE_ENV = "MAW/SoftDepthMixture-v3"
 RESULT_FILE = "result.json"
+#: Stored in ``config.json``: bumped when ``result.json`` gains fields the report reads (2: the
+#: per-query random and oracle returns), so that a resumed run recomputes older results
+#: instead of misreading them.
+RESULT_FORMAT = 2
 #: A run's command, wall-clock time and whether it resumed (``scripts/readme_tables.py``).
 RUN_FILE = "run.json"
 #: Fewest judged queries per split the leaderboard accepts (bootstraps need a sample).

@@ -1,12 +1,13 @@
 """The leaderboard: train and rank every routing policy against one frozen MAW encoder.
 
-Every policy is scored on the test split of the same tables (so the same frozen encoder): env
-return (mean, and IQM with rliable's stratified bootstrap over seeds), normalised score
-(uniform random = 0, per-query oracle = 1, both exact from the tables), regret, and the
-retrieval quality of the BM25 → MAW rerank it routes (NDCG@10 with a bootstrap CI over
-queries, MRR@10, Hit@1, through beir). ``vs best-fixed`` is the paired per-query NDCG@10
-difference to the best fixed depth (chosen on dev) with its 95% CI: routing helps only where
-that CI lies above 0. BM25 and the NON-MAW twin have no env return; they are there for the
+Every policy is scored on the test split of the same tables (so the same frozen encoder), with
+one statistic (``maw_gym_leaderboard.report``): means over test queries with paired bootstrap
+CIs over test queries, for the env return, the normalised score (uniform random = 0, per-query
+oracle = 1, both exact from the tables) and the retrieval quality of the BM25 → MAW rerank it
+routes (NDCG@10, MRR@10, Hit@1, through beir). The headline is the closed gap to the oracle
+from the best fixed depth, on return and on NDCG@10, each against its own best depth chosen on
+dev; full-information ceilings and the bounds are listed apart. rliable's IQM over seeds is one
+labelled extra column. BM25 and the NON-MAW twin have no env return; they are there for the
 retrieval columns.
 
 Each (policy, seed) is trained, evaluated and written to ``DIR/runs/<policy>/seed<k>/`` before
@@ -31,9 +32,12 @@ from maw_gym.specs import SPLITS
 from maw_gym_leaderboard.plots import PLOT_FILES
 from maw_gym_leaderboard.policies import (
     ALL_POLICIES,
+    CEILINGS,
+    GAP_REFERENCES,
     LEARNED,
     MIN_QUERIES,
     RESULT_FILE,
+    RESULT_FORMAT,
     RUN_FILE,
     Context,
 )
@@ -145,9 +149,18 @@ def write_run_record(
 
 
 def check_job(job: LeaderboardJob, preset: Preset) -> tuple[int, tuple[str, ...]]:
-    """The number of seeds and the policies to rank; bad values name the argument."""
+    """The number of seeds and the policies to rank (with the closed gap's references, which
+    every leaderboard scores; by default without ceilings on an env they do not cover); bad
+    values name the argument."""
+    from maw_gym_agents.ceiling import has_ceiling
+
     seeds = job.seeds if job.seeds is not None else preset.agents.seeds
-    policies = tuple(job.policies or ALL_POLICIES)
+    references = [name for pair in GAP_REFERENCES.values() for name in pair]
+    chosen = job.policies or ALL_POLICIES
+    if not job.policies and not has_ceiling(job.env):
+        logger.warning("note: %s takes several decisions: no ceiling rows", job.env)
+        chosen = tuple(p for p in chosen if p not in CEILINGS)
+    policies = tuple(dict.fromkeys([*chosen, *references]))
     unknown = sorted(set(policies) - set(ALL_POLICIES))
     if unknown:
         raise ValueError(f"unknown policies {unknown}; choose from {list(ALL_POLICIES)}")
@@ -201,6 +214,7 @@ def build_context(job: LeaderboardJob, preset: Preset, seeds: int) -> Context:
         "steps": steps,
         "seeds": seeds,
         "test_tables": tables["test"].meta,
+        "result_format": RESULT_FORMAT,
     }
     write_json(job.out / "config.json", config)
     qrels = sampled_split(job.dataset, "test", preset.data).qrels

@@ -15,6 +15,7 @@ import numpy as np
 
 from maw_gym_agents.base import Router
 from maw_gym_leaderboard.policies import (
+    CEILINGS,
     EXTRA,
     HEURISTICS,
     NDCG_ORACLE,
@@ -35,6 +36,8 @@ class Scorer:
         """Train (if it learns) and score ``policy`` with ``seed``; logs go to ``run_dir``."""
         if policy in RERANKERS or policy == NDCG_ORACLE:
             return score_reranker(self.ctx, policy)
+        if policy in CEILINGS:
+            return score_ceiling(self.ctx, policy, run_dir)
         if policy in HEURISTICS or policy in EXTRA:
             router = self.heuristic(policy, seed)
             env_id = policy_env(policy, self.ctx.env_id)
@@ -48,7 +51,7 @@ class Scorer:
         if policy == "uniform-mixture":
             return uniform_mixture(self.ctx.test.depth)
         if self._heuristics is None:
-            # best-fixed is chosen on dev, as every choice compared on test (DESIGN.md).
+            # both best fixed depths are chosen on dev, as every choice compared on test.
             self._heuristics = heuristic_routers(self.ctx.env_id, self.ctx.dev, self.ctx.test)
         router = self._heuristics[policy]
         return router.reseeded(seed) if isinstance(router, RandomRouter) else router
@@ -71,13 +74,36 @@ def score_reranker(ctx: Context, policy: str) -> dict[str, Any]:
     }
 
 
+def score_ceiling(ctx: Context, policy: str, run_dir: Path) -> dict[str, Any]:
+    """A full-information reference row (``maw_gym_agents.ceiling``): fitted on router-train
+    with every depth's value, chosen on dev, saved beside its submission. Its env steps are
+    the N·D plays of router-train it learns from."""
+    import time
+
+    from maw_gym_agents.ceiling import fit_ceiling
+
+    started = time.perf_counter()
+    router, choice = fit_ceiling(policy, ctx.env_id, ctx.train, ctx.dev)
+    seconds = time.perf_counter() - started
+    router.save(run_dir)
+    result = score_router(ctx, router, policy, 0, ctx.env_id, run_dir)
+    result["train_seconds"] = seconds
+    result["env_steps"] = ctx.train.num_queries * ctx.train.depth
+    result["ceiling"] = choice
+    return result
+
+
 def train_and_score(ctx: Context, policy: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    from maw_gym_agents.train import train_agent
+    from maw_gym_agents.train import read_curve, train_agent
 
     router, record = train_agent(policy, ctx.env_id, ctx.train, ctx.dev, seed, ctx.steps, run_dir)
     result = score_router(ctx, router, policy, seed, ctx.env_id, run_dir)
     result["train_seconds"] = float(record["train_seconds"])
     result["env_steps"] = int(record["steps"])
+    # what dev selection kept: the best checkpoint, or the best constant (maw_gym_agents.curve)
+    selected = [p for p in read_curve(run_dir) if p.get("selected")]
+    if selected:
+        result["dev_choice"] = selected[0]
     return result
 
 
@@ -94,14 +120,16 @@ def score_router(
 
     result = evaluate_router(router, env_id, ctx.test)
     write_submission(run_dir, policy, seed, env_id, ctx.test, result.actions, result.returns)
-    limits = bounds(ctx.env_id, ctx.test)
-    oracle_mean = float(limits.oracle.mean()) if limits.oracle is not None else result.oracle_mean
+    limits = bounds(ctx.env_id, ctx.test)  # the leaderboard's env, whatever ``env_id`` is
+    oracle = limits.oracle if limits.oracle is not None else result.oracle
     return {
         "policy": policy,
         "seed": seed,
         "returns": result.returns.tolist(),
         "random_mean": limits.random_mean,
-        "oracle_mean": oracle_mean,
+        "oracle_mean": float(oracle.mean()),
+        "random_returns": limits.random.tolist(),
+        "oracle_returns": oracle.tolist(),
         "depth_usage": result.depth_usage.tolist(),
         "depth_usage_entropy": result.depth_usage_entropy,
         "latency_ms_per_query": result.latency_ms_per_query,

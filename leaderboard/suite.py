@@ -1,12 +1,18 @@
 """``maw-gym leaderboard --suite NAME``: rank policies over many tasks, as rliable intends.
 
 A task is one env id over one dataset's tables. Each task runs as an ordinary leaderboard in
-``OUT/tasks/<dataset>--<env>/`` (resumable, validated by ``maw-gym validate`` like any other);
-then every (policy, seed, task) becomes one normalised score, ``(mean test return − random) /
-(oracle − random)`` on that task, and policies are ranked over the ``(seeds, tasks)`` matrix with
-rliable's IQM, mean and optimality gap, stratified over seeds within tasks, with performance
-profiles and the probability of improvement over best-fixed (Agarwal et al. 2021). The bounds
-(``oracle``, ``oracle-ndcg``) and rerankers without env return are not part of a suite.
+``OUT/tasks/<dataset>--<env>/`` (resumable, validated by ``maw-gym validate`` like any other).
+
+Policies are ranked by the leaderboard's one statistic (issue 18): per task, the closed gap
+``(π − best-fixed) / (oracle − best-fixed)`` of means over that task's test queries, on return
+and on NDCG@10; the suite's figure is its mean over tasks, with a CI from resampling test
+queries within every task (:func:`maw_gym.stats.mean_closed_gap`). A task whose oracle does no
+better than its best-fixed on a metric has no gap to close and is left out of that metric's
+mean (named in ``suite.md``). Beside it, labelled as rliable's, every (policy, seed, task)
+becomes a normalised score ``(mean test return − random) / (oracle − random)`` and policies get
+rliable's IQM, mean and optimality gap over the ``(seeds, tasks)`` matrix, stratified over
+seeds within tasks, performance profiles and the probability of improvement over best-fixed
+(Agarwal et al. 2021). The bounds and rerankers without env return are not ranked.
 
 Suites: ``smoke-suite`` (tests), ``quick-suite`` (the quick tables with the 2-layer stack, so
 ``MAW/LayerwiseDepth`` has its tables: one encoder for all five tasks) and ``full-suite``; any
@@ -144,54 +150,139 @@ def normalised_scores(
     return {p: np.array(task_columns).T for p, task_columns in columns.items()}, flat
 
 
-def rank(scores: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """One row per policy: rliable aggregates and P(policy > best-fixed), best IQM first."""
-    from maw_gym.stats import AGGREGATES, probability_of_improvement, task_aggregates
+GapTask = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""One task's (policy, best-fixed, oracle) per-query values, each ``(seeds, queries)``."""
+
+
+def gap_tasks(
+    task_dirs: dict[str, Path], policies: list[str], metric: str
+) -> tuple[dict[str, dict[str, GapTask]], list[str]]:
+    """Policy → task → the per-query values of its closed gap on ``metric`` (``return`` or
+    ``ndcg``; :data:`~maw_gym_leaderboard.policies.GAP_REFERENCES`), from each task's
+    ``raw_scores.json``, and the tasks left out because their oracle does no better than
+    best-fixed there (no gap to close)."""
+    from maw_gym.stats import GAP_FLOOR, query_means
+    from maw_gym_leaderboard.policies import GAP_REFERENCES
+    from maw_gym_leaderboard.report import METRIC_KEYS
+
+    key = METRIC_KEYS[metric]
+    baseline_name, bound_name = GAP_REFERENCES[metric]
+    tasks: dict[str, dict[str, GapTask]] = {p: {} for p in policies}
+    flat = []
+    for name, directory in task_dirs.items():
+        raw = read_json(directory / "raw_scores.json")
+        baseline = np.array([r[key] for r in raw[baseline_name]])
+        bound = raw[REFERENCE][0]["oracle_returns"] if metric == "return" else None
+        oracle = np.array(bound if bound is not None else raw[bound_name][0][key])
+        if (query_means(oracle) - query_means(baseline)).mean() <= GAP_FLOOR:
+            flat.append(name)
+            continue
+        for policy in policies:
+            tasks[policy][name] = (np.array([r[key] for r in raw[policy]]), baseline, oracle)
+    return tasks, flat
+
+
+def rank(scores: dict[str, np.ndarray], gaps: dict[str, dict[str, dict[str, GapTask]]]) -> list:
+    """One row per policy: the mean closed gap over tasks on each metric of ``gaps`` (metric →
+    :func:`gap_tasks`), and each task's, with CIs over test queries; rliable's aggregates of
+    the normalised ``scores`` and P(policy > best-fixed). Best closed gap on return first."""
+    from maw_gym.stats import (
+        AGGREGATES,
+        closed_gap,
+        mean_closed_gap,
+        probability_of_improvement,
+        task_aggregates,
+    )
 
     aggregates = task_aggregates(scores)
     rows = []
     for policy, matrix in scores.items():
         row: dict[str, Any] = {"policy": policy, "seeds": matrix.shape[0]}
+        for metric, by_policy in gaps.items():
+            per_task = by_policy[policy]
+            if per_task:
+                point, low, high = mean_closed_gap(list(per_task.values()))
+                key = f"closed_gap_{metric}"
+                row.update({key: point, f"{key}_ci_low": low, f"{key}_ci_high": high})
+                row[f"per_task_{metric}"] = {t: closed_gap(*v) for t, v in per_task.items()}
         for name in AGGREGATES:
             row[name], row[f"{name}_ci_low"], row[f"{name}_ci_high"] = aggregates[policy][name]
         if policy != REFERENCE:
             point, low, high = probability_of_improvement(matrix, scores[REFERENCE])
             row.update(p_improve=point, p_improve_ci_low=low, p_improve_ci_high=high)
-        row["per_task"] = matrix.mean(axis=0).tolist()
         rows.append(row)
-    return sorted(rows, key=lambda r: -r["iqm"])
+    return sorted(
+        rows, key=lambda r: -np.nan_to_num(r.get("closed_gap_return", np.nan), nan=-np.inf)
+    )
 
 
-def render_markdown(job: SuiteJob, tasks: list[str], flat: list[str], rows: list[dict]) -> str:
+def _cell(value: tuple[float, float, float] | None) -> str:
+    """``point [low, high]``, or ``–`` for no value (no task with a gap)."""
+    if value is None or np.isnan(value[0]):
+        return "–"
+    point, low, high = value
+    return f"{point:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _triple(row: dict[str, Any], key: str) -> tuple[float, float, float] | None:
+    return (row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"]) if key in row else None
+
+
+def render_markdown(
+    job: SuiteJob,
+    tasks: list[str],
+    left_out: list[str],
+    no_gap: dict[str, list[str]],
+    rows: list[dict],
+) -> str:
+    """The ranking (closed gaps, then rliable's columns), each task's closed gap on return,
+    the tasks left out (oracle = random) and those left out of one metric's closed gap
+    (``no_gap``: metric → tasks whose oracle equals best-fixed)."""
     suite = SUITES[job.suite]
     settings = " ".join(f"--set {item}" for item in (*suite.overrides, *job.overrides))
-
-    def cell(row: dict[str, Any], key: str) -> str:
-        if key not in row:
-            return "–"
-        return f"{row[key]:.3f} [{row[f'{key}_ci_low']:.3f}, {row[f'{key}_ci_high']:.3f}]"
-
     lines = [
         f"Suite {job.suite}: {len(tasks)} tasks (env × tables), preset {suite.preset} "
         f"{settings}".rstrip()
-        + ". Normalised test score per task (random 0, oracle 1); rliable aggregates over "
-        "(seeds × tasks), 95% CIs from a bootstrap stratified over seeds within tasks. "
-        "Optimality gap: mean shortfall below the oracle (lower is better).",
+        + ". Closed gap = (π − best-fixed) / (oracle − best-fixed) of means over a task's test "
+        "queries (0 best-fixed, 1 the oracle), averaged over tasks; 95% CIs resample test "
+        "queries within each task. rliable columns: normalised test score per task (random 0, "
+        "oracle 1) aggregated over (seeds × tasks), CIs from a bootstrap stratified over seeds "
+        "within tasks; optimality gap is the mean shortfall below the oracle (lower is better).",
         "",
-        "| policy | seeds | IQM [95% CI] | mean [95% CI] | optimality gap [95% CI] "
-        "| P(policy > best-fixed) [95% CI] |",
-        "|---|---|---|---|---|---|",
+        "| policy | seeds | mean closed gap, return [95% CI] | mean closed gap, NDCG@10 [95% CI] "
+        "| rliable: IQM [95% CI] | rliable: mean [95% CI] | rliable: optimality gap [95% CI] "
+        "| rliable: P(policy > best-fixed) [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        cells = [r["policy"], str(r["seeds"]), cell(r, "iqm"), cell(r, "mean")]
-        lines.append(
-            "| " + " | ".join([*cells, cell(r, "optimality_gap"), cell(r, "p_improve")]) + " |"
-        )
-    lines += ["", "| policy | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+        keys = ("closed_gap_return", "closed_gap_ndcg", "iqm", "mean", "optimality_gap")
+        cells = [r["policy"], str(r["seeds"]), *(_cell(_triple(r, k)) for k in keys)]
+        lines.append("| " + " | ".join([*cells, _cell(_triple(r, "p_improve"))]) + " |")
+    gap_tasks_return = [t for t in tasks if t not in no_gap.get("return", [])]
+    lines += [
+        "",
+        "Closed gap on return per task [95% CI over its test queries]:",
+        "",
+        "| policy | " + " | ".join(gap_tasks_return) + " |",
+        "|---|" + "---|" * len(gap_tasks_return),
+    ]
     for r in rows:
-        lines.append(f"| {r['policy']} | " + " | ".join(f"{v:.3f}" for v in r["per_task"]) + " |")
-    if flat:
-        lines += ["", f"Left out (oracle = random on test, nothing to route): {', '.join(flat)}."]
+        per_task = r.get("per_task_return", {})
+        cells = (_cell(per_task.get(t)) for t in gap_tasks_return)
+        lines.append(f"| {r['policy']} | " + " | ".join(cells) + " |")
+    if left_out:
+        lines += [
+            "",
+            f"Left out (oracle = random on test, nothing to route): {', '.join(left_out)}.",
+        ]
+    for metric, names in no_gap.items():
+        if names:
+            label = "NDCG@10" if metric == "ndcg" else metric
+            lines += [
+                "",
+                f"Left out of the {label} closed gap (oracle = best-fixed on test, "
+                f"nothing to route): {', '.join(names)}.",
+            ]
     return "\n".join(lines)
 
 
@@ -209,16 +300,22 @@ def run_suite(job: SuiteJob) -> str:
     for task in tasks.values():
         run_leaderboard(task)
     policies = list(next(iter(tasks.values())).policies)
-    scores, flat = normalised_scores({name: t.out for name, t in tasks.items()}, policies)
-    rows = rank(scores)
-    markdown = render_markdown(job, [t for t in tasks if t not in flat], flat, rows)
+    task_dirs = {name: t.out for name, t in tasks.items()}
+    scores, flat = normalised_scores(task_dirs, policies)
+    task_dirs = {name: d for name, d in task_dirs.items() if name not in flat}
+    gaps, no_gap = {}, {}
+    for metric in ("return", "ndcg"):
+        gaps[metric], no_gap[metric] = gap_tasks(task_dirs, policies, metric)
+    rows = rank(scores, gaps)
+    markdown = render_markdown(job, list(task_dirs), flat, no_gap, rows)
     with atomic_path(job.out / "suite.md") as tmp:
         tmp.write_text(markdown + "\n")
     write_json(
         job.out / "suite.json",
         {
-            "tasks": [t for t in tasks if t not in flat],
+            "tasks": list(task_dirs),
             "left_out": flat,
+            "no_gap": no_gap,
             "rows": rows,
             "scores": {p: s.tolist() for p, s in scores.items()},
         },

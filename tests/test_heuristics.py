@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -14,6 +19,8 @@ from maw_gym_agents.heuristics import (
     ScoreRouter,
     best_fixed_depth,
     depth_head_scores,
+    hash_depth,
+    hash_router,
     heuristic_routers,
     oracle_router,
 )
@@ -60,6 +67,57 @@ def test_fixed_and_best_fixed(tables) -> None:
     np.testing.assert_allclose(result.candidate_scores, test.depth_scores()[:, 2])
 
 
+def _focused(tables: Tables, depth: int) -> Tables:
+    """``tables`` with entropy and focus 1 at ``depth`` and 0 elsewhere: that depth's reward is
+    0.6 + 0.4·NDCG@10, every other depth's at most 0.4, whatever their NDCG."""
+    onehot = np.zeros_like(tables.entropy)
+    onehot[:, depth] = 1.0
+    return dataclasses.replace(tables, entropy=onehot, focus=onehot.copy())
+
+
+def test_best_fixed_is_chosen_per_metric_on_the_split_it_is_given() -> None:
+    # dev: depth 1 ranks best (NDCG), depth 2 has the best return; test: depths 3 and 0
+    dev = _focused(Tables.synthetic(num_queries=24, best_depth=1, seed=3), depth=2)
+    test = _focused(Tables.synthetic(num_queries=16, best_depth=3, seed=4), depth=0)
+    by_return, returns = best_fixed_depth(ENV, dev, "return")
+    by_ndcg, ndcg = best_fixed_depth(ENV, dev, "ndcg")
+    assert (by_return.depth, by_ndcg.depth) == (2, 1)
+    np.testing.assert_allclose(ndcg, dev.alignment.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(returns, 0.6 * (np.arange(4) == 2) + 0.4 * ndcg, rtol=1e-5)
+    routers = heuristic_routers(ENV, dev, test)
+    assert (routers["best-fixed"].depth, routers["best-fixed-ndcg"].depth) == (2, 1)
+    assert routers["best-fixed-ndcg"].name == "best-fixed-ndcg"
+    with pytest.raises(ValueError, match="metric='mrr'"):
+        best_fixed_depth(ENV, dev, "mrr")
+
+
+def test_hash_router_is_a_fixed_function_of_the_query_id(tmp_path) -> None:
+    # first 8 bytes of `echo -n q0 | sha256sum` (341c0a3e67c31467) mod 8, and of q1 (c75de8c1...)
+    assert (hash_depth("q0", 8), hash_depth("q1", 8), hash_depth("q0", 4)) == (7, 2, 3)
+    # the same in a process with another string-hash salt (Python's hash() would differ)
+    code = "from maw_gym_agents.heuristics import hash_depth; print(hash_depth('q0', 8))"
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert other.stdout.strip() == "7"
+    test = Tables.synthetic(num_queries=16, seed=6)
+    router = hash_router(ENV, test)
+    expected = [hash_depth(q, test.depth) for q in test.query_ids]
+    result = evaluate_router(router, ENV, test)
+    assert result.actions[:, 0].tolist() == expected
+    assert len(set(expected)) > 1  # it varies per query
+    router.save(tmp_path)
+    assert evaluate_router(load_router(tmp_path), ENV, test).actions[:, 0].tolist() == expected
+    mixture = evaluate_router(
+        hash_router("MAW/SoftDepthMixture-v3", test), "MAW/SoftDepthMixture-v3", test
+    )
+    assert mixture.actions[:, 0].argmax(-1).tolist() == expected
+
+
 def test_score_strategies_hand_computed() -> None:
     # D=2, H=1, P=2: depth 0 uniform (entropy 1, norm 0.5), depth 1 one-hot (entropy 0, norm 1)
     observation = np.array([[0.25, 0.25, 0.25, 0.25, 1.0, 0.0, 0.0, 0.0]], dtype=np.float32)
@@ -85,7 +143,9 @@ def test_every_heuristic_saves_loads_and_acts_alike(tables, tmp_path) -> None:
     routers = heuristic_routers(ENV, train, test)
     assert {
         "random",
+        "hash",
         "best-fixed",
+        "best-fixed-ndcg",
         "entropy-max",
         "attention-norm",
         "topk-norm",

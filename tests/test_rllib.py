@@ -83,6 +83,24 @@ def test_local_training_learns_checkpoints_and_round_trips(private_ray, tmp_path
 
 
 @pytest.mark.slow
+def test_checkpoint_selection_restores_the_best_dev_module(private_ray, tmp_path):
+    """The dev curve saves the RLModule at each new best point; ``selected`` loads it back
+    (after Ray is shut down), or keeps its constant where that is better on dev."""
+    from maw_gym_agents.curve import DevCurve
+
+    tables = Tables.synthetic(num_queries=16, best_depth=1)
+    dev = Tables.synthetic(num_queries=16, best_depth=1, seed=5)
+    curve = DevCurve(ENV_ID, dev, total_steps=512, points=4, keep_best=True)
+    router = rllib.train(ENV_ID, tables, 0, 512, tmp_path, hyperparams=TINY, curve=curve)
+    selected = curve.selected(router)
+    [point] = [p for p in curve.points if p.get("selected")]
+    assert point["dev_return"] == max(p["dev_return"] for p in curve.points)
+    assert isinstance(selected, rllib.RLlibRouter) != point["constant_kept"]
+    expected = max(point["dev_return"], point["constant_dev_return"])
+    assert evaluate_router(selected, ENV_ID, dev).mean_return == pytest.approx(expected)
+
+
+@pytest.mark.slow
 def test_appo_trains_one_iteration_and_acts(private_ray, tmp_path):
     """The APPO path end to end (its config drops PPO's minibatch_size and lambda_). One
     iteration only: measured 8 iterations at ≈14 s each reach just 0.25 on held-out queries."""

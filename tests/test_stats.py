@@ -79,3 +79,46 @@ def test_a_bound_at_zero_up_to_float_rounding_is_a_tie() -> None:
     gain[0, 0] = 0.1
     _, low, high = paired_difference(gain, np.zeros((1, 400)))
     assert contains_zero(low, high)
+
+
+def test_closed_gap_hand_computed_and_paired() -> None:
+    from maw_gym.stats import closed_gap
+
+    baseline = np.array([0.2, 0.4, 0.1, 0.5])
+    oracle = np.array([0.6, 0.4, 0.3, 0.9])  # gaps 0.4, 0, 0.2, 0.4: mean 0.25
+    # two seeds, averaged per query first: (0.3, 0.4, 0.2, 0.6); gains 0.1, 0, 0.1, 0.1
+    policy = np.array([[0.2, 0.4, 0.1, 0.7], [0.4, 0.4, 0.3, 0.5]])
+    point, low, high = closed_gap(policy, baseline, oracle)
+    assert point == pytest.approx(0.075 / 0.25)
+    assert low < point < high  # the gains are not proportional to the gaps: a real interval
+    # each query's gain a fixed share of its gap: every resample's ratio is that share, so the
+    # paired CI is the point (an unpaired bootstrap of the three means would be wide)
+    rng = np.random.default_rng(0)
+    baseline, gap = rng.random(50), rng.random(50)
+    assert closed_gap(baseline + 0.25 * gap, baseline, baseline + gap) == pytest.approx(
+        (0.25, 0.25, 0.25)
+    )
+    assert closed_gap(baseline, baseline, baseline + gap) == pytest.approx((0.0, 0.0, 0.0))
+    assert closed_gap(baseline + gap, baseline, baseline + gap) == pytest.approx((1.0, 1.0, 1.0))
+
+
+def test_closed_gap_without_gap_is_unknown_not_narrowed() -> None:
+    from maw_gym.stats import closed_gap, mean_closed_gap
+
+    values = np.linspace(0.0, 1.0, 40)
+    point, low, high = closed_gap(values + 0.1, values, values)  # oracle = baseline everywhere
+    assert np.isnan(point) and (low, high) == (-np.inf, np.inf)
+    # one query of 40 carries the whole gap: a resample misses it with probability
+    # (39/40)^40 ≈ 36% > 2.5%, so both ends are unknown although the point is 0.5
+    gap = np.zeros(40)
+    gap[0] = 1.0
+    assert closed_gap(values + 0.5 * gap, values, values + gap) == pytest.approx(
+        (0.5, -np.inf, np.inf)
+    )
+    # ten of 40 queries share the gap: a resample misses all ten with probability
+    # (30/40)^40 ≈ 1e-5, so every resample has a ratio; it is 0.5 on each (proportional)
+    gap[:10] = 1.0
+    assert closed_gap(values + 0.5 * gap, values, values + gap) == pytest.approx((0.5, 0.5, 0.5))
+    # over tasks: the mean of the tasks' ratios, 0.5 and 1.0
+    tasks = [(values + 0.5 * gap, values, values + gap), (values + gap, values, values + gap)]
+    assert mean_closed_gap(tasks) == pytest.approx((0.75, 0.75, 0.75))

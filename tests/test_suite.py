@@ -57,6 +57,54 @@ def test_normalised_scores_per_task_and_flat_tasks_left_out(tmp_path) -> None:
     np.testing.assert_allclose(scores["grpo"], [[1.0, 1.0], [0.25, 0.0]])
 
 
+def test_closed_gap_per_task_and_its_mean_over_tasks(tmp_path) -> None:
+    """Return against best-fixed with each query's oracle; NDCG@10 against best-fixed-ndcg and
+    oracle-ndcg; a task whose oracle equals best-fixed is left out of that metric."""
+    from maw_gym_leaderboard.suite import gap_tasks, rank
+
+    def task(name: str, oracle: float, grpo: list[float], ndcg_oracle: float) -> Path:
+        def run(returns: list[float], ndcg: float) -> dict:
+            return {
+                "seed": 0,
+                "returns": returns,
+                "random_mean": 0.0,
+                "oracle_mean": oracle,
+                "oracle_returns": [oracle] * 2,
+                "ndcg_per_query": [ndcg] * 2,
+            }
+
+        raw = {
+            "best-fixed": [run([1.0, 1.0], 0.2)],
+            "best-fixed-ndcg": [run([0.5, 0.5], 0.4)],
+            "oracle-ndcg": [{"seed": 0, "ndcg_per_query": [ndcg_oracle] * 2}],
+            "grpo": [run(grpo, 0.6)],
+        }
+        write_json(tmp_path / name / "raw_scores.json", raw)
+        return tmp_path / name
+
+    dirs = {"t1": task("t1", 2.0, [1.5, 1.5], 0.8), "t2": task("t2", 3.0, [3.0, 3.0], 0.4)}
+    policies = ["best-fixed", "grpo"]
+    gaps = {m: gap_tasks(dirs, policies, m) for m in ("return", "ndcg")}
+    assert gaps["return"][1] == [] and gaps["ndcg"][1] == ["t2"]  # t2: oracle-ndcg = 0.4
+    scores, _ = normalised_scores(dirs, policies)
+    rows = {r["policy"]: r for r in rank(scores, {m: g[0] for m, g in gaps.items()})}
+    # return: t1 (1.5 − 1) / (2 − 1) = 0.5, t2 (3 − 1) / (3 − 1) = 1; mean 0.75, every
+    # query alike, so the CI is the point
+    grpo = rows["grpo"]
+    assert (
+        grpo["closed_gap_return"],
+        grpo["closed_gap_return_ci_low"],
+        grpo["closed_gap_return_ci_high"],
+    ) == pytest.approx((0.75, 0.75, 0.75))
+    assert grpo["per_task_return"]["t2"] == pytest.approx((1.0, 1.0, 1.0))
+    assert grpo["closed_gap_ndcg"] == pytest.approx(0.5)  # t1 only: (0.6 − 0.4) / (0.8 − 0.4)
+    assert rows["best-fixed"]["closed_gap_return"] == 0.0
+    assert [r["policy"] for r in rank(scores, {m: g[0] for m, g in gaps.items()})] == [
+        "grpo",
+        "best-fixed",
+    ]
+
+
 def test_smoke_suite_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     argv = ["leaderboard", "--suite", "smoke-suite", "--seeds", "2", "--steps", "128"]
@@ -73,10 +121,13 @@ def test_smoke_suite_end_to_end(tmp_path, monkeypatch, capsys) -> None:
         assert row["mean"] == pytest.approx(scores.mean())
         assert row["optimality_gap"] == pytest.approx(np.maximum(1.0 - scores, 0.0).mean())
         assert row["iqm_ci_low"] <= row["iqm"] <= row["iqm_ci_high"]
+        assert row["closed_gap_return_ci_low"] <= row["closed_gap_return"]
+    assert rows["best-fixed"]["closed_gap_return"] == 0.0
     assert rows["random"]["seeds"] == 2 and "p_improve" in rows["random"]
     assert (out / "performance_profile.png").stat().st_size > 0
     markdown = (out / "suite.md").read_text()
-    assert "IQM [95% CI]" in markdown and "optimality gap [95% CI]" in markdown
+    assert "mean closed gap, return [95% CI]" in markdown
+    assert "rliable: IQM [95% CI]" in markdown and "optimality gap [95% CI]" in markdown
     record = json.loads((out / "run.json").read_text())
     assert "--suite smoke-suite" in record["command"] and "--out suite" in record["command"]
     assert "--preset" not in record["command"]
