@@ -123,7 +123,7 @@ def test_study_runs_on_another_beir_folder_and_renders(tmp_path: Path) -> None:
     render([json.loads((tmp_path / "s.json").read_text())], tmp_path / "p.md", tmp_path / "p.png")
     page = (tmp_path / "p.md").read_text()
     assert "Produced by `cmd`" in page
-    assert "(preset `smoke`, depth=2, epochs=1, semantic=True)" in page
+    assert "(preset `smoke`, semantic=True, depth=2, epochs=1)" in page
     assert all(f"| {task} | {t['queries']} |" in page for task, t in test["tasks"].items())
     assert (tmp_path / "p.png").stat().st_size > 0
 
