@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from maw_gym.cache import make_dirs
 from maw_gym.tables import Tables
 from maw_gym_agents.heuristics import depth_actions, fixed_depth_values
 from maw_gym_agents.policy import ObsNormalisation, as_input, torch_threads
@@ -102,8 +103,7 @@ class CeilingRouter:
         return depth_actions(self.spec, self.predict(observations).argmax(axis=1))
 
     def save(self, directory: Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = make_dirs(Path(directory))
         save_state(directory, self.model)
         write_router_json(
             directory,
@@ -127,7 +127,7 @@ class CeilingRouter:
 
 
 @dataclass(frozen=True)
-class Split:
+class SplitValues:
     """One split as a ceiling learns from it: observations and every depth's value."""
 
     observations: np.ndarray
@@ -149,11 +149,11 @@ def first_observations(env_id: str, tables: Tables) -> np.ndarray:
     return np.asarray(observations, dtype=np.float64).reshape(tables.num_queries, -1)
 
 
-def split_of(env_id: str, tables: Tables, target: str) -> Split:
-    return Split(first_observations(env_id, tables), fixed_depth_values(env_id, tables).of(target))
+def split_of(env_id: str, tables: Tables, target: str) -> SplitValues:
+    return SplitValues(first_observations(env_id, tables), fixed_depth_values(env_id, tables).of(target))
 
 
-def _empty_model(train: Split, hidden: tuple[int, ...]) -> RewardModel:
+def _empty_model(train: SplitValues, hidden: tuple[int, ...]) -> RewardModel:
     """A model standardising like ``train`` and predicting its per-depth means."""
     model = RewardModel(train.observations.shape[1], train.values.shape[1], hidden)
     stats = ObsNormalisation.of(train.observations)
@@ -169,7 +169,7 @@ def _features(model: RewardModel, observations: np.ndarray) -> np.ndarray:
     return model.features(as_input(model, observations)).double().numpy()
 
 
-def fit_ridge(train: Split, dev: Split) -> tuple[RewardModel, dict[str, Any]]:
+def fit_ridge(train: SplitValues, dev: SplitValues) -> tuple[RewardModel, dict[str, Any]]:
     """Ridge of each depth's value on the features, λ chosen on dev (module docstring).
 
     With the SVD ``X = U S Vᵀ`` of the centred features, ``W(λ) = V diag(s / (s² + λ)) Uᵀ Y``
@@ -199,7 +199,7 @@ def fit_ridge(train: Split, dev: Split) -> tuple[RewardModel, dict[str, Any]]:
 
 
 @torch_threads(1)
-def fit_mlp(train: Split, dev: Split, seed: int = 0) -> tuple[RewardModel, dict[str, Any]]:
+def fit_mlp(train: SplitValues, dev: SplitValues, seed: int = 0) -> tuple[RewardModel, dict[str, Any]]:
     """The MLP, full-batch Adam on squared error; weight decay and epoch chosen on dev."""
     x = torch.as_tensor(train.observations, dtype=torch.float32)
     centred = train.values - train.values.mean(axis=0)

@@ -68,6 +68,7 @@ ROUTER_CLASSES: dict[str, bool] = {
     "maw_gym_agents.heuristics:ScoreRouter": False,
     "maw_gym_agents.heuristics:LookupRouter": False,
     "maw_gym_agents.supervised:SupervisedRouter": False,
+    "maw_gym_agents.ceiling:CeilingRouter": False,
     "maw_gym_agents.sb3:SB3Router": True,
     "maw_gym_agents.rllib:RLlibRouter": True,
 }
