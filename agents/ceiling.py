@@ -150,7 +150,9 @@ def first_observations(env_id: str, tables: Tables) -> np.ndarray:
 
 
 def split_of(env_id: str, tables: Tables, target: str) -> SplitValues:
-    return SplitValues(first_observations(env_id, tables), fixed_depth_values(env_id, tables).of(target))
+    return SplitValues(
+        first_observations(env_id, tables), fixed_depth_values(env_id, tables).of(target)
+    )
 
 
 def _empty_model(train: SplitValues, hidden: tuple[int, ...]) -> RewardModel:
@@ -199,7 +201,9 @@ def fit_ridge(train: SplitValues, dev: SplitValues) -> tuple[RewardModel, dict[s
 
 
 @torch_threads(1)
-def fit_mlp(train: SplitValues, dev: SplitValues, seed: int = 0) -> tuple[RewardModel, dict[str, Any]]:
+def fit_mlp(
+    train: SplitValues, dev: SplitValues, seed: int = 0
+) -> tuple[RewardModel, dict[str, Any]]:
     """The MLP, full-batch Adam on squared error; weight decay and epoch chosen on dev."""
     x = torch.as_tensor(train.observations, dtype=torch.float32)
     centred = train.values - train.values.mean(axis=0)
