@@ -228,13 +228,20 @@ def final_candidate_scores(variant: Variant, actions: np.ndarray) -> np.ndarray:
 
 def retrieval_metrics(
     tables: Tables, scores: np.ndarray, qrels: dict[str, dict[str, int]]
-) -> dict[str, float]:
-    """NDCG@10, MRR@10, Hit@1 (and more) of the rerank given by ``scores`` (N, C)."""
-    from maw_gym.retrieval import evaluate
+) -> dict[str, Any]:
+    """beir's NDCG@10, MRR@10, Hit@1 (and more) of the rerank given by ``scores`` (N, C) of
+    the tables' queries, and ``ndcg_per_query`` (N,) in the tables' order for paired
+    statistics: the one way a policy's retrieval quality is scored."""
+    from maw_gym.retrieval import evaluate, per_query_ndcg10
 
     wanted = {str(q) for q in tables.query_ids}
     judged = {qid: docs for qid, docs in qrels.items() if qid in wanted}
-    return evaluate(judged, tables.results(scores))
+    results = tables.results(scores)
+    per_query = per_query_ndcg10(judged, results)
+    return {
+        **evaluate(judged, results),
+        "ndcg_per_query": [per_query.get(str(q), 0.0) for q in tables.query_ids],
+    }
 
 
 def candidate_qrels(tables: Tables) -> dict[str, dict[str, int]]:

@@ -7,19 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from maw_gym.tables import Tables
+from maw_gym_agents.train import AGENTS
 
-#: Learned policies (trained per seed through ``maw_gym_agents.train.AGENTS``), in table order.
-LEARNED = (
-    "supervised-rule",
-    "supervised",
-    "supervised-depth",
-    "grpo",
-    "grpo-enum",
-    "ppo",
-    "a2c",
-    "dqn",
-    "rllib-ppo",
-)
+#: Learned policies, trained per seed: every agent of ``maw_gym_agents.train.AGENTS`` but its
+#: ``best-fixed``, which the leaderboard chooses on dev among the heuristics instead.
+LEARNED = tuple(name for name in AGENTS if name != "best-fixed")
 #: Training-free policies and bounds (``maw_gym_agents.heuristics.heuristic_routers``), in
 #: table order.
 HEURISTICS = (

@@ -140,14 +140,13 @@ def score_router(
 
 
 def retrieval(ctx: Context, scores: np.ndarray) -> dict[str, Any]:
-    """beir metrics of the rerank given by candidate ``scores`` (N, C), and per-query NDCG@10."""
-    from maw_gym.retrieval import evaluate, per_query_ndcg10
+    """The result fields of the rerank given by candidate ``scores`` (N, C) on the test split
+    (``maw_gym_agents.evaluate.retrieval_metrics``)."""
+    from maw_gym_agents.evaluate import retrieval_metrics
 
-    results = ctx.test.results(scores)
-    metrics = evaluate(ctx.qrels, results)
-    per_query = per_query_ndcg10(ctx.qrels, results)
+    metrics = retrieval_metrics(ctx.test, scores, ctx.qrels)
     return {
-        "ndcg_per_query": [float(per_query.get(str(q), 0.0)) for q in ctx.test.query_ids],
+        "ndcg_per_query": metrics["ndcg_per_query"],
         "ndcg@10": metrics["NDCG@10"],
         "mrr@10": metrics["MRR@10"],
         "hit@1": metrics["Hit@1"],
