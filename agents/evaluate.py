@@ -15,7 +15,6 @@ actions, through ``maw_gym.retrieval.evaluate`` against the split's full qrels.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ import numpy as np
 from maw_gym.envs.base import Variant
 from maw_gym.tables import Tables
 from maw_gym_agents.base import Router
-from maw_gym_agents.rollouts import enumerate_returns, make_vector_env, run_episodes
+from maw_gym_agents.rollouts import enumerate_returns, make_vector_env, run_episodes, tables_key
 from maw_gym_agents.spaces import ActionSpec
 
 TRAINING_FILE = "training.json"
@@ -54,14 +53,6 @@ class Bounds:
 _BOUNDS: dict[str, Bounds] = {}
 
 
-def tables_key(env_id: str, tables: Tables) -> str:
-    """What per-tables results are cached by: the env id and a hash of the tables' content."""
-    digest = hashlib.sha1(tables.observation.tobytes())
-    digest.update(tables.score_parts.tobytes())
-    digest.update(tables.query_ids.astype(str).tobytes())
-    return f"{env_id}|{digest.hexdigest()}"
-
-
 def bounds(env_id: str, tables: Tables, seed: int = 0) -> Bounds:
     """Random and oracle returns of ``tables`` under ``env_id``, cached per tables content.
 
@@ -75,14 +66,14 @@ def bounds(env_id: str, tables: Tables, seed: int = 0) -> Bounds:
     try:
         joint = enumerate_returns(env_id, tables)
     except ValueError:
-        from maw_gym_agents.heuristics import RandomRouter
-
         envs = make_vector_env(env_id, tables.num_queries, tables)
-        router = RandomRouter(ActionSpec.from_space(envs.single_action_space), seed)
+        spec, rng = ActionSpec.from_space(envs.single_action_space), np.random.default_rng(seed)
         total = np.zeros(tables.num_queries)
         for _ in range(MONTE_CARLO_PASSES):
             episodes = run_episodes(
-                envs, np.arange(tables.num_queries), lambda obs, t: router.act(obs)
+                envs,
+                np.arange(tables.num_queries),
+                lambda obs, t: spec.random_actions(rng, len(obs)),
             )
             total += episodes.returns
         envs.close()

@@ -65,12 +65,7 @@ class RandomRouter:
         return RandomRouter(self.spec, seed, self.name)
 
     def act(self, observations: np.ndarray) -> np.ndarray:
-        b = len(observations)
-        if self.spec.kind == "discrete":
-            return self.rng.integers(self.spec.choices, size=b)
-        if self.spec.kind == "multi_discrete":
-            return self.rng.integers(self.spec.choices, size=(b, self.spec.slots))
-        return self.rng.dirichlet(np.ones(self.spec.choices), size=b).astype(np.float32)
+        return self.spec.random_actions(self.rng, len(observations))
 
     def save(self, directory: Path) -> None:
         write_router_json(
@@ -308,7 +303,8 @@ def fixed_depth_values(env_id: str, tables: Tables) -> FixedDepthValues:
     """Each fixed depth played on every query of ``tables`` (full information: what the
     ceilings learn from, and what best-fixed is chosen by); cached per tables content, as
     a leaderboard asks for the same splits' values for best-fixed and every ceiling."""
-    from maw_gym_agents.evaluate import evaluate_router, tables_key
+    from maw_gym_agents.evaluate import evaluate_router
+    from maw_gym_agents.rollouts import tables_key
 
     key = tables_key(env_id, tables)
     if key not in _FIXED_VALUES:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -167,3 +168,11 @@ def enumerate_returns(
         returns[start : start + keep] = episodes.returns[:keep]
     envs.close()
     return JointReturns(joint, returns.reshape(n, j))
+
+
+def tables_key(env_id: str, tables: Tables) -> str:
+    """What per-tables results are cached by: the env id and a hash of the tables' content."""
+    digest = hashlib.sha1(tables.observation.tobytes())
+    digest.update(tables.score_parts.tobytes())
+    digest.update(tables.query_ids.astype(str).tobytes())
+    return f"{env_id}|{digest.hexdigest()}"

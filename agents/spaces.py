@@ -66,6 +66,15 @@ class ActionSpec:
             return params.view(-1, self.slots, self.choices).argmax(-1)
         return self.distribution(params).mean
 
+    def random_actions(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        """``count`` uniform random actions: depths, per-head depths or Dirichlet(1) weights
+        (the normalised score's zero)."""
+        if self.kind == "discrete":
+            return rng.integers(self.choices, size=count)
+        if self.kind == "multi_discrete":
+            return rng.integers(self.choices, size=(count, self.slots))
+        return rng.dirichlet(np.ones(self.choices), size=count).astype(np.float32)
+
     def from_depth_scores(self, scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         """Actions from per-head depth scores ``(B, H or 1, D)``: score-based routers' output.
 

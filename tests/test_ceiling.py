@@ -3,7 +3,7 @@ it where it is not, and replayable like any router."""
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,13 +81,13 @@ def test_ceilings_refuse_multi_decision_envs_and_unknown_names() -> None:
 
 def test_the_leaderboard_lists_every_ceiling_where_it_applies() -> None:
     from maw_gym.presets import get_preset
-    from maw_gym_leaderboard.run import check_arguments
+    from maw_gym_leaderboard.run import LeaderboardJob, check_job
 
     assert tuple(CEILINGS) == policies.CEILINGS
     assert has_ceiling(ENV) and has_ceiling("MAW/PerHeadDepth-v3")
     assert not has_ceiling("MAW/LayerwiseDepth-v3")
     for env_id, expected in ((ENV, set(CEILINGS)), ("MAW/LayerwiseDepth-v3", set())):
-        args = argparse.Namespace(seeds=None, policies=None, encoder=None, env=env_id)
-        _, chosen = check_arguments(args, get_preset("smoke"))
+        job = LeaderboardJob(dataset="nave-kjv", preset="smoke", out=Path("unused"), env=env_id)
+        _, chosen = check_job(job, get_preset("smoke"))
         assert set(chosen) & set(CEILINGS) == expected
         assert {"best-fixed", "best-fixed-ndcg", "oracle", "oracle-ndcg"} <= set(chosen)
