@@ -255,15 +255,21 @@ def _verified(path: Path, split: str, tables: Tables, entry: dict[str, Any]) -> 
     return tables
 
 
-def install_artifact(path: Path) -> tuple[Path, dict[str, Any]]:
+def install_artifact(path: Path, expected: str | None = None) -> tuple[Path, dict[str, Any]]:
     """Verify the artifact at ``path`` and install it under ``$MAW_GYM_CACHE/benchmarks``.
 
     Returns the installed directory (``benchmark.json`` plus one tables entry per split, made by
     :meth:`Tables.save`), which ``gym.make(id, tables=DIR, split=...)`` loads, and the manifest.
     The directory is filled beside its final name and renamed into place, so an interrupted
-    import leaves nothing.
+    import leaves nothing. With ``expected``, an artifact whose id differs is refused before
+    anything is written.
     """
     manifest, splits = read_artifact(path)
+    if expected is not None and artifact_id(manifest) != expected:
+        raise ValueError(
+            f"{path}: artifact {artifact_id(manifest)} is not the expected {expected}; the file "
+            "was changed, refusing it"
+        )
     first = next(iter(splits.values())).meta
     # A folder dataset's name is its absolute path: slug it, or the entry lands beside the data.
     preset = manifest.get("preset", {}).get("name", "x")

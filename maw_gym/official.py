@@ -84,13 +84,17 @@ def official_tables(benchmark: OfficialBenchmark, split: str) -> Tables:
                 "--rebuild"
             )
         logger.info("installing the official tables %s", benchmark.path.name)
-        directory, manifest = install_artifact(benchmark.path)  # verifies every array's hash
-        found = artifact_id(manifest)
-        if found != benchmark.artifact or directory != installed:
+        try:  # every array's hash, then the manifest's against the pinned id
+            directory, _ = install_artifact(benchmark.path, expected=benchmark.artifact)
+        except ValueError as error:
             raise ValueError(
-                f"{benchmark.path}: artifact {found} is not the official {benchmark.artifact} "
-                f"of env version {ENV_VERSION}; the file was changed, refusing it (reinstall "
-                "maw-gym)"
+                f"{error} (not the official {benchmark.dataset}/{benchmark.preset} tables of "
+                f"env version {ENV_VERSION}; reinstall maw-gym)"
+            ) from None
+        if directory != installed:
+            raise ValueError(
+                f"{benchmark.path}: its manifest names another dataset or preset than "
+                f"{benchmark.dataset}/{benchmark.preset}; reinstall maw-gym"
             )
     return open_tables(installed, split)
 
