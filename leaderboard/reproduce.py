@@ -11,17 +11,22 @@ comparison reports, per split:
 - the training-free figures a leaderboard reports, on both: the best fixed depth chosen on dev
   (by return and by NDCG@10) and its test mean, and the per-query oracle's test mean.
 
-The agents' figures come from ``maw-gym leaderboard --rebuild`` beside ``maw-gym
+The rebuild runs in a cache of its own (``scratch``; by default
+``$MAW_GYM_CACHE/reproduce/<dataset>-<preset>-<artifact>``), empty the first time, so that no
+stage is taken from the user's cache; an interrupted rebuild resumes from it, and deleting it
+starts over. The agents' figures come from ``maw-gym leaderboard --rebuild`` beside ``maw-gym
 leaderboard``: both are deterministic given their tables.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from maw_gym.build import ensure_tables, shipped
+from maw_gym.cache import cache_dir, cache_root_at
 from maw_gym.official import official_tables
 from maw_gym.presets import Preset
 from maw_gym.specs import SPLITS
@@ -69,8 +74,9 @@ def headline(tables: dict[str, Tables]) -> dict[str, float]:
     }
 
 
-def reproduce(dataset: str, preset: Preset) -> dict[str, Any]:
-    """Rebuild the official benchmark of (dataset, preset) and compare (module docstring)."""
+def reproduce(dataset: str, preset: Preset, scratch: Path | None = None) -> dict[str, Any]:
+    """Rebuild the official benchmark of (dataset, preset) in the cache ``scratch`` and compare
+    (module docstring)."""
     benchmark = shipped(dataset, preset)
     if benchmark is None:
         raise ValueError(
@@ -78,8 +84,15 @@ def reproduce(dataset: str, preset: Preset) -> dict[str, Any]:
             "benchmark; see maw_gym.official.OFFICIAL"
         )
     official = {split: official_tables(benchmark, split) for split in SPLITS}
-    rebuilt = {split: ensure_tables(dataset, split, preset, rebuild=True) for split in SPLITS}
-    report: dict[str, Any] = {"artifact": benchmark.artifact, "splits": {}}
+    if scratch is None:
+        scratch = cache_dir("reproduce", f"{dataset}-{preset.name}-{benchmark.artifact}")
+    with cache_root_at(scratch):
+        rebuilt = {split: ensure_tables(dataset, split, preset, rebuild=True) for split in SPLITS}
+    report: dict[str, Any] = {
+        "artifact": benchmark.artifact,
+        "scratch_cache": str(scratch),
+        "splits": {},
+    }
     for split in SPLITS:
         a, b = official[split], rebuilt[split]
         changed_return = depth_returns(a).argmax(1) != depth_returns(b).argmax(1)

@@ -63,6 +63,20 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV_VAR, default)).expanduser().resolve()
 
 
+@contextmanager
+def cache_root_at(root: Path) -> Iterator[None]:
+    """Use ``root`` as the cache (``$MAW_GYM_CACHE``) inside the block, then restore it."""
+    before = os.environ.get(CACHE_ENV_VAR)
+    os.environ[CACHE_ENV_VAR] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_ENV_VAR, None)
+        else:
+            os.environ[CACHE_ENV_VAR] = before
+
+
 def cache_dir(*parts: str) -> Path:
     """The cache root joined with ``parts`` (created); each part must be a safe name."""
     for part in parts:

@@ -3,6 +3,7 @@ verified without training anything, a tampered file refused."""
 
 from __future__ import annotations
 
+import dataclasses
 import lzma
 from pathlib import Path
 
@@ -123,3 +124,37 @@ def test_a_missing_official_file_names_it(shipped: official.OfficialBenchmark) -
     shipped.path.unlink()
     with pytest.raises(FileNotFoundError, match=r"nave-kjv-smoke\.tar\.xz: the official"):
         ensure_tables("nave-kjv", "test", "smoke")
+
+
+def test_reproduce_rebuilds_in_a_cache_of_its_own_and_reports_each_difference(
+    shipped: official.OfficialBenchmark, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from maw_gym.cache import cache_root
+    from maw_gym_leaderboard import reproduce as module
+
+    _, expected = read_artifact(shipped.path)
+    caches: list[Path] = []
+    changed: list[float] = []
+
+    def rebuild(dataset: str, split: str, preset: object, rebuild: bool) -> Tables:
+        assert rebuild
+        caches.append(cache_root())
+        tables = expected[split]
+        if split == "test":  # query 0's depths reversed: its scores, so its best depth, change
+            parts = tables.score_parts.copy()
+            parts[0] = parts[0][::-1]
+            tables = dataclasses.replace(tables, score_parts=parts)
+            changed.append(
+                float(tables.alignment[0].argmax() != expected[split].alignment[0].argmax())
+            )
+        return tables
+
+    monkeypatch.setattr(module, "ensure_tables", rebuild)
+    report = module.reproduce("nave-kjv", get_preset("smoke"), tmp_path / "scratch")
+    assert caches == [tmp_path / "scratch"] * len(SPLITS)  # never the user's cache
+    assert cache_root() == tmp_path / "cache"  # restored afterwards
+    assert report["splits"]["train"]["bitwise_equal"]
+    test = report["splits"]["test"]
+    assert not test["bitwise_equal"] and test["fields"]["score_parts"] > 0
+    assert test["fields"]["query_ids"] == "equal"
+    assert test["best_depth_changed_by_ndcg10"] == pytest.approx(changed[0] / 12)

@@ -56,6 +56,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     again.add_argument("--dataset", default="nave-kjv", help="an embedded dataset")
     add_preset_arguments(again, default="quick")
+    again.add_argument(
+        "--scratch",
+        type=Path,
+        default=None,
+        help="the cache the rebuild runs in (default: $MAW_GYM_CACHE/reproduce/DATASET-PRESET-ID;"
+        " a second run resumes from it)",
+    )
     again.add_argument("--json", action="store_true", help="print the comparison as JSON")
 
 
@@ -72,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.tables_command == "reproduce":
         from maw_gym_leaderboard.reproduce import reproduce
 
-        report = reproduce(args.dataset, preset_from_args(args))
+        report = reproduce(args.dataset, preset_from_args(args), args.scratch)
         print(json.dumps(report, indent=2) if args.json else _reproduction_text(report))
         return 0
     splits = SPLITS if args.split == "all" else (args.split,)
@@ -93,7 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _reproduction_text(report: dict) -> str:
-    lines = [f"official artifact {report['artifact']} against a rebuild on this machine:"]
+    lines = [
+        f"official artifact {report['artifact']} against a rebuild on this machine "
+        f"(in the cache {report['scratch_cache']}):"
+    ]
     for split, entry in report["splits"].items():
         floats = {k: v for k, v in entry["fields"].items() if isinstance(v, float)}
         other = sorted(
