@@ -198,9 +198,10 @@ def prepare_out(out: Path, fresh: bool) -> None:
 
 def build_context(job: LeaderboardJob, preset: Preset, seeds: int) -> Context:
     """The three splits' tables, the test qrels and the run's configuration (``config.json``)."""
-    from maw_gym.build import ensure_tables
+    from maw_gym.build import ensure_tables, shipped
     from maw_gym.pipeline import sampled_split
 
+    official = None if job.rebuild else shipped(job.dataset, preset, job.encoder)
     tables = {
         split: ensure_tables(job.dataset, split, preset, job.encoder, rebuild=job.rebuild)
         for split in SPLITS
@@ -214,6 +215,7 @@ def build_context(job: LeaderboardJob, preset: Preset, seeds: int) -> Context:
         "steps": steps,
         "seeds": seeds,
         "test_tables": tables["test"].meta,
+        "official_tables": None if official is None else official.artifact,
         "result_format": RESULT_FORMAT,
     }
     write_json(job.out / "config.json", config)

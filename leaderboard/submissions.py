@@ -263,6 +263,17 @@ def run_tables(run_dir: Path, source: Path | None) -> Tables:
     from maw_gym.presets import Preset
 
     config = read_json(Path(run_dir) / CONFIG_FILE)
+    if config.get("official_tables"):  # the shipped tables, verified against their pinned id
+        from maw_gym.official import official_by_id, official_tables
+
+        benchmark = official_by_id(str(config["official_tables"]))
+        if benchmark is None:
+            raise FileNotFoundError(
+                f"{run_dir}/config.json: its official tables {config['official_tables']} are "
+                "not shipped with this maw-gym; install the maw-gym version that made the run, "
+                "or pass --tables with the run's tables artifact"
+            )
+        return official_tables(benchmark, "test")
     encoder = Path(config["test_tables"]["encoder"])
     if not (encoder / "config.json").is_file():
         raise FileNotFoundError(

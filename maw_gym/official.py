@@ -64,6 +64,12 @@ def official_benchmark(dataset: str, preset_name: str) -> OfficialBenchmark | No
     return OFFICIAL.get((str(dataset), preset_name))
 
 
+def official_by_id(artifact: str) -> OfficialBenchmark | None:
+    """The benchmark of any published version whose artifact id is ``artifact``."""
+    found = [b for shipped in HISTORY.values() for b in shipped if b.artifact == artifact]
+    return found[0] if found else None
+
+
 def official_tables(benchmark: OfficialBenchmark, split: str) -> Tables:
     """``split``'s tables of a shipped benchmark: verified and installed into the cache on
     first use (seconds), memory-mapped afterwards (each load checks the installed arrays'

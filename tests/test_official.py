@@ -55,6 +55,7 @@ def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> official.Officia
     benchmark = official.OfficialBenchmark("nave-kjv", "smoke", artifact_id(manifest))
     monkeypatch.setattr(official, "BENCHMARKS_DIR", folder)
     monkeypatch.setattr(official, "OFFICIAL", {("nave-kjv", "smoke"): benchmark})
+    monkeypatch.setitem(official.HISTORY, official.ENV_VERSION, (benchmark,))
     monkeypatch.setenv("MAW_GYM_CACHE", str(tmp_path / "cache"))
     return benchmark
 
@@ -158,3 +159,23 @@ def test_reproduce_rebuilds_in_a_cache_of_its_own_and_reports_each_difference(
     assert not test["bitwise_equal"] and test["fields"]["score_parts"] > 0
     assert test["fields"]["query_ids"] == "equal"
     assert test["best_depth_changed_by_ndcg10"] == pytest.approx(changed[0] / 12)
+
+
+def test_validate_replays_a_run_on_the_official_tables_it_names(
+    shipped: official.OfficialBenchmark, tmp_path: Path
+) -> None:
+    """A run on the shipped tables names their id in config.json; validate loads those, not
+    the publisher's encoder path (absent elsewhere, and a rebuild if present)."""
+    from maw_gym.artifacts import tables_fingerprint
+    from maw_gym.cache import write_json
+    from maw_gym_leaderboard.submissions import run_tables
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"dataset": "nave-kjv", "test_tables": {"encoder": "/nowhere/encoder"}}
+    write_json(run / "config.json", {**config, "official_tables": shipped.artifact})
+    _, expected = read_artifact(shipped.path)
+    assert tables_fingerprint(run_tables(run, None)) == tables_fingerprint(expected["test"])
+    write_json(run / "config.json", {**config, "official_tables": "0123456789abcdef"})
+    with pytest.raises(FileNotFoundError, match="0123456789abcdef are not shipped"):
+        run_tables(run, None)
