@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "show": "print one query's env frame under an action, save its image",
     "leaderboard": "train and rank every routing policy (the main job)",
     "validate": "replay a leaderboard's recorded test actions and check every score",
+    "tier": "measure the ground-truth tier: depths as experts on query groups, per rho",
 }
 
 

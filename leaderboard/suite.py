@@ -15,7 +15,11 @@ seeds within tasks, performance profiles and the probability of improvement over
 (Agarwal et al. 2021). The bounds and rerankers without env return are not ranked.
 
 Suites: ``smoke-suite`` (tests), ``quick-suite`` (the quick tables with the 2-layer stack, so
-``MAW/LayerwiseDepth`` has its tables: one encoder for all five tasks) and ``full-suite``; any
+``MAW/LayerwiseDepth`` has its tables: one encoder for all five tasks), ``full-suite`` and
+``tier`` (issue 18's ground-truth tier: ``MAW/DepthSelection`` on kjv-tasks at quick, its depths
+trained as experts on the query groups of ``metadata.task`` at ρ ∈ {0, 0.25, 0.5, 1}, one task
+per ρ, all ordinary ``--set`` overrides; beside the ranking it draws the **dose-response**
+figure, every policy's and ceiling's closed gap against ρ, ``dose-response-<metric>.png``); any
 suite takes more datasets by path with ``--add-dataset``.
 """
 
@@ -51,13 +55,41 @@ TASK_ENVS = (
 
 @dataclass(frozen=True)
 class Suite:
-    """A named list of tasks: ``envs`` over the tables of ``preset`` (with ``overrides``)."""
+    """A named list of tasks: ``envs`` over the tables of ``preset`` (with ``overrides``), once
+    per variant."""
 
     preset: str
     overrides: tuple[str, ...]
     envs: tuple[str, ...]
     policies: tuple[str, ...]
     """Ranked on every task: each must accept every env's action space."""
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = (("", ()),)
+    """(label, further overrides) of each variant of the tables; every env runs on each, as a
+    task named with the label."""
+    dataset: str | None = None
+    """The dataset the suite runs on unless ``--dataset`` names another (default nave-kjv)."""
+    dial: str | None = None
+    """A preset field the variants set: the x axis of the dose-response figure."""
+
+
+#: The ground-truth tier's dial ρ (``EncoderSpec.group_mix``; issue 18).
+TIER_MIXES = (0.0, 0.25, 0.5, 1.0)
+#: Policies of the tier suite: the controls, the learned agents the acceptance names, and the
+#: ceilings (reference rows).
+TIER_POLICIES = (
+    "random",
+    "hash",
+    REFERENCE,
+    "joint-router",
+    "grpo",
+    "ppo",
+    "rllib-ppo",
+    "supervised",
+    "ceiling-ridge",
+    "ceiling-mlp",
+    "ceiling-ridge-ndcg",
+    "ceiling-mlp-ndcg",
+)
 
 
 SUITES: dict[str, Suite] = {
@@ -74,7 +106,18 @@ SUITES: dict[str, Suite] = {
         TASK_ENVS,
         ("random", REFERENCE, "entropy-min", "attention-norm", "joint-router", "grpo", "ppo"),
     ),
+    "tier": Suite(
+        "quick",
+        ("specialisation=groups", "groups=task"),
+        ("MAW/DepthSelection-v3",),
+        TIER_POLICIES,
+        variants=tuple((f"rho{rho:g}", (f"group_mix={rho:g}",)) for rho in TIER_MIXES),
+        dataset="kjv-tasks",
+        dial="group_mix",
+    ),
 }
+#: The dataset of a suite that names none, and of ``--dataset``'s default.
+DEFAULT_DATASET = "nave-kjv"
 
 
 @dataclass(frozen=True)
@@ -82,7 +125,8 @@ class SuiteJob:
     """What ``maw-gym leaderboard --suite NAME`` is asked."""
 
     suite: str
-    dataset: str
+    dataset: str | None
+    """None: the suite's own (:attr:`Suite.dataset`), else nave-kjv."""
     out: Path
     add_datasets: tuple[str, ...] = ()
     overrides: tuple[str, ...] = ()
@@ -94,7 +138,7 @@ class SuiteJob:
     def command_line(self) -> str:
         """The shell command that reproduces this suite (for ``run.json``)."""
         out = self.out.relative_to(Path.cwd()) if self.out.is_relative_to(Path.cwd()) else self.out
-        parts = ["maw-gym", "leaderboard", "--dataset", str(self.dataset), "--suite", self.suite]
+        parts = ["maw-gym", "leaderboard", "--dataset", self.main_dataset(), "--suite", self.suite]
         for item in self.overrides:
             parts += ["--set", item]
         for flag, value in (("--seeds", self.seeds), ("--steps", self.steps)):
@@ -106,26 +150,66 @@ class SuiteJob:
             parts += ["--policies", *self.policies]
         return shlex.join([*parts, "--out", str(out)])
 
+    def main_dataset(self) -> str:
+        """``--dataset``, else the suite's own dataset, else :data:`DEFAULT_DATASET`."""
+        return str(self.dataset or SUITES[self.suite].dataset or DEFAULT_DATASET)
+
 
 def suite_tasks(job: SuiteJob) -> dict[str, LeaderboardJob]:
     """Task name → its own leaderboard."""
     suite = SUITES[job.suite]
     policies = tuple(dict.fromkeys([*(job.policies or suite.policies), REFERENCE]))
     tasks = {}
-    for dataset in (job.dataset, *job.add_datasets):
+    for dataset in (job.main_dataset(), *job.add_datasets):
         for env_id in suite.envs:
-            name = f"{slug(str(dataset))}--{slug(env_id)}"
-            tasks[name] = LeaderboardJob(
-                dataset=dataset,
-                preset=suite.preset,
-                out=job.out / "tasks" / name,
-                overrides=(*suite.overrides, *job.overrides),
-                env=env_id,
-                seeds=job.seeds,
-                steps=job.steps,
-                policies=policies,
-            )
+            for label, variant in suite.variants:
+                name = f"{slug(str(dataset))}--{slug(env_id)}" + (f"--{label}" if label else "")
+                tasks[name] = LeaderboardJob(
+                    dataset=dataset,
+                    preset=suite.preset,
+                    out=job.out / "tasks" / name,
+                    overrides=(*suite.overrides, *variant, *job.overrides),
+                    env=env_id,
+                    seeds=job.seeds,
+                    steps=job.steps,
+                    policies=policies,
+                )
     return tasks
+
+
+def dial_value(overrides: tuple[str, ...], dial: str) -> float | None:
+    """The last value ``overrides`` give the field ``dial`` (None if none sets it)."""
+    values = [item.partition("=")[2] for item in overrides if item.partition("=")[0] == dial]
+    return float(values[-1]) if values else None
+
+
+def plot_dose_responses(job: SuiteJob, tasks: dict[str, LeaderboardJob]) -> list[Path]:
+    """For a suite with a dial, per dataset and env and per metric, every policy's and
+    ceiling's closed gap against the dial's value (``plot_dose_response``), from each task's
+    ``leaderboard.json``; returns the files written."""
+    from maw_gym_leaderboard.plots import plot_dose_response
+
+    dial = SUITES[job.suite].dial
+    if dial is None:
+        return []
+    series: dict[str, dict[float, list[dict[str, Any]]]] = {}
+    for task in tasks.values():
+        value = dial_value(task.overrides, dial)
+        rows = task.out / "leaderboard.json"
+        if value is None or not rows.exists():
+            continue
+        prefix = f"{slug(str(task.dataset))}--{slug(task.env)}"
+        series.setdefault(prefix, {})[value] = read_json(rows)
+    written = []
+    single = len(series) == 1
+    for prefix, rows_by_value in series.items():
+        for metric in ("return", "ndcg"):
+            name = (
+                f"dose-response-{metric}.png" if single else f"dose-response-{prefix}-{metric}.png"
+            )
+            plot_dose_response(job.out / name, rows_by_value, metric)
+            written.append(job.out / name)
+    return written
 
 
 def normalised_scores(
@@ -321,5 +405,6 @@ def run_suite(job: SuiteJob) -> str:
         },
     )
     plot_performance_profiles(job.out, scores)
+    plot_dose_responses(job, tasks)
     write_run_record(job.out, job.command_line(), time.perf_counter() - started, resumed)
     return markdown

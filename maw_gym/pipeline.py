@@ -13,12 +13,16 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from maw_gym.cache import stable_hash
 from maw_gym.metrics import NDCG_CUTOFF
 from maw_gym.specs import DataSpec, InputsSpec, spec_dict
+
+if TYPE_CHECKING:
+    from maw_gym.groups import QueryGroups
 
 #: Seed of the query sampling (fixed: every stage must see the same queries).
 SAMPLE_SEED = 0
@@ -88,6 +92,9 @@ class SplitInputs:
     #: (N, C) float32 bi-encoder cosine of query and candidate (0 where masked), the semantic
     #: first-stage score; None unless the states spec asks for it (``StatesSpec.semantic``).
     dense_scores: np.ndarray | None = None
+    #: Each query's group, which ``specialisation="groups"`` trains its expert depths on
+    #: (``maw_gym.groups.with_groups``); None unless the encoder spec asks for groups.
+    groups: QueryGroups | None = None
 
     @property
     def num_queries(self) -> int:
@@ -96,13 +103,15 @@ class SplitInputs:
     def model_key(self) -> str:
         """What a model trained or early-stopped on these inputs depends on: the queries
         (``fingerprint``), candidates per query, tokens per pair, the base model and the
-        first-stage features."""
+        first-stage features (and the query groups, where set)."""
+        groups = () if self.groups is None else (self.groups.names, self.groups.index.tolist())
         return stable_hash(
             self.fingerprint,
             self.candidate_mask.shape[1],
             self.token_mask.shape[2],
             self.base_model_id,
             self.dense_scores is not None,
+            *groups,
         )
 
     def has_relevant(self) -> np.ndarray:
@@ -119,6 +128,7 @@ class SplitInputs:
             self,
             split=f"{self.split}:{part}",
             fingerprint=stable_hash(self.fingerprint, part, arrays["query_ids"].tolist()),
+            groups=None if self.groups is None else self.groups.subset(index),
             **arrays,
         )
 

@@ -22,7 +22,7 @@ named bundle of these specs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
 #: Field -> (lowest, highest) accepted value: a typo such as ``--set candidates=100000`` would
@@ -50,20 +50,24 @@ LIMITS: dict[str, tuple[float, float]] = {
 
 def check_limits(spec: Any) -> None:
     """Refuse a field of ``spec`` outside :data:`LIMITS`, naming it and its range."""
-    for field in fields(spec):
-        value = getattr(spec, field.name)
-        if field.name in LIMITS and value is not None:
-            low, high = LIMITS[field.name]
+    for item in fields(spec):
+        value = getattr(spec, item.name)
+        if item.name in LIMITS and value is not None:
+            low, high = LIMITS[item.name]
             if not low <= value <= high:
-                raise ValueError(f"{field.name}={value!r}: expected a value in [{low}, {high}]")
+                raise ValueError(f"{item.name}={value!r}: expected a value in [{low}, {high}]")
 
+
+#: Metadata of a field added after caches were keyed by its spec: :func:`spec_dict` leaves it out
+#: at its default, so every key computed before the field existed stays the same.
+KEY_OMITS_DEFAULT = {"key_omits_default": True}
 
 #: The splits every dataset must have, in pipeline order (the one definition of their names).
 SplitName = Literal["train", "dev", "test"]
 SPLITS: tuple[SplitName, ...] = get_args(SplitName)
 
 #: How the MAW encoder makes depths experts (``maw_gym.encoder.reranker.TrainConfig``).
-Specialisation = Literal["router", "random", "sinkhorn"]
+Specialisation = Literal["router", "random", "sinkhorn", "groups"]
 SPECIALISATIONS: tuple[str, ...] = get_args(Specialisation)
 
 
@@ -158,6 +162,14 @@ class EncoderSpec:
     """How the MAW encoder makes depths experts (``TrainConfig.specialisation``)."""
     diversity_weight: float = 0.0
     """Weight of the depth-diversity term in encoder training (``TrainConfig``)."""
+    groups: str = field(default="", metadata=KEY_OMITS_DEFAULT)
+    """The ground-truth tier's query groups (issue 18), ``"task"`` (``metadata.task``) or
+    ``"cluster:K"`` (k-means of base-encoder embeddings), ``maw_gym.groups``; set exactly when
+    ``specialisation="groups"``."""
+    group_mix: float = field(default=1.0, metadata=KEY_OMITS_DEFAULT)
+    """ρ of the ground-truth tier: the share of each depth's training weight drawn from the
+    other groups' queries; 0 trains each depth on its own group only, 1 every depth on every
+    query alike (``maw_gym.groups.group_loss_weights``)."""
     seed: int = 0
     """Seed of every model's initialisation and training."""
 
@@ -169,6 +181,35 @@ class EncoderSpec:
             )
         if min(self.temperature_spread, self.locality, self.diversity_weight) < 0:
             raise ValueError("temperature_spread, locality and diversity_weight must be >= 0")
+        if bool(self.groups) != (self.specialisation == "groups"):
+            raise ValueError(
+                f"groups={self.groups!r} with specialisation={self.specialisation!r}: set "
+                "specialisation=groups together with groups=task or groups=cluster:K"
+            )
+        if self.groups:
+            clusters = parse_group_source(self.groups)
+            if clusters is not None and clusters > self.depth:
+                raise ValueError(
+                    f"groups={self.groups!r}: {clusters} groups need depth >= {clusters}, "
+                    f"got depth={self.depth}"
+                )
+        if not 0.0 <= self.group_mix <= 1.0:
+            raise ValueError(f"group_mix={self.group_mix}: expected a value in [0, 1]")
+        if self.group_mix != 1.0 and not self.groups:
+            raise ValueError(
+                f"group_mix={self.group_mix} needs specialisation=groups with groups=task or "
+                "groups=cluster:K"
+            )
+
+
+def parse_group_source(source: str) -> int | None:
+    """``"task"`` -> None, ``"cluster:K"`` -> K (K >= 2); anything else is refused."""
+    if source == "task":
+        return None
+    kind, _, count = source.partition(":")
+    if kind == "cluster" and count.isdigit() and int(count) >= 2:
+        return int(count)
+    raise ValueError(f"groups={source!r}: expected 'task' or 'cluster:K' with K >= 2")
 
 
 @dataclass(frozen=True)
@@ -212,13 +253,21 @@ def field_owners() -> dict[str, str]:
     """Field name -> the preset attribute of the spec that owns it."""
     owners: dict[str, str] = {}
     for attribute, spec in STAGE_SPECS.items():
-        for field in fields(spec):
-            if field.name in owners:
-                raise AssertionError(f"field {field.name!r} in two stage specs")
-            owners[field.name] = attribute
+        for item in fields(spec):
+            if item.name in owners:
+                raise AssertionError(f"field {item.name!r} in two stage specs")
+            owners[item.name] = attribute
     return owners
 
 
 def spec_dict(spec: Any) -> dict[str, Any]:
-    """A spec's fields as a dict (for cache keys and run records)."""
-    return {field.name: getattr(spec, field.name) for field in fields(spec)}
+    """A spec's fields as a dict (for cache keys and run records); a field marked
+    :data:`KEY_OMITS_DEFAULT` only where it differs from its default. Works on any dataclass
+    (``TrainConfig`` too)."""
+    out = {}
+    for item in fields(spec):
+        value = getattr(spec, item.name)
+        if item.metadata.get("key_omits_default") and value == item.default:
+            continue
+        out[item.name] = value
+    return out

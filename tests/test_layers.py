@@ -35,6 +35,7 @@ CORE_ORDER = (
     ("retrieval",),
     ("base_encoder",),
     ("pipeline",),
+    ("groups",),
     ("encoder",),
     ("tables",),
     ("artifacts",),

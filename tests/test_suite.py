@@ -136,3 +136,54 @@ def test_smoke_suite_end_to_end(tmp_path, monkeypatch, capsys) -> None:
     assert main(["validate", str(task)]) == 0
     assert main([*argv, "--preset", "quick"]) == 2  # a suite names its own preset
     assert "drop --preset" in capsys.readouterr().err
+
+
+def test_the_tier_suite_is_one_task_per_rho_of_ordinary_overrides(tmp_path: Path) -> None:
+    """Issue 18's tier: ρ ∈ {0, 0.25, 0.5, 1} on kjv-tasks at quick, each ρ a task whose
+    leaderboard is an ordinary one on ``--set`` overrides (the same encoder and tables as
+    ``maw-gym tier``); another dataset replaces kjv-tasks unchanged."""
+    from maw_gym_leaderboard.suite import SuiteJob, dial_value, suite_tasks
+
+    tasks = suite_tasks(SuiteJob("tier", None, tmp_path))
+    assert list(tasks) == [
+        f"kjv-tasks--DepthSelection-v3--rho{rho}" for rho in ("0", "0.25", "0.5", "1")
+    ]
+    first = tasks["kjv-tasks--DepthSelection-v3--rho0"]
+    assert (first.dataset, first.preset) == ("kjv-tasks", "quick")
+    assert first.overrides == ("specialisation=groups", "groups=task", "group_mix=0")
+    assert first.resolved().encoder.group_mix == 0.0
+    assert [dial_value(t.overrides, "group_mix") for t in tasks.values()] == [0, 0.25, 0.5, 1]
+    assert "--dataset kjv-tasks --suite tier" in SuiteJob("tier", None, tmp_path).command_line()
+    other = suite_tasks(SuiteJob("tier", "/data/labelled", tmp_path))
+    assert {t.dataset for t in other.values()} == {"/data/labelled"}
+    assert {t.dataset for t in suite_tasks(SuiteJob("smoke-suite", None, tmp_path)).values()} == {
+        "nave-kjv"
+    }
+    assert {"grpo", "ppo", "rllib-ppo", "supervised", "hash", "random"} <= set(first.policies)
+
+
+def test_dose_response_figures_come_from_each_rho_tasks_rows(tmp_path: Path) -> None:
+    from maw_gym_leaderboard.suite import SuiteJob, plot_dose_responses, suite_tasks
+
+    job = SuiteJob("tier", None, tmp_path)
+    tasks = suite_tasks(job)
+    for index, task in enumerate(tasks.values()):
+        if index == 3:
+            continue  # a task not run yet is left out of the figure
+        rows = [
+            {
+                "policy": name,
+                "kind": kind,
+                **{
+                    f"closed_gap_{metric}{end}": 0.5 - 0.1 * index + shift
+                    for metric in ("return", "ndcg")
+                    for end, shift in (("", 0.0), ("_ci_low", -0.1), ("_ci_high", 0.1))
+                },
+            }
+            for name, kind in (("grpo", "policy"), ("ceiling-ridge", "ceiling"))
+        ]
+        write_json(task.out / "leaderboard.json", rows)
+    written = plot_dose_responses(job, tasks)
+    assert [p.name for p in written] == ["dose-response-return.png", "dose-response-ndcg.png"]
+    assert all(p.stat().st_size > 0 for p in written)
+    assert plot_dose_responses(SuiteJob("smoke-suite", None, tmp_path), {}) == []

@@ -17,14 +17,15 @@ from maw_gym_leaderboard.command import (
 )
 from maw_gym_leaderboard.policies import ALL_POLICIES
 from maw_gym_leaderboard.run import DEFAULT_ENV, LeaderboardJob, run_leaderboard
-from maw_gym_leaderboard.suite import SUITES, SuiteJob, run_suite
+from maw_gym_leaderboard.suite import DEFAULT_DATASET, SUITES, SuiteJob, run_suite
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
-        default="nave-kjv",
-        help="BEIR dataset: embedded name, public BEIR name, or folder path",
+        default=None,
+        help="BEIR dataset: embedded name, public BEIR name, or folder path (default: "
+        f"{DEFAULT_DATASET}; with --suite, the suite's own where it names one)",
     )
     add_preset_arguments(parser, default=None, default_help="quick; with --suite, the suite's")
     parser.add_argument(
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.add_dataset:
         raise ValueError("--add-dataset needs --suite")
     job = LeaderboardJob(
-        dataset=args.dataset,
+        dataset=args.dataset or DEFAULT_DATASET,
         preset=args.preset or "quick",
         out=args.out,
         overrides=tuple(args.overrides),

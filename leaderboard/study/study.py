@@ -46,6 +46,7 @@ from maw_gym.encoder.train import table_models
 from maw_gym.metrics import ndcg_at_10
 from maw_gym.pipeline import SplitInputs, encoder_and_router_parts, sampled_split, split_inputs
 from maw_gym.presets import Preset
+from maw_gym.specs import spec_dict
 from maw_gym.stats import paired_difference
 from maw_gym.tables import Tables
 from maw_gym_leaderboard.study.report import (
@@ -98,8 +99,8 @@ def _train(
     """Train one model, or load it from the study cache (keyed by everything it depends on),
     so that ``--worker`` processes can train a study's models in parallel beforehand."""
     key = stable_hash(
-        dataclasses.asdict(architecture),
-        dataclasses.asdict(config),
+        spec_dict(architecture),
+        spec_dict(config),
         train.model_key(),
         dev.model_key(),
     )
@@ -145,14 +146,18 @@ def _interval(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
 
 def seed_control(
-    preset: Preset, parts: dict[str, SplitInputs]
+    preset: Preset, parts: dict[str, SplitInputs], optimisation: dict[str, Any] | None = None
 ) -> tuple[dict[str, np.ndarray], MAWReranker]:
     """Per split, (N, K) NDCG@10 of D (``EncoderSpec.depth``) NON-MAW seeds, and seed 0's
-    model (the NON-MAW twin of every variant)."""
+    model (the NON-MAW twin of every variant). ``optimisation`` changes their ``TrainConfig``
+    (batch size, learning rate, epochs) to match a MAW encoder's (the ground-truth tier's,
+    ``maw_gym.groups.EXPERT_TRAINING``): how much models differ per query depends on how they
+    were trained."""
     per_split: dict[str, list[np.ndarray]] = {"dev": [], "test": []}
     models = []
     for seed in range(preset.encoder.depth):
         architecture, config = _model(preset, "nonmaw_0", seed)
+        config = dataclasses.replace(config, **(optimisation or {}))
         models.append(
             _train(architecture, config, parts["encoder"], parts["dev"], f"nonmaw {seed}")
         )

@@ -18,11 +18,19 @@ def write_beir_folder(
     corpus: dict[str, dict[str, str]],
     queries: dict[str, str],
     qrels: dict[str, dict[str, dict[str, int]]],
+    query_metadata: dict[str, dict[str, str]] | None = None,
 ) -> Path:
-    """Write ``corpus``, ``queries`` and ``qrels`` (split -> query id -> doc id -> grade)."""
+    """Write ``corpus``, ``queries`` and ``qrels`` (split -> query id -> doc id -> grade), and
+    each query's ``metadata`` where ``query_metadata`` gives one (e.g. ``{"task": "web"}``)."""
     root = Path(root)
+    metadata = query_metadata or {}
     corpus_lines = [json.dumps({"_id": doc_id, **doc}) for doc_id, doc in corpus.items()]
-    query_lines = [json.dumps({"_id": qid, "text": text}) for qid, text in queries.items()]
+    query_lines = [
+        json.dumps(
+            {"_id": qid, "text": text, **({"metadata": metadata[qid]} if qid in metadata else {})}
+        )
+        for qid, text in queries.items()
+    ]
     _write_lines(root / CORPUS_FILE, corpus_lines)
     _write_lines(root / QUERIES_FILE, query_lines)
     for split, judged in qrels.items():

@@ -48,7 +48,12 @@ which every depth learns every query; the router learns to predict that assignme
 observation (cross-entropy), which makes the assignment something the observation can tell
 apart. The projections, the CLS head and the shared score head are a trunk every query trains.
 ``diversity_weight`` adds the mean pairwise correlation of the depths' candidate scores to the
-loss (negative correlation learning). Not done: query/document segment restriction per depth
+loss (negative correlation learning). ``specialisation="groups"`` is the ground-truth tier
+(issue 18): every depth's listwise loss on a query is weighted by ``maw_gym.groups``'
+``group_loss_weights`` (its own group's depths only at ``group_mix`` 0, every depth alike at 1;
+every depth alike during the warm-up), so depths become experts on known query groups by
+construction; the router learns to predict each query's own depths from the observation, as
+under ``sinkhorn``. Not done: query/document segment restriction per depth
 (the states cache holds no token types; ``locality`` approximates it from the CLS row), and MAW
 inside the base encoder (the base encoder stays frozen).
 Whether any of this makes routing pay is measured by ``maw-gym encoder study``.
@@ -68,7 +73,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -78,9 +83,10 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from maw_gym.encoder.attention import MAWAttention, NonMAWAttention, compress_attention
+from maw_gym.groups import group_loss_weights
 from maw_gym.metrics import depth_scores, ndcg_at_10
 from maw_gym.pipeline import SplitInputs
-from maw_gym.specs import Specialisation
+from maw_gym.specs import KEY_OMITS_DEFAULT, Specialisation
 
 AttentionKind = Literal["maw", "nonmaw"]
 
@@ -101,11 +107,15 @@ class TrainConfig:
     """AdamW weight decay."""
     specialisation: Specialisation = "router"
     """How a MAW layer chooses the depth a training query uses: ``router`` (straight-through
-    Gumbel router), ``random``, or ``sinkhorn`` (balanced hard assignment, see
-    :func:`sinkhorn_assignment`; the router learns to predict it)."""
+    Gumbel router), ``random``, ``sinkhorn`` (balanced hard assignment, see
+    :func:`sinkhorn_assignment`; the router learns to predict it) or ``groups`` (each query's
+    group's depths, weighted by ``group_mix``; the inputs must carry groups)."""
     warmup_epochs: int = 1
     """Epochs before specialisation starts (random depth for ``router``, every depth on every
-    query for ``sinkhorn``)."""
+    query for ``sinkhorn`` and ``groups``)."""
+    group_mix: float = field(default=1.0, metadata=KEY_OMITS_DEFAULT)
+    """ρ of ``groups`` specialisation (``EncoderSpec.group_mix``); left out of cache keys at
+    its default, so every model trained before the tier keeps its key."""
     diversity_weight: float = 0.0
     """Weight of the diversity term: mean pairwise correlation of the depths' candidate
     scores (:func:`depth_correlation`), minimised so that depths rank differently."""
@@ -350,6 +360,8 @@ class QueryBatch:
     first_stage: Tensor  # (Bq, C, F): z(bm25), and z(cos) where the inputs carry it
     candidate_mask: Tensor  # (Bq, C)
     relevance: Tensor  # (Bq, C)
+    groups: Tensor | None = None  # (Bq,) int64 query groups, where the inputs carry them
+    group_count: int = 0  # G, the number of groups (0 without groups)
 
     @classmethod
     def from_inputs(
@@ -376,10 +388,15 @@ class QueryBatch:
             ),
             candidate_mask=candidate_mask,
             relevance=torch.from_numpy(inputs.relevance[index]),
+            groups=None if inputs.groups is None else torch.from_numpy(inputs.groups.index[index]),
+            group_count=0 if inputs.groups is None else inputs.groups.count,
         )
         if device is None or device.type == "cpu":
             return batch
-        return QueryBatch(*(getattr(batch, f.name).to(device) for f in dataclasses.fields(batch)))
+        tensors = {f.name: getattr(batch, f.name) for f in dataclasses.fields(batch)}
+        return dataclasses.replace(
+            batch, **{k: v.to(device) for k, v in tensors.items() if isinstance(v, Tensor)}
+        )
 
     def leading(self, count: int) -> QueryBatch:
         """The batch restricted to each query's first ``count`` (top BM25) candidates."""
@@ -387,8 +404,13 @@ class QueryBatch:
         k = min(count, c)
         x = self.x.view(bq, c, *self.x.shape[1:])[:, :k].reshape(bq * k, *self.x.shape[1:])
         mask = self.mask.view(bq, c, -1)[:, :k].reshape(bq * k, -1)
-        return QueryBatch(
-            x, mask, self.first_stage[:, :k], self.candidate_mask[:, :k], self.relevance[:, :k]
+        return dataclasses.replace(
+            self,
+            x=x,
+            mask=mask,
+            first_stage=self.first_stage[:, :k],
+            candidate_mask=self.candidate_mask[:, :k],
+            relevance=self.relevance[:, :k],
         )
 
     @property
@@ -483,6 +505,24 @@ def _router_logits(model: MAWReranker, batch: QueryBatch) -> Tensor:
     return model.router(observation)
 
 
+def _group_loss(model: MAWReranker, batch: QueryBatch, losses: Tensor, mix: float) -> Tensor:
+    """``groups`` specialisation: each query's per-depth losses (Bq, D) weighted by
+    ``group_loss_weights`` at ``mix``, plus the router's cross-entropy against the query's own
+    depths (so the observation, never the group, is what it routes by)."""
+    if batch.groups is None:
+        raise ValueError(
+            "specialisation='groups' needs training inputs with query groups "
+            "(maw_gym.groups.with_groups; EncoderSpec.groups)"
+        )
+    index = batch.groups.cpu().numpy()
+    weights = group_loss_weights(index, batch.group_count, model.depth, mix)
+    loss = (torch.from_numpy(weights).to(losses) * losses).sum(1).mean()
+    if model.router is None:
+        return loss
+    own = torch.from_numpy(group_loss_weights(index, batch.group_count, model.depth, 0.0))
+    return loss + F.cross_entropy(_router_logits(model, batch), own.to(losses))
+
+
 def training_step(
     model: MAWReranker,
     batch: QueryBatch,
@@ -524,6 +564,8 @@ def training_step(
             loss = loss + F.cross_entropy(_router_logits(model, batch), assignment)
     elif mode == "sinkhorn":
         loss = losses.mean()  # warm-up: every depth learns to rank every query
+    elif mode == "groups":
+        loss = _group_loss(model, batch, losses, config.group_mix if specialise else 1.0)
     else:
         chosen = torch.randint(depth, (bq,), generator=generator).to(device)
         loss = losses[torch.arange(bq, device=device), chosen].mean()

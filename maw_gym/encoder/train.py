@@ -14,7 +14,9 @@ from (``maw_gym.pipeline.router_queries``).
 The encoder the tables read (:func:`table_models`), on the same frozen base-encoder states:
 
 - ``maw``: one MAW layer trained with the spec's depth levers (``depth_heads``,
-  ``temperature_spread``, ``locality``, ``specialisation``, ``diversity_weight``);
+  ``temperature_spread``, ``locality``, ``specialisation``, ``diversity_weight``; under
+  ``specialisation="groups"``, the ground-truth tier, its depths are experts on the spec's
+  query groups at ρ = ``group_mix``, trained with :data:`maw_gym.groups.EXPERT_TRAINING`);
 - ``nonmaw_0``: the NON-MAW twin (standard attention, same size otherwise);
 - ``stack``: an ``EncoderSpec.layers``-layer MAW stack for ``MAW/LayerwiseDepth`` (if layers > 1).
 
@@ -31,7 +33,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ from maw_gym.cache import (
 )
 from maw_gym.device import resolve_device
 from maw_gym.encoder.reranker import MAWReranker, RerankerConfig, TrainConfig, train_reranker
+from maw_gym.groups import EXPERT_TRAINING, with_groups
 from maw_gym.pipeline import (
     SplitInputs,
     encoder_and_router_parts,
@@ -99,7 +102,11 @@ def table_models(spec: EncoderSpec, inputs: InputsSpec) -> Models:
                 locality=spec.locality,
             ),
             dataclasses.replace(
-                base, specialisation=spec.specialisation, diversity_weight=spec.diversity_weight
+                base,
+                specialisation=spec.specialisation,
+                diversity_weight=spec.diversity_weight,
+                group_mix=spec.group_mix,
+                **(EXPERT_TRAINING if spec.specialisation == "groups" else {}),
             ),
         ),
     }
@@ -137,8 +144,9 @@ def control_models(spec: EncoderSpec, inputs: InputsSpec, controls: ControlSpec)
 def encoder_config(dataset: str, inputs: InputsSpec, spec: EncoderSpec, models: Models) -> dict:
     """What an encoder directory is a function of (its name hashes this): its spec, the keys of
     the train and dev inputs it reads, the router-train share held out, and every model's full
-    architecture and training settings, defaults included (a changed default changes the key).
-    No model is loaded to compute it."""
+    architecture and training settings, defaults included (a changed default changes the key;
+    a field added later and marked ``KEY_OMITS_DEFAULT`` enters it only where it is set, see
+    ``maw_gym.specs.spec_dict``). No model is loaded to compute it."""
     return {
         "version": ENCODER_VERSION,
         "dataset": sampled_split(dataset, "train", inputs.data).dataset,
@@ -147,7 +155,7 @@ def encoder_config(dataset: str, inputs: InputsSpec, spec: EncoderSpec, models: 
         "router_fraction": inputs.data.router_fraction,
         "encoder": spec_dict(spec),
         "models": {
-            name: {"model": asdict(model), "train": asdict(train)}
+            name: {"model": spec_dict(model), "train": spec_dict(train)}
             for name, (model, train) in models.items()
         },
     }
@@ -311,7 +319,7 @@ def train_encoder(
                     f"{directory}: holds an encoder with a different config; "
                     "choose another --out or delete it"
                 )
-        _train_all(config, dataset, inputs, models, directory, device)
+        _train_all(config, dataset, inputs, spec, models, directory, device)
     return directory
 
 
@@ -319,17 +327,20 @@ def _train_all(
     config: dict[str, Any],
     dataset: str,
     inputs: InputsSpec,
+    spec: EncoderSpec,
     models: Models,
     directory: Path,
     device: str,
 ) -> None:
     """Train every model (deterministically: bit-identical results for equal inputs) and write
-    ``checkpoint.pt`` then ``config.json``, the latter marking the directory finished."""
+    ``checkpoint.pt`` then ``config.json``, the latter marking the directory finished. The
+    train queries carry their groups where ``spec`` asks for them (the ground-truth tier)."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    train, _ = encoder_and_router_parts(
-        split_inputs(dataset, "train", inputs, device=device), inputs.data.router_fraction
+    train_split = with_groups(
+        split_inputs(dataset, "train", inputs, device=device), dataset, inputs, spec
     )
+    train, _ = encoder_and_router_parts(train_split, inputs.data.router_fraction)
     dev = split_inputs(dataset, "dev", inputs, device=device)
     timings["inputs_seconds"] = time.perf_counter() - started
     states, logs = {}, {}
