@@ -183,6 +183,42 @@ def test_row_outputs_match_full_attention(layer, inputs) -> None:
         layer.row_outputs(x, mask, row=L)
 
 
+@pytest.mark.parametrize("row", [0, -1])
+def test_row_readout_equals_read_out_row_outputs(layer, inputs, row) -> None:
+    """The folded read-out (no key or value projection) equals row_outputs read out, for one
+    read-out per depth or one shared by all depths: values and every parameter's gradient."""
+    x, mask = inputs
+    generator = torch.Generator().manual_seed(7)
+    layer.train()  # dropout is 0: train mode only makes autograd record both paths alike
+    for depths in (DEPTH, 1):
+        readout = torch.randn(depths, HEADS, HEAD_DIM, generator=generator)
+        upstream = torch.randn(B, DEPTH, HEADS, generator=generator)
+        gradients = []
+        for path in ("folded", "rows"):
+            layer.zero_grad()
+            if path == "folded":
+                read = layer.row_readout(x, mask, readout, row=row)
+            else:
+                read = (layer.row_outputs(x, mask, row=row) * readout).sum(-1)
+            (read * upstream).sum().backward()
+            # out_proj is in neither path (the read-out replaces it): no gradient.
+            gradients.append({n: p.grad for n, p in layer.named_parameters() if "out" not in n})
+            if path == "folded":
+                folded = read.detach()
+        torch.testing.assert_close(folded, read.detach(), atol=1e-5, rtol=0)
+        for name, gradient in gradients[0].items():
+            torch.testing.assert_close(gradient, gradients[1][name], atol=1e-4, rtol=1e-4)
+
+
+def test_row_readout_of_nonmaw_is_its_attention_row(inputs) -> None:
+    x, mask = inputs
+    torch.manual_seed(4)
+    baseline = NonMAWAttention(HIDDEN, HEADS, 1, HEAD_DIM).eval()
+    readout = torch.randn(1, HEADS, HEAD_DIM)
+    expected = (baseline.row_outputs(x, mask) * readout).sum(-1)  # (B, 1, H)
+    torch.testing.assert_close(baseline.row_readout(x, mask, readout), expected, atol=1e-5, rtol=0)
+
+
 def test_gradients_reach_depth_transforms(layer, inputs) -> None:
     x, mask = inputs
     layer.train()
@@ -251,10 +287,19 @@ def test_nonmaw_equals_sdpa_and_identity_maw(inputs) -> None:
 
 @pytest.mark.parametrize("depth_chunk", [1, 3, DEPTH])
 @pytest.mark.parametrize("pool", [2, 4, 9])
-def test_streaming_compress_equals_materialised_reference(layer, inputs, depth_chunk, pool):
+@pytest.mark.parametrize("focus_fraction", [0.1, 0.5])
+def test_streaming_compress_equals_materialised_reference(
+    layer, inputs, depth_chunk, pool, focus_fraction
+):
+    """At focus 0.5 the items (5, 1 and 6 valid tokens) read 3, 1 and 3 top keys: two groups,
+    the one-token item's cut to width 1, each scattered back to its rows."""
     x, mask = inputs
-    streamed = compress_attention(layer, x, mask, pool=pool, depth_chunk=depth_chunk)
-    reference = compress_attention_reference(layer, x, mask, pool=pool)
+    streamed = compress_attention(
+        layer, x, mask, pool=pool, depth_chunk=depth_chunk, focus_fraction=focus_fraction
+    )
+    reference = compress_attention_reference(
+        layer, x, mask, pool=pool, focus_fraction=focus_fraction
+    )
     assert streamed["observation"].shape == (B, DEPTH, HEADS, pool, pool)
     assert streamed["entropy"].shape == streamed["focus"].shape == (B, DEPTH, HEADS)
     for name in ("observation", "entropy", "focus"):

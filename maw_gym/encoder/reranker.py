@@ -280,12 +280,13 @@ class MAWReranker(nn.Module):
         self._check_first_stage(first_stage)
         x = self.last_input(x, mask, lower_depths)
         last = self.layers[-1]
-        rows = last.row_outputs(x, mask)  # (B, D, H, head_dim)
-        # (H, head_dim): u_hᵀ W_o,h for each head.
-        head_weight = (self.score_weight @ last.out_proj.weight).view(self.heads, self.head_dim)
-        parts = (rows * head_weight).sum(-1) + self._expert_parts(rows, first_stage)  # (B, D, H)
+        # (1, H, head_dim): u_hᵀ W_o,h for each head; (D, H, head_dim) with depth heads.
+        readout = (self.score_weight @ last.out_proj.weight).view(1, self.heads, self.head_dim)
+        if self.depth_head is not None:
+            readout = readout + self.depth_head
+        parts = last.row_readout(x, mask, readout) + self._first_stage_parts(first_stage)
         base = self._depth_free(x, first_stage) + self.score_weight @ last.out_proj.bias
-        return base, parts
+        return base, parts  # (B,), (B, D, H)
 
     @property
     def first_stage_features(self) -> int:
@@ -301,15 +302,16 @@ class MAWReranker(nn.Module):
                 "StatesSpec.semantic"
             )
 
-    def _expert_parts(self, rows: Tensor, first_stage: Tensor) -> Tensor | float:
-        """(B, D, H) depth-specific score heads' share of each part (0 without them)."""
+    def _first_stage_parts(self, first_stage: Tensor) -> Tensor | float:
+        """(B, D, 1) each depth's own first-stage weights' share of every head's part (0
+        without depth heads): ``(β_d·z(bm25) [+ η_d·z(cos)]) / H``."""
         if self.depth_head is None or self.depth_bm25 is None:
             return 0.0
         weights = [self.depth_bm25]
         if self.depth_semantic is not None:
             weights.append(self.depth_semantic)
         per_depth = first_stage @ torch.stack(weights, dim=1).T  # (B, D)
-        return (rows * self.depth_head).sum(-1) + per_depth[:, :, None] / self.heads
+        return per_depth[:, :, None] / self.heads
 
     def _depth_free(self, x: Tensor, first_stage: Tensor) -> Tensor:
         weights = [self.bm25_weight]
@@ -338,7 +340,9 @@ class MAWReranker(nn.Module):
         score = out[:, 0] @ self.score_weight + self._depth_free(x, first_stage)
         if self.depth_head is not None:
             weights = last._weights_per_head(x.shape[0], depth_index, depth_weights)  # (B, H, D)
-            expert = self._expert_parts(last.row_outputs(x, mask), first_stage)  # (B, D, H)
+            # (B, D, H) through row_outputs, not score_terms' read-out, so tests compare two paths.
+            own_heads = (last.row_outputs(x, mask) * self.depth_head).sum(-1)
+            expert = own_heads + self._first_stage_parts(first_stage)
             score = score + (weights.transpose(1, 2) * expert).sum((1, 2))
         return score
 
