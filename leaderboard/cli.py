@@ -12,7 +12,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from maw_gym_leaderboard.command import run_command
+from maw_gym_leaderboard.command import log_to_stderr, run_command, sleep_waiting_threads
 
 #: name -> one-line help; each runs ``maw_gym_leaderboard.commands.<name>``.
 SUBCOMMANDS: dict[str, str] = {
@@ -63,6 +63,8 @@ def resolve_paths(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sleep_waiting_threads()  # before build_parser imports a subcommand's module (and torch)
+    log_to_stderr()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = resolve_paths(build_parser(argv).parse_args(argv))
     return run_command(f"maw-gym {argv[0]}", lambda: args._run(args), argv[0] in RESUMABLE)

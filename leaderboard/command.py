@@ -12,20 +12,63 @@ Every ``maw-gym`` subcommand (``maw_gym_leaderboard.cli``) runs its work through
 Its argparse types (:func:`positive_int`, :func:`env_id`, :func:`output_dir`,
 :func:`output_file`, :func:`ray_address`) refuse bad values while the arguments are parsed,
 before any work: argparse prints one line and exits 2.
+
+Before anything imports torch, the entry point (``maw_gym_leaderboard.cli``) calls
+:func:`sleep_waiting_threads`, and :func:`log_to_stderr` to show what each long stage does
+(``maw_gym.progress``); so this module imports no torch itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from maw_gym.device import DEVICE_CHOICES
 from maw_gym.presets import PRESETS, Preset, resolve_preset
 from maw_gym.signals import Terminated, raise_terminated
+
+#: Loggers whose INFO lines the command-line tools show (the three layers' packages).
+LOGGERS = ("maw_gym", "maw_gym_agents", "maw_gym_leaderboard")
+
+
+def sleep_waiting_threads() -> None:
+    """Make torch's OpenMP threads sleep, not spin, while they wait for each other
+    (``OMP_WAIT_POLICY=PASSIVE``, unless the user set a policy).
+
+    Why: where cores are shared (this project's machine: 2 cores, several jobs), a thread that
+    spins at a barrier burns the core its partner needs. MiniLM states ran at 24 pairs/s with
+    libgomp's default policy and 73 with this one, 1 thread at 84 (issue 20, load average 7).
+    libgomp reads the variable once, when torch loads it, so this must run before torch is
+    imported; child processes (Ray workers, agent runs) inherit it.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class _TqdmWrite(logging.Handler):
+    """Writes records with ``tqdm.write``, so that a line does not break a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm.auto import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging's contract: a handler never raises
+            self.handleError(record)
+
+
+def log_to_stderr() -> None:
+    """Show the packages' INFO lines (each long stage's opening line, warnings) on stderr,
+    once per process; other libraries' loggers are left as they are."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(handler, _TqdmWrite) for handler in logger.handlers):
+            logger.addHandler(_TqdmWrite())
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
 
 
 def run_command(prog: str, work: Callable[[], int], resumable: bool) -> int:
@@ -137,6 +180,8 @@ def preset_from_args(args: argparse.Namespace) -> Preset:
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """The shared ``--device`` option (resolved later with ``maw_gym.device.resolve_device``)."""
+    from maw_gym.device import DEVICE_CHOICES  # imports torch: after sleep_waiting_threads
+
     parser.add_argument(
         "--device",
         default="auto",

@@ -11,18 +11,20 @@ with ``local_files_only=True`` so it works offline.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from maw_gym.cache import CORRUPT_ERRORS, atomic_path, cache_dir, file_hash, locked, stable_hash
 from maw_gym.device import half_autocast, resolve_device
+from maw_gym.progress import announce, progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ _DEFAULT_ALIASES = (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
 _CHUNK = 4096
 # Files whose bytes define a local model for cache keys (weights, config, tokenizer).
 _MODEL_FILE_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model")
+#: ``BaseEncoder(precision=...)`` -> the CPU autocast dtype (None: plain float32).
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 class ModelLoadError(OSError):
@@ -50,6 +54,12 @@ class BaseEncoder:
         batch_size: pairs per forward pass.
         device: ``auto``, ``cpu`` or ``cuda`` (:func:`maw_gym.device.resolve_device`); on a GPU
             the forward pass runs under half-precision autocast (states are float16 anyway).
+        precision: ``float32`` (the default), or ``bfloat16``: the CPU forward pass under
+            bfloat16 autocast, 2.5× faster where the CPU multiplies bf16 natively (AMX;
+            measured in ``scripts/bench_pipeline.py``), at about 1 float16 ulp of difference
+            per state value (docs/scale.md); anywhere else, slower. Part of :attr:`model_id`
+            (so of every cache key) when not ``float32``. Ignored on a GPU, which always uses
+            half precision.
     """
 
     def __init__(
@@ -58,6 +68,7 @@ class BaseEncoder:
         max_length: int = 64,
         batch_size: int = 32,
         device: str = "cpu",
+        precision: str = "float32",
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
@@ -65,10 +76,13 @@ class BaseEncoder:
             raise ValueError(f"max_length={max_length}: expected at least 4 tokens")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: expected a positive integer")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}: choose one of {sorted(PRECISIONS)}")
         source, local, _ = _resolve_model(model)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
-            self.model = AutoModel.from_pretrained(source, local_files_only=local).eval()
+            with _quiet_weight_loading():
+                self.model = AutoModel.from_pretrained(source, local_files_only=local).eval()
         except OSError as error:
             if local:
                 raise ModelLoadError(f"model folder {source}: cannot load it ({error})") from None
@@ -82,12 +96,16 @@ class BaseEncoder:
         self.max_length = max_length
         self.batch_size = batch_size
         self.hidden_size: int = self.model.config.hidden_size
+        self.precision = precision
         self.model_id = base_model_id(model)
+        if precision != "float32":  # float32 states keep the keys they had before the option
+            self.model_id += f"-{precision}"
 
     def encode_pairs(
-        self, queries: list[str], docs: list[str], desc: str = "encoding pairs"
+        self, queries: list[str], docs: list[str], desc: str = "pairs"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Last hidden states of each ``[CLS] query [SEP] doc [SEP]`` pair, cached on disk.
+        ``desc`` names the pairs in the progress line and bar (e.g. ``nave-kjv/dev shard 1/1``).
 
         Returns ``states`` float16 ``(N, max_length, hidden_size)`` (a read-only memory map of
         the cache file, so a split's states need not fit in memory) and ``mask`` bool
@@ -104,6 +122,7 @@ class BaseEncoder:
             except CORRUPT_ERRORS as error:
                 if states_path.exists() or mask_path.exists():
                     logger.warning("rebuilding %s: %s", states_path, error)
+            announce(logger, "states", f"encoding {len(queries):,} {desc}", states_path)
             with atomic_path(states_path) as states_tmp:
                 states = np.lib.format.open_memmap(
                     states_tmp, mode="w+", dtype=np.float16, shape=(*shape, self.hidden_size)
@@ -117,7 +136,7 @@ class BaseEncoder:
                     np.save(handle, mask)  # a handle: np.save would append ".npy" to a path
             return self._read_states(states_path, mask_path, shape)
 
-    def embed(self, texts: list[str], desc: str = "embedding texts") -> np.ndarray:
+    def embed(self, texts: list[str], desc: str = "texts") -> np.ndarray:
         """(N, hidden) float32 unit-norm sentence embeddings of ``texts``, each encoded alone:
         the mean of its last hidden states over real tokens, normalised, as all-MiniLM-L6-v2
         was trained to be used (sentence-transformers' pooling), so dot products are the
@@ -134,12 +153,13 @@ class BaseEncoder:
             except CORRUPT_ERRORS as error:
                 if path.exists():
                     logger.warning("rebuilding %s: %s", path, error)
+            announce(logger, "embeddings", f"embedding {len(texts):,} {desc}", path)
             embedded = np.zeros(shape, dtype=np.float32)
             order = np.argsort([len(text) for text in texts], kind="stable")
             with (
                 torch.inference_mode(),
-                half_autocast(self.device),
-                tqdm(total=len(texts), desc=desc, unit="text", disable=None) as bar,
+                self._autocast(),
+                progress_bar(total=len(texts), desc=f"embeddings {desc}", unit="text") as bar,
             ):
                 for start in range(0, len(texts), self.batch_size):
                     rows = order[start : start + self.batch_size]
@@ -174,7 +194,7 @@ class BaseEncoder:
         return states, mask
 
     def compute_pairs(
-        self, queries: list[str], docs: list[str], desc: str = "encoding pairs"
+        self, queries: list[str], docs: list[str], desc: str = "pairs"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`encode_pairs`, in memory and without the cache (e.g. for benchmarks)."""
         _check_pairs(queries, docs)
@@ -194,8 +214,8 @@ class BaseEncoder:
         """Fill ``states``/``mask`` rows, batching pairs of similar length together."""
         with (
             torch.inference_mode(),
-            half_autocast(self.device),
-            tqdm(total=len(queries), desc=desc, unit="pair", disable=None) as bar,
+            self._autocast(),
+            progress_bar(total=len(queries), desc=f"states {desc}", unit="pair") as bar,
         ):
             for chunk_start in range(0, len(queries), _CHUNK):
                 chunk = slice(chunk_start, chunk_start + _CHUNK)
@@ -223,6 +243,28 @@ class BaseEncoder:
                     states[out_rows, :width] = hidden.to(torch.float16).cpu().numpy()
                     mask[out_rows, :width] = batch_mask.cpu().numpy()
                     bar.update(len(rows))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Half precision on a GPU; on CPU, bfloat16 autocast if asked (``precision``)."""
+        if self.device.type != "cpu":
+            return half_autocast(self.device)
+        dtype = PRECISIONS[self.precision]
+        return torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _quiet_weight_loading() -> Iterator[None]:
+    """transformers' "Loading weights" bar off while MiniLM loads: it takes well under a second
+    and was the last line printed before minutes of silent encoding (issue 19)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 def base_model_id(model: str | Path | None = None) -> str:

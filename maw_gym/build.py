@@ -39,6 +39,7 @@ from maw_gym.pipeline import (
     sampled_split,
 )
 from maw_gym.presets import Preset, get_preset
+from maw_gym.progress import announce
 from maw_gym.specs import SPLITS, EncoderSpec, InputsSpec, spec_dict
 from maw_gym.tables import Tables
 
@@ -192,6 +193,8 @@ def get_tables(
                     "rebuilding %s: its meta key %s is not %s", path, tables.meta.get("key"), key
                 )
         shard_dir = path.with_suffix(".shards")
+        work = f"scoring {split} of {dataset} with encoder {Path(encoder_dir).name}"
+        announce(logger, "tables", work, path)
         tables = build_tables(
             dataset, split, inputs, encoder_dir, device, ray_address, shard_dir=shard_dir
         )

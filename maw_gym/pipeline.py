@@ -215,9 +215,9 @@ def split_inputs(
     data = sampled_split(dataset, split, spec.data)
     query_ids = sorted(data.queries)
     if rows is not None:
-        return _shard_inputs(data, query_ids[rows[0] : rows[1]], spec, device)
+        return _shard_inputs(data, query_ids[rows[0] : rows[1]], spec, device, rows)
     shards = [
-        _shard_inputs(data, query_ids[start:stop], spec, device)
+        _shard_inputs(data, query_ids[start:stop], spec, device, (start, stop))
         for start, stop in query_shards(len(query_ids), SHARD_QUERIES)
     ]
     if len(shards) == 1:
@@ -242,8 +242,11 @@ def _base_encoder(max_length: int, device: str):
     return BaseEncoder(max_length=max_length, device=device)
 
 
-def _shard_inputs(data, query_ids: list[str], spec: InputsSpec, device: str) -> SplitInputs:
-    """The inputs of ``query_ids`` of the split ``data`` (a ``maw_gym.data.Split``)."""
+def _shard_inputs(
+    data, query_ids: list[str], spec: InputsSpec, device: str, rows: tuple[int, int]
+) -> SplitInputs:
+    """The inputs of ``query_ids`` (the split's sorted ids ``rows``) of the split ``data`` (a
+    ``maw_gym.data.Split``)."""
     from maw_gym.retrieval import bm25_candidates
 
     c = spec.candidates.candidates
@@ -269,11 +272,13 @@ def _shard_inputs(data, query_ids: list[str], spec: InputsSpec, device: str) -> 
             pair_queries.append(data.queries[qid])
             pair_docs.append(document_text(doc))
     encoder = _base_encoder(spec.states.max_length, device)
-    states, token_mask = encoder.encode_pairs(pair_queries, pair_docs)
+    of = f"{data.dataset}/{data.name}"
+    desc = f"pairs of {of} (queries {rows[0]}-{rows[1] - 1} of {len(data.queries)})"
+    states, token_mask = encoder.encode_pairs(pair_queries, pair_docs, desc)
     length = states.shape[1]
     dense = None
     if spec.states.semantic:
-        dense = _dense_scores(encoder, data, query_ids, candidate_ids.astype(str), mask)
+        dense = _dense_scores(encoder, data, query_ids, candidate_ids.astype(str), mask, of)
     return SplitInputs(
         dataset=data.dataset,
         split=data.name,
@@ -292,13 +297,13 @@ def _shard_inputs(data, query_ids: list[str], spec: InputsSpec, device: str) -> 
 
 
 def _dense_scores(
-    encoder, data, query_ids: list[str], candidate_ids: np.ndarray, mask: np.ndarray
+    encoder, data, query_ids: list[str], candidate_ids: np.ndarray, mask: np.ndarray, of: str
 ) -> np.ndarray:
     """(N, C) float32 cosine between each query's and each candidate's sentence embedding
     (``BaseEncoder.embed``; 0 where masked): the semantic first-stage score."""
     docs = sorted(set(candidate_ids[mask].tolist()))
-    queries = encoder.embed([data.queries[qid] for qid in query_ids], "embedding queries")
-    embedded = encoder.embed([document_text(data.corpus[d]) for d in docs], "embedding documents")
+    queries = encoder.embed([data.queries[qid] for qid in query_ids], f"queries of {of}")
+    embedded = encoder.embed([document_text(data.corpus[d]) for d in docs], f"candidates of {of}")
     row = {doc: i for i, doc in enumerate(docs)}
     rows, cols = np.nonzero(mask)
     dense = np.zeros(mask.shape, dtype=np.float32)

@@ -33,6 +33,7 @@ from maw_gym.cache import (
     write_json,
 )
 from maw_gym.data import Split
+from maw_gym.progress import announce
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +63,11 @@ def bm25_candidates(
 
     def build(tmp: Path) -> None:
         retriever, doc_ids = _load_or_build_index(split.corpus, index_key, stemmer)
+        work = f"ranking {len(query_ids):,} queries of {split.dataset}/{split.name}, top {k}"
+        announce(logger, "bm25", work, results_path)
         query_tokens = _tokenize([split.queries[qid] for qid in query_ids], stemmer)
         doc_indices, scores = retriever.retrieve(
-            query_tokens, k=min(k, len(doc_ids)), show_progress=False
+            query_tokens, k=min(k, len(doc_ids)), show_progress=True
         )
         ranked = {
             qid: [
@@ -94,7 +97,9 @@ def candidates_to_results(
     return {qid: dict(ranked) for qid, ranked in candidates.items()}
 
 
-def _tokenize(texts: list[str], stemmer: str | None) -> list[list[str]]:
+def _tokenize(
+    texts: list[str], stemmer: str | None, show_progress: bool = False
+) -> list[list[str]]:
     import bm25s
     import Stemmer
 
@@ -103,7 +108,7 @@ def _tokenize(texts: list[str], stemmer: str | None) -> list[list[str]]:
         stopwords=STOPWORDS,
         stemmer=Stemmer.Stemmer(stemmer) if stemmer else None,
         return_ids=False,
-        show_progress=False,
+        show_progress=show_progress,
     )
 
 
@@ -122,9 +127,10 @@ def _load_or_build_index(corpus: dict[str, dict[str, str]], index_key: str, stem
                 logger.warning("rebuilding %s: %s", index_dir, error)
                 remove_cache_entry(index_dir)
         doc_ids = list(corpus)
+        announce(logger, "bm25", f"indexing {len(doc_ids):,} documents", index_dir)
         texts = [f"{corpus[d].get('title') or ''} {corpus[d]['text']}" for d in doc_ids]
         retriever = bm25s.BM25()
-        retriever.index(_tokenize(texts, stemmer), show_progress=False)
+        retriever.index(_tokenize(texts, stemmer, show_progress=True), show_progress=True)
         with atomic_path(index_dir, folder=True, place=rename_into_place) as tmp:
             retriever.save(str(tmp))
             write_json(tmp / "doc_ids.json", doc_ids)

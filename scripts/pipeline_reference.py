@@ -3,7 +3,8 @@ that ``bench_pipeline.py`` measures before and after in one process on the same 
 
 Not used by the library. :func:`todays_code` swaps them into ``maw_gym.encoder.reranker`` for
 the length of a block: the MAW score (``MAWReranker.score_terms`` through ``row_outputs``, which
-projects every token's key and value) and the observation (``compress_attention`` over the
+projects every token's key and value, and ``_depth_queries``, which copied the depth
+transforms once per item) and the observation (``compress_attention`` over the
 whole padded batch, ``xlogy`` entropy, sorted ``topk`` focus). The states' reference is
 ``BaseEncoder`` with today's settings (batch 32, float32), which the bench passes explicitly.
 """
@@ -37,8 +38,16 @@ def todays_code() -> Iterator[None]:
     with (
         mock.patch.object(reranker.MAWReranker, "score_terms", score_terms),
         mock.patch.object(reranker, "compress_attention", compress_attention),
+        mock.patch.object(MAWAttention, "_depth_queries", depth_queries),
     ):
         yield
+
+
+def depth_queries(self: MAWAttention, query: Tensor, depths: slice | None = None) -> Tensor:
+    """``MAWAttention._depth_queries`` at ffe2755: a broadcast matmul, which copies the
+    transforms once per item."""
+    side_by_side = self._side_by_side(depths if depths is not None else slice(None))
+    return (query @ side_by_side).unflatten(-1, (-1, self.head_dim))  # (B, H, Lq, D', hd)
 
 
 def score_terms(

@@ -29,7 +29,7 @@ ABOVE_THE_CORE = ("maw_gym_agents", "maw_gym_leaderboard", "agents", "leaderboar
 #: stage and the ones before it. The first row holds the shared utilities (and the package
 #: itself, whose ``__init__`` only registers env ids by name).
 CORE_ORDER = (
-    ("maw_gym", "cache", "signals", "device", "specs", "metrics", "stats", "presets"),
+    ("maw_gym", "cache", "signals", "device", "specs", "metrics", "stats", "presets", "progress"),
     ("ray_connect",),
     ("data",),
     ("retrieval",),

@@ -426,17 +426,19 @@ class MAWAttention(_AttentionBase):
         self.depth_key = nn.Parameter(eye + noise_std * torch.randn(eye.shape))
 
     def _depth_queries(self, query: Tensor, depths: slice | None = None) -> Tensor:
-        depths = depths if depths is not None else slice(None)
-        query_t, key_t = self.depth_query[:, depths], self.depth_key[:, depths]
-        # (H, D', hd, hd): W_q W_kᵀ / (τ_d √hd) per head and depth.
-        scale = self.depth_scale[depths][None, :, None, None] * (self.head_dim**-0.5)
-        transform = (query_t @ key_t.transpose(-1, -2)) * scale
-        heads, n_depth, head_dim, _ = transform.shape
-        # (H, hd, D'·hd): the depths side by side, so one matmul transforms Q for all of them.
-        side_by_side = transform.permute(0, 2, 1, 3).reshape(heads, head_dim, n_depth * head_dim)
+        side_by_side = self._side_by_side(depths if depths is not None else slice(None))
         # An einsum, not ``query @ side_by_side``: matmul would copy the transforms once per item.
         depth_queries = torch.einsum("bhli,hij->bhlj", query, side_by_side)
-        return depth_queries.unflatten(-1, (n_depth, head_dim))  # (B, H, Lq, D', hd)
+        return depth_queries.unflatten(-1, (-1, self.head_dim))  # (B, H, Lq, D', hd)
+
+    def _side_by_side(self, depths: slice) -> Tensor:
+        """(H, hd, D'·hd): ``W_q W_kᵀ / (τ_d √hd)`` per head and depth, the depths side by side,
+        so that one matmul transforms Q for all of them."""
+        query_t, key_t = self.depth_query[:, depths], self.depth_key[:, depths]
+        scale = self.depth_scale[depths][None, :, None, None] * (self.head_dim**-0.5)
+        transform = (query_t @ key_t.transpose(-1, -2)) * scale  # (H, D', hd, hd)
+        heads, n_depth, head_dim, _ = transform.shape
+        return transform.permute(0, 2, 1, 3).reshape(heads, head_dim, n_depth * head_dim)
 
     def _mixed_values(
         self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor, weights: Tensor

@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -80,13 +81,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from maw_gym.encoder.attention import MAWAttention, NonMAWAttention, compress_attention
 from maw_gym.groups import group_loss_weights
 from maw_gym.metrics import depth_scores, ndcg_at_10
 from maw_gym.pipeline import SplitInputs
+from maw_gym.progress import progress_bar
 from maw_gym.specs import KEY_OMITS_DEFAULT, Specialisation
+
+logger = logging.getLogger(__name__)
 
 AttentionKind = Literal["maw", "nonmaw"]
 
@@ -614,7 +617,9 @@ def score_split(
     n, c = inputs.candidate_mask.shape
     out: dict[str, list[np.ndarray]] = {}
     starts = range(0, n, batch_queries)
-    for start in tqdm(starts, desc=progress, disable=progress is None, leave=False):
+    if progress is not None:
+        starts = progress_bar(starts, desc=progress, unit="batch", leave=False)
+    for start in starts:
         index = np.arange(start, min(start + batch_queries, n))
         batch = QueryBatch.from_inputs(inputs, index, device)
         lower = None
@@ -643,7 +648,7 @@ def score_split(
     return SplitScores(**arrays)
 
 
-def routed_ndcg(model: MAWReranker, inputs: SplitInputs) -> float:
+def routed_ndcg(model: MAWReranker, inputs: SplitInputs, progress: str | None = None) -> float:
     """Dev metric for early stopping: NDCG@10 of the model's own choice of depth (its router's
     argmax; the mean over depths without a router). A stack's lower layers use depth
     ``query index mod D`` (one pass over dev, every lower depth equally often)."""
@@ -651,9 +656,9 @@ def routed_ndcg(model: MAWReranker, inputs: SplitInputs) -> float:
     if model.num_layers > 1:
         lower = np.arange(inputs.num_queries)[:, None] % model.depth
         lower = np.repeat(lower, model.num_layers - 1, axis=1)
-        scored = score_split(model, inputs, lower_depths=lower)
+        scored = score_split(model, inputs, lower_depths=lower, progress=progress)
         return float(ndcg_at_10(scored.depth_scores(), rel, ideal, mask).mean())
-    scored = score_split(model, inputs, observe=model.router is not None)
+    scored = score_split(model, inputs, observe=model.router is not None, progress=progress)
     per_depth = ndcg_at_10(scored.depth_scores(), rel, ideal, mask)
     if scored.router_logits is None:
         return float(per_depth.mean())
@@ -702,15 +707,17 @@ def train_epoch(
     device = next(model.parameters()).device
     losses = []
     batches = list(_query_batches(len(teach), config.batch_queries, generator))
-    bar = tqdm(batches, desc=desc, leave=False)
-    for picked in bar:
-        batch = QueryBatch.from_inputs(train, teach[picked], device)
-        loss, logs = training_step(model, batch, config, specialise, generator)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(logs["loss"])
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+    candidates = train.candidate_mask.shape[1]
+    with progress_bar(total=len(teach) * candidates, desc=desc, unit="pair") as bar:
+        for picked in batches:
+            batch = QueryBatch.from_inputs(train, teach[picked], device)
+            loss, logs = training_step(model, batch, config, specialise, generator)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(logs["loss"])
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
+            bar.update(len(picked) * candidates)
     return float(np.mean(losses))
 
 
@@ -742,9 +749,9 @@ def train_reranker(
         started = time.perf_counter()
         specialise = model.depth > 1 and state.epoch >= config.warmup_epochs
         routed = specialise and config.specialisation != "random" and model.router is not None
-        desc = f"{name} epoch {state.epoch + 1}/{config.epochs}"
+        desc = f"encoder {name} epoch {state.epoch + 1}/{config.epochs}"
         loss = train_epoch(model, train, teach, optimizer, config, specialise, generator, desc)
-        metric = routed_ndcg(model, dev)
+        metric = routed_ndcg(model, dev, progress=f"{desc}: dev")
         state.history.append(
             {
                 "epoch": state.epoch + 1,
@@ -755,6 +762,7 @@ def train_reranker(
             }
         )
         state.end_epoch(model, metric, routed, config)
+        logger.info("%s: loss %.4f, dev NDCG@10 %.4f", desc, loss, metric)
         if on_epoch is not None:
             on_epoch(
                 {

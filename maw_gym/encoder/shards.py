@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from maw_gym.cache import atomic_path, make_dirs
+from maw_gym.progress import progress_bar
 from maw_gym.ray_connect import join
 from maw_gym.signals import keeping_sigterm_handler
 from maw_gym.specs import InputsSpec
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 #: Times Ray reruns a shard whose worker died (Ray's default for tasks is 3, too).
 SHARD_RETRIES = 3
 #: Passed to Ray workers so that they read and write the driver's cache.
-FORWARDED_ENV_VARS = ("MAW_GYM_CACHE", "RAY_AUTH_MODE", "TOKENIZERS_PARALLELISM")
+FORWARDED_ENV_VARS = ("MAW_GYM_CACHE", "RAY_AUTH_MODE", "TOKENIZERS_PARALLELISM", "OMP_WAIT_POLICY")
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,9 @@ def scored_arrays(inputs, maw, nonmaw, stack=None) -> dict[str, np.ndarray]:
     per encoder variant with it."""
     from maw_gym.encoder.reranker import score_split
 
-    scored = score_split(maw, inputs, observe=True)
+    of = f"tables {inputs.dataset}/{inputs.split}"
+    scored = score_split(maw, inputs, observe=True, progress=f"{of}: MAW with observations")
+    nonmaw_scored = score_split(nonmaw, inputs, progress=f"{of}: NON-MAW")
     arrays = {
         "query_ids": inputs.query_ids,
         "candidate_ids": inputs.candidate_ids,
@@ -106,7 +108,7 @@ def scored_arrays(inputs, maw, nonmaw, stack=None) -> dict[str, np.ndarray]:
         "score_parts": scored.score_parts,
         "score_base": scored.score_base,
         "bm25_scores": inputs.bm25_scores,
-        "nonmaw_scores": score_split(nonmaw, inputs).depth_scores()[:, 0],
+        "nonmaw_scores": nonmaw_scored.depth_scores()[:, 0],
         "joint_router_logits": scored.router_logits,
     }
     if stack is not None:
@@ -116,6 +118,7 @@ def scored_arrays(inputs, maw, nonmaw, stack=None) -> dict[str, np.ndarray]:
                 inputs,
                 observe=True,
                 lower_depths=np.full((inputs.num_queries, 1), lower),
+                progress=f"{of}: layer 2 over layer-1 depth {lower}",
             )
             for lower in range(stack.depth)
         ]
@@ -135,7 +138,7 @@ def run_shards(
     shards = {job: _read_shard(shard_dir / job.file_name) for job in jobs}
     missing = [job for job, arrays in shards.items() if arrays is None]
     if missing and ray_address is None:
-        for job in tqdm(missing, desc=f"tables {jobs[0].split}: shards", leave=False):
+        for job in progress_bar(missing, desc=f"tables {jobs[0].split}: shards", unit="shard"):
             shards[job] = compute_shard(job)
             _write_shard(shard_dir / job.file_name, shards[job])
     elif missing:
@@ -159,7 +162,9 @@ def _run_on_ray(
     )
     pending = {task.remote(job): job for job in jobs}
     finished = {}
-    with tqdm(total=len(jobs), desc=f"tables {jobs[0].split}: Ray shards", leave=False) as bar:
+    with progress_bar(
+        total=len(jobs), desc=f"tables {jobs[0].split}: Ray shards", unit="shard"
+    ) as bar:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(done[0])

@@ -60,6 +60,7 @@ from maw_gym.pipeline import (
     sampled_split,
     split_inputs,
 )
+from maw_gym.progress import announce
 from maw_gym.specs import ControlSpec, EncoderSpec, InputsSpec, spec_dict
 
 logger = logging.getLogger(__name__)
@@ -319,6 +320,8 @@ def train_encoder(
                     f"{directory}: holds an encoder with a different config; "
                     "choose another --out or delete it"
                 )
+        work = f"training {', '.join(models)} on {dataset}"
+        announce(logger, "encoder", work, directory / "config.json")
         _train_all(config, dataset, inputs, spec, models, directory, device)
     return directory
 
