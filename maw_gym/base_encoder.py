@@ -154,30 +154,35 @@ class BaseEncoder:
                 if path.exists():
                     logger.warning("rebuilding %s: %s", path, error)
             announce(logger, "embeddings", f"embedding {len(texts):,} {desc}", path)
-            embedded = np.zeros(shape, dtype=np.float32)
-            order = np.argsort([len(text) for text in texts], kind="stable")
-            with (
-                torch.inference_mode(),
-                self._autocast(),
-                progress_bar(total=len(texts), desc=f"embeddings {desc}", unit="text") as bar,
-            ):
-                for start in range(0, len(texts), self.batch_size):
-                    rows = order[start : start + self.batch_size]
-                    tokens = self.tokenizer(
-                        [texts[i] for i in rows],
-                        truncation=True,
-                        max_length=self.max_length,
-                        padding=True,
-                        return_tensors="pt",
-                    ).to(self.device)
-                    hidden = self.model(**tokens).last_hidden_state.float()
-                    weight = tokens["attention_mask"].unsqueeze(-1).float()
-                    pooled = (hidden * weight).sum(1) / weight.sum(1).clamp(min=1.0)
-                    embedded[rows] = F.normalize(pooled, dim=-1).cpu().numpy()
-                    bar.update(len(rows))
+            embedded = self.compute_embeddings(texts, desc)
             with atomic_path(path) as tmp, open(tmp, "wb") as handle:
                 np.save(handle, embedded)
             return embedded
+
+    def compute_embeddings(self, texts: list[str], desc: str = "texts") -> np.ndarray:
+        """Like :meth:`embed`, in memory and without the cache (e.g. for benchmarks)."""
+        embedded = np.zeros((len(texts), self.hidden_size), dtype=np.float32)
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        with (
+            torch.inference_mode(),
+            self._autocast(),
+            progress_bar(total=len(texts), desc=f"embeddings {desc}", unit="text") as bar,
+        ):
+            for start in range(0, len(texts), self.batch_size):
+                rows = order[start : start + self.batch_size]
+                tokens = self.tokenizer(
+                    [texts[i] for i in rows],
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**tokens).last_hidden_state.float()
+                weight = tokens["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+                embedded[rows] = F.normalize(pooled, dim=-1).cpu().numpy()
+                bar.update(len(rows))
+        return embedded
 
     def _read_states(
         self, states_path: Path, mask_path: Path, shape: tuple[int, int]
