@@ -68,7 +68,6 @@ def log_to_stderr() -> None:
         if not any(isinstance(handler, _TqdmWrite) for handler in logger.handlers):
             logger.addHandler(_TqdmWrite())
             logger.setLevel(logging.INFO)
-            logger.propagate = False
 
 
 def run_command(prog: str, work: Callable[[], int], resumable: bool) -> int:
