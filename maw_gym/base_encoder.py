@@ -35,7 +35,8 @@ _DEFAULT_ALIASES = (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
 _CHUNK = 4096
 # Files whose bytes define a local model for cache keys (weights, config, tokenizer).
 _MODEL_FILE_SUFFIXES = (".json", ".txt", ".safetensors", ".bin", ".model")
-#: ``BaseEncoder(precision=...)`` -> the CPU autocast dtype (None: plain float32).
+#: ``BaseEncoder(precision=...)`` -> the CPU autocast dtype (None: plain float32); the names
+#: are ``maw_gym.specs.STATES_PRECISIONS`` (``StatesSpec.states_precision``).
 PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16}
 
 

@@ -235,11 +235,11 @@ def split_inputs(
 
 
 @functools.lru_cache(maxsize=2)
-def _base_encoder(max_length: int, device: str):
+def _base_encoder(max_length: int, device: str, precision: str):
     """The base encoder, loaded once per process (a split, or a Ray worker, has many shards)."""
     from maw_gym.base_encoder import BaseEncoder
 
-    return BaseEncoder(max_length=max_length, device=device)
+    return BaseEncoder(max_length=max_length, device=device, precision=precision)
 
 
 def _shard_inputs(
@@ -271,7 +271,7 @@ def _shard_inputs(
             doc = data.corpus.get(candidate_ids[i, j], {}) if mask[i, j] else {}
             pair_queries.append(data.queries[qid])
             pair_docs.append(document_text(doc))
-    encoder = _base_encoder(spec.states.max_length, device)
+    encoder = _base_encoder(spec.states.max_length, device, spec.states.states_precision)
     of = f"{data.dataset}/{data.name}"
     desc = f"pairs of {of} (queries {rows[0]}-{rows[1] - 1} of {len(data.queries)})"
     states, token_mask = encoder.encode_pairs(pair_queries, pair_docs, desc)

@@ -66,6 +66,10 @@ KEY_OMITS_DEFAULT = {"key_omits_default": True}
 SplitName = Literal["train", "dev", "test"]
 SPLITS: tuple[SplitName, ...] = get_args(SplitName)
 
+#: The base encoder's forward pass on CPU (``maw_gym.base_encoder.BaseEncoder``'s ``precision``).
+StatesPrecision = Literal["float32", "bfloat16"]
+STATES_PRECISIONS: tuple[str, ...] = get_args(StatesPrecision)
+
 #: How the MAW encoder makes depths experts (``maw_gym.encoder.reranker.TrainConfig``).
 Specialisation = Literal["router", "random", "sinkhorn", "groups"]
 SPECIALISATIONS: tuple[str, ...] = get_args(Specialisation)
@@ -119,9 +123,18 @@ class StatesSpec:
     """Also the base encoder's bi-encoder cosine of query and candidate, a second first-stage
     feature beside BM25 (``SplitInputs.dense_scores``); the encoder's models then take it as
     an input (with a weight per depth under ``depth_heads``)."""
+    states_precision: StatesPrecision = field(default="float32", metadata=KEY_OMITS_DEFAULT)
+    """The base encoder's forward pass on CPU: ``float32``, or the opt-in ``bfloat16``, about
+    2.5× faster where the CPU multiplies bf16 natively (AMX), at about 1 float16 ulp per state
+    value; elsewhere slower (``scripts/bench_pipeline.py`` measures both). In the keys only when
+    set (:data:`KEY_OMITS_DEFAULT`). A GPU always computes in half precision."""
 
     def __post_init__(self) -> None:
         check_limits(self)
+        if self.states_precision not in STATES_PRECISIONS:
+            raise ValueError(
+                f"states_precision={self.states_precision!r}: choose one of {STATES_PRECISIONS}"
+            )
 
 
 @dataclass(frozen=True)

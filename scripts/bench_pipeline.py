@@ -7,8 +7,9 @@ Stages, on the first ``--queries`` queries of ``--split`` (all their candidates)
 - ``scores``: the MAW reranker's candidate scores (``score_split``, no observation);
 - ``tables``: the tables of the queries (``shards.scored_arrays``: MAW with observations,
   NON-MAW, the layer-2 stack if any);
-- ``train_maw``, ``train_nonmaw``: one training epoch of the MAW encoder (past the warm-up:
-  its router in the loop) and of its NON-MAW twin (``train_epoch``), pairs/s;
+- ``train_maw``, ``train_nonmaw``, ``train_stack``: one training epoch of the MAW encoder
+  (past the warm-up: its router in the loop), of its NON-MAW twin and of the layer-2 stack if
+  the preset has one (``train_epoch``), pairs/s;
 - opt-in rows, new code only: ``states_bfloat16`` and ``embeddings_bfloat16``
   (``BaseEncoder(precision="bfloat16")``).
 
@@ -128,7 +129,9 @@ def stage_rates(args: argparse.Namespace) -> dict:
             },
         ),
     }
-    for name in ("maw", "nonmaw_0"):
+    for name in TABLE_MODELS:
+        if name not in models:
+            continue
         epoch, trained_pairs = _training_epoch(args, preset, inputs, name)
         stages[f"train_{name.split('_')[0]}"] = (
             trained_pairs,

@@ -1,12 +1,12 @@
 """Dev NDCG@10 of two trained encoders, query by query, with paired bootstrap CIs.
 
-For a change that alters encoder training in the last bits (issue 20's speed-ups) or the
-states it reads (bfloat16 states): is the retrieval quality the same? For each model both
-encoder directories hold (``maw`` routed by its joint router, ``maw_random`` and the NON-MAW
-twin and seeds at their one depth, each MAW model also at its mean over fixed depths), the mean
-dev NDCG@10 of each encoder and the paired difference B − A over queries (``maw_gym.stats``).
-Each encoder scores the dev split of the states its own config names (``--precision-b``: B's
-states were computed in bfloat16).
+For a change that alters encoder training in the last bits (issue 20's speed-ups) or the states
+it reads (``--set states_precision=bfloat16``): is retrieval quality the same? For each model
+both encoder directories hold (``maw`` routed by its joint router, ``maw_random`` and the
+NON-MAW twin and seeds at their one depth, each MAW model also at its mean over fixed depths),
+the mean dev NDCG@10 of each encoder and the paired difference B − A over queries
+(``maw_gym.stats``). Each encoder scores the states of its own precision (``--precision-b``:
+B's).
 
     .venv/bin/python scripts/compare_encoders.py A_DIR B_DIR --preset quick --json
 """
@@ -14,25 +14,23 @@ states were computed in bfloat16).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 from pathlib import Path
 
 import numpy as np
 
-from maw_gym import pipeline
-from maw_gym.base_encoder import BaseEncoder
 from maw_gym.encoder.reranker import score_split
 from maw_gym.encoder.train import TrainedEncoder
 from maw_gym.metrics import ndcg_at_10
-from maw_gym.presets import get_preset
+from maw_gym.pipeline import split_inputs
+from maw_gym.presets import Preset, get_preset
 from maw_gym.stats import paired_difference
 
 
-def per_query_ndcg(encoder_dir: Path, dataset: str, split: str, preset_name: str) -> dict:
+def per_query_ndcg(encoder_dir: Path, dataset: str, split: str, preset: Preset) -> dict:
     """Model name -> (N,) dev NDCG@10 per query (MAW: routed, and the mean over depths)."""
     encoder = TrainedEncoder.load(encoder_dir)
-    inputs = pipeline.split_inputs(dataset, split, get_preset(preset_name).inputs)
+    inputs = split_inputs(dataset, split, preset.inputs)
     result = {}
     for name, model in encoder.models.items():
         scored = score_split(model, inputs, observe=model.router is not None)
@@ -48,15 +46,6 @@ def per_query_ndcg(encoder_dir: Path, dataset: str, split: str, preset_name: str
     return result
 
 
-def use_precision(precision: str) -> None:
-    """Make the pipeline's base encoder compute (or find cached) states in ``precision``."""
-    pipeline._base_encoder = functools.lru_cache(maxsize=2)(
-        lambda max_length, device: BaseEncoder(
-            max_length=max_length, device=device, precision=precision
-        )
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("a", type=Path, help="encoder directory A (before)")
@@ -67,9 +56,10 @@ def main() -> None:
     parser.add_argument("--precision-b", default="float32", help="precision of B's states")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    before = per_query_ndcg(args.a, args.dataset, args.split, args.preset)
-    use_precision(args.precision_b)
-    after = per_query_ndcg(args.b, args.dataset, args.split, args.preset)
+    preset = get_preset(args.preset)
+    before = per_query_ndcg(args.a, args.dataset, args.split, preset)
+    preset_b = preset.with_overrides(states_precision=args.precision_b)
+    after = per_query_ndcg(args.b, args.dataset, args.split, preset_b)
     rows = {}
     for name in before.keys() & after.keys():
         mean, low, high = paired_difference(after[name], before[name])

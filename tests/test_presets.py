@@ -117,3 +117,25 @@ def test_computing_keys_loads_no_model() -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout
+
+
+def test_states_precision_is_opt_in_and_keeps_existing_keys() -> None:
+    """``states_precision`` (issue 20) enters the keys only when set: float32 presets hash as
+    they did before the field existed (their spec dicts lack it), bfloat16 ones apart; unknown
+    precisions are refused."""
+    from maw_gym.base_encoder import PRECISIONS
+    from maw_gym.specs import STATES_PRECISIONS, spec_dict
+
+    smoke = get_preset("smoke")
+    assert "states_precision" not in spec_dict(smoke.states)
+    assert "states_precision" not in smoke.to_dict()["states"]
+    fast = smoke.with_overrides(**parse_overrides(["states_precision=bfloat16"]))
+    assert spec_dict(fast.states) == {**spec_dict(smoke.states), "states_precision": "bfloat16"}
+    assert fast.to_dict()["states"]["states_precision"] == "bfloat16"
+    encoder, tables = _stage_keys(smoke)
+    moved = _stage_keys(fast)
+    assert moved[0] != encoder and moved[1] != tables
+    assert _stage_keys(fast.with_overrides(states_precision="float32")) == (encoder, tables)
+    assert set(STATES_PRECISIONS) == set(PRECISIONS)
+    with pytest.raises(ValueError, match=r"states_precision='float16': choose one of"):
+        smoke.with_overrides(states_precision="float16")

@@ -198,7 +198,7 @@ def test_semantic_inputs_carry_the_bi_encoder_cosine() -> None:
     assert dense is not None and dense.shape == inputs.candidate_mask.shape
     assert not dense[~inputs.candidate_mask].any()
     data = sampled_split("nave-kjv", "dev", preset.data)
-    encoder = _base_encoder(preset.states.max_length, "cpu")
+    encoder = _base_encoder(preset.states.max_length, "cpu", "float32")
     i, j = 3, 2
     query, doc = encoder.embed(
         [data.queries[inputs.query_ids[i]], document_text(data.corpus[inputs.candidate_ids[i, j]])]
