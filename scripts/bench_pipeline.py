@@ -58,7 +58,7 @@ POLICIES = {"default": None, "passive": "PASSIVE"}
 def stage_rates(args: argparse.Namespace) -> dict:
     """Median rates of today's and the new code for every stage, in this process."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from pipeline_reference import BATCH_QUERIES, todays_code
+    import pipeline_reference as reference
 
     from maw_gym.base_encoder import BaseEncoder
     from maw_gym.encoder.reranker import score_split
@@ -94,7 +94,7 @@ def stage_rates(args: argparse.Namespace) -> dict:
 
     def today(run: Callable[[], object]) -> Callable[[], object]:
         def wrapped() -> object:
-            with todays_code():
+            with reference.todays_code():
                 return run()
 
         return wrapped
@@ -117,14 +117,14 @@ def stage_rates(args: argparse.Namespace) -> dict:
         "scores": (
             len(pairs),
             {
-                "today": today(lambda: score_split(models["maw"], inputs, BATCH_QUERIES)),
+                "today": today(lambda: reference.score_split(models["maw"], inputs)),
                 "new": lambda: score_split(models["maw"], inputs),
             },
         ),
         "tables": (
             len(pairs),
             {
-                "today": today(lambda: scored_arrays(inputs, *table_models)),
+                "today": today(lambda: reference.scored_arrays(inputs, *table_models)),
                 "new": lambda: scored_arrays(inputs, *table_models),
             },
         ),

@@ -1,12 +1,15 @@
 """Today's hot paths, frozen as they were at commit ffe2755 (before issue 20's speed-ups), so
 that ``bench_pipeline.py`` measures before and after in one process on the same inputs.
 
-Not used by the library. :func:`todays_code` swaps them into ``maw_gym.encoder.reranker`` for
-the length of a block: the MAW score (``MAWReranker.score_terms`` through ``row_outputs``, which
-projects every token's key and value, and ``_depth_queries``, which copied the depth
-transforms once per item) and the observation (``compress_attention`` over the
-whole padded batch, ``xlogy`` entropy, sorted ``topk`` focus). The states' reference is
-``BaseEncoder`` with today's settings (batch 32, float32), which the bench passes explicitly.
+Not used by the library. :func:`score_split` and :func:`scored_arrays` are ffe2755's (one
+``score_split`` per layer-1 depth for the stack's rows, each projecting layer 1 again), and
+:func:`todays_code` swaps ffe2755's versions of three functions into the library for a block:
+the score parts through ``row_outputs``, which projects every token's key and value
+(``MAWReranker.last_terms``); the depth queries by a broadcast matmul, which copied the depth
+transforms once per item (``MAWAttention._depth_queries``); and the observation over the whole
+padded batch with ``xlogy`` entropy and a sorted ``topk`` focus (``compress_attention``). The
+states' reference is ``BaseEncoder`` at ffe2755's settings (batch 32, float32), which the bench
+passes explicitly.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,6 +31,7 @@ from maw_gym.encoder.attention import (
     _focus_keys,
     _pool_matrix,
 )
+from maw_gym.pipeline import SplitInputs
 
 #: Today's tables batch (``score_split``'s default at ffe2755).
 BATCH_QUERIES = 16
@@ -36,7 +41,7 @@ BATCH_QUERIES = 16
 def todays_code() -> Iterator[None]:
     """Run a block with the MAW score and observation as they were at ffe2755."""
     with (
-        mock.patch.object(reranker.MAWReranker, "score_terms", score_terms),
+        mock.patch.object(reranker.MAWReranker, "last_terms", last_terms),
         mock.patch.object(reranker, "compress_attention", compress_attention),
         mock.patch.object(MAWAttention, "_depth_queries", depth_queries),
     ):
@@ -50,17 +55,12 @@ def depth_queries(self: MAWAttention, query: Tensor, depths: slice | None = None
     return (query @ side_by_side).unflatten(-1, (-1, self.head_dim))  # (B, H, Lq, D', hd)
 
 
-def score_terms(
-    self: reranker.MAWReranker,
-    x: Tensor,
-    mask: Tensor,
-    first_stage: Tensor,
-    lower_depths: Tensor | None = None,
+def last_terms(
+    self: reranker.MAWReranker, x: Tensor, mask: Tensor, first_stage: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """``MAWReranker.score_terms`` at ffe2755: every depth's attended CLS values, then the
-    linear head (the depth heads' first-stage share is the library's own function)."""
+    """``MAWReranker.score_terms`` at ffe2755, after the last layer's input: every depth's
+    attended CLS values, then the linear head."""
     self._check_first_stage(first_stage)
-    x = self.last_input(x, mask, lower_depths)
     last = self.layers[-1]
     rows = last.row_outputs(x, mask)  # (B, D, H, head_dim)
     head_weight = (self.score_weight @ last.out_proj.weight).view(self.heads, self.head_dim)
@@ -70,6 +70,83 @@ def score_terms(
     parts = parts + self._first_stage_parts(first_stage)
     base = self._depth_free(x, first_stage) + self.score_weight @ last.out_proj.bias
     return base, parts
+
+
+@torch.no_grad()
+def score_split(
+    model: reranker.MAWReranker,
+    inputs: SplitInputs,
+    batch_queries: int = BATCH_QUERIES,
+    observe: bool = False,
+    lower_depths: np.ndarray | None = None,
+) -> reranker.SplitScores:
+    """``score_split`` at ffe2755 (without its progress bar)."""
+    model.eval()
+    device = next(model.parameters()).device
+    n, c = inputs.candidate_mask.shape
+    out: dict[str, list[np.ndarray]] = {}
+    for start in range(0, n, batch_queries):
+        index = np.arange(start, min(start + batch_queries, n))
+        batch = reranker.QueryBatch.from_inputs(inputs, index, device)
+        lower = None
+        if lower_depths is not None:
+            lower = torch.from_numpy(lower_depths[index]).long().repeat_interleave(c, dim=0)
+            lower = lower.to(device)
+        base, parts = model.score_terms(batch.x, batch.mask, batch.first_stage.flatten(0, 1), lower)
+        out.setdefault("score_base", []).append(batch.per_query(base).cpu().numpy())
+        parts = batch.per_query(parts).permute(0, 2, 3, 1)
+        out.setdefault("score_parts", []).append(parts.cpu().numpy())
+        if observe:
+            observed = batch.leading(model.observe_candidates)
+            observed_lower = None
+            if lower_depths is not None:
+                observed_lower = torch.from_numpy(lower_depths[index]).long()
+                observed_lower = observed_lower.repeat_interleave(observed.shape[1], dim=0)
+                observed_lower = observed_lower.to(device)
+            compressed = model.observe(observed.x, observed.mask, observed_lower)
+            means = {key: observed.candidate_mean(value) for key, value in compressed.items()}
+            for key, value in means.items():
+                out.setdefault(key, []).append(value.cpu().numpy())
+            if model.router is not None:
+                logits = model.router(means["observation"])
+                out.setdefault("router_logits", []).append(logits.cpu().numpy())
+    arrays = {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
+    return reranker.SplitScores(**arrays)
+
+
+def scored_arrays(inputs: SplitInputs, maw, nonmaw, stack=None) -> dict[str, np.ndarray]:
+    """``shards.scored_arrays`` at ffe2755; call it under :func:`todays_code`."""
+    scored = score_split(maw, inputs, observe=True)
+    arrays = {
+        "query_ids": inputs.query_ids,
+        "candidate_ids": inputs.candidate_ids,
+        "candidate_mask": inputs.candidate_mask,
+        "relevance": inputs.relevance,
+        "ideal_gains": inputs.ideal_gains,
+        "observation": scored.observation,
+        "entropy": scored.entropy,
+        "focus": scored.focus,
+        "score_parts": scored.score_parts,
+        "score_base": scored.score_base,
+        "bm25_scores": inputs.bm25_scores,
+        "nonmaw_scores": score_split(nonmaw, inputs).depth_scores()[:, 0],
+        "joint_router_logits": scored.router_logits,
+    }
+    if stack is not None:
+        per_lower = [
+            score_split(
+                stack,
+                inputs,
+                observe=True,
+                lower_depths=np.full((inputs.num_queries, 1), lower),
+            )
+            for lower in range(stack.depth)
+        ]
+        arrays["layer2_observation"] = np.stack([s.observation for s in per_lower], axis=1)
+        arrays["layer2_entropy"] = np.stack([s.entropy for s in per_lower], axis=1)
+        arrays["layer2_focus"] = np.stack([s.focus for s in per_lower], axis=1)
+        arrays["layer2_scores"] = np.stack([s.depth_scores() for s in per_lower], axis=1)
+    return arrays
 
 
 def compress_attention(

@@ -219,6 +219,15 @@ def test_row_readout_of_nonmaw_is_its_attention_row(inputs) -> None:
     torch.testing.assert_close(baseline.row_readout(x, mask, readout), expected, atol=1e-5, rtol=0)
 
 
+def test_outputs_per_depth_equal_the_hard_forward(layer, inputs) -> None:
+    x, mask = inputs
+    outputs = list(layer.outputs_per_depth(x, mask))
+    assert len(outputs) == DEPTH
+    for depth, output in enumerate(outputs):
+        expected, _ = layer(x, mask, depth_index=torch.full((B,), depth))
+        torch.testing.assert_close(output, expected, atol=1e-5, rtol=0)
+
+
 def test_gradients_reach_depth_transforms(layer, inputs) -> None:
     x, mask = inputs
     layer.train()

@@ -14,6 +14,7 @@ from maw_gym.encoder.reranker import (
     depth_correlation,
     listwise_loss,
     score_split,
+    score_split_per_lower_depth,
     sinkhorn_assignment,
     switch_balance_loss,
     train_reranker,
@@ -298,3 +299,21 @@ def test_model_key_changes_with_what_a_model_learns_from() -> None:
     assert inputs.model_key() != fake_inputs(c=5, length=9).model_key()
     semantic = dataclasses.replace(inputs, dense_scores=np.zeros((24, 5), dtype=np.float32))
     assert inputs.model_key() != semantic.model_key()
+
+
+def test_stack_scored_once_per_lower_depth_equals_a_split_per_depth() -> None:
+    """The tables' layer-2 rows (layer 1 projected once per batch for every depth) equal one
+    ``score_split`` per layer-1 depth, up to float rounding."""
+    model = _model(5, layers=2, router=False, observe_candidates=2)
+    inputs = fake_inputs(n=7, seed=2)
+    per_depth = score_split_per_lower_depth(model, inputs, batch_queries=3)
+    assert len(per_depth) == DEPTH
+    for depth, scored in enumerate(per_depth):
+        lower = np.full((inputs.num_queries, 1), depth)
+        expected = score_split(model, inputs, batch_queries=3, observe=True, lower_depths=lower)
+        for name in ("score_base", "score_parts", "observation", "entropy", "focus"):
+            np.testing.assert_allclose(
+                getattr(scored, name), getattr(expected, name), atol=1e-5, rtol=0
+            )
+    with pytest.raises(ValueError, match="a 2-layer stack only"):
+        score_split_per_lower_depth(_model(6), inputs)

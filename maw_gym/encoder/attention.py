@@ -18,6 +18,7 @@ focus) depth-chunk by depth-chunk, never holding the whole 5D tensor.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -462,6 +463,21 @@ class MAWAttention(_AttentionBase):
             values = self._depth_values(depth_queries, key[items], value[items], mask[items], local)
             parts.append((weights[items, :, None, None, :] @ values).squeeze(3))  # (b, H, L, hd)
         return torch.cat(parts)
+
+    def outputs_per_depth(self, x: Tensor, key_padding_mask: Tensor) -> Iterator[Tensor]:
+        """Yield, for d = 0 … D-1, the (B, L, hidden) output of every item under hard depth d:
+        ``forward(x, mask, depth_index=d)`` up to float rounding (tested), with Q, K and V
+        projected once for all depths rather than once per depth (the 2-layer stack's tables
+        need layer 1's output under every depth: issue 20)."""
+        _check_mask(x, key_padding_mask)
+        query, key, value = self._projections(x)
+        for depth in range(self.depth):
+            depths = slice(depth, depth + 1)
+            local = self._locality(slice(None), x.shape[1], self.depth_slope[depths])
+            attended = self._depth_values(
+                self._depth_queries(query, depths), key, value, key_padding_mask, local
+            )  # (B, H, L, 1, hd)
+            yield self.merge_heads(attended.squeeze(3).transpose(1, 2))
 
     def forward(
         self,

@@ -273,6 +273,14 @@ class MAWReranker(nn.Module):
             x = norm(x + out)
         return x
 
+    def last_inputs_per_depth(self, x: Tensor, mask: Tensor) -> Iterator[Tensor]:
+        """Yield, for each depth d of layer 1 of a 2-layer stack, the (B, L, hidden) input of
+        layer 2: :meth:`last_input` with ``lower_depths`` all d, layer 1 projected once."""
+        if self.num_layers != 2:
+            raise ValueError(f"last_inputs_per_depth: a 2-layer stack only, not {self.num_layers}")
+        for out in self.layers[0].outputs_per_depth(x, mask):
+            yield self.norms[0](x + out)
+
     def score_terms(
         self, x: Tensor, mask: Tensor, first_stage: Tensor, lower_depths: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
@@ -280,8 +288,11 @@ class MAWReranker(nn.Module):
 
         The score with depth ``d_h`` for head ``h`` is ``base + Σ_h parts[:, d_h, h]``.
         """
+        return self.last_terms(self.last_input(x, mask, lower_depths), mask, first_stage)
+
+    def last_terms(self, x: Tensor, mask: Tensor, first_stage: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`score_terms` from the last layer's input ``x`` (:meth:`last_input`)."""
         self._check_first_stage(first_stage)
-        x = self.last_input(x, mask, lower_depths)
         last = self.layers[-1]
         # (1, H, head_dim): u_hᵀ W_o,h for each head; (D, H, head_dim) with depth heads.
         readout = (self.score_weight @ last.out_proj.weight).view(1, self.heads, self.head_dim)
@@ -616,36 +627,68 @@ def score_split(
     device = next(model.parameters()).device
     n, c = inputs.candidate_mask.shape
     out: dict[str, list[np.ndarray]] = {}
-    starts = range(0, n, batch_queries)
-    if progress is not None:
-        starts = progress_bar(starts, desc=progress, unit="batch", leave=False)
-    for start in starts:
-        index = np.arange(start, min(start + batch_queries, n))
+    for index in _query_blocks(n, batch_queries, progress):
         batch = QueryBatch.from_inputs(inputs, index, device)
         lower = None
         if lower_depths is not None:
             lower = torch.from_numpy(lower_depths[index]).long().repeat_interleave(c, dim=0)
             lower = lower.to(device)
-        base, parts = model.score_terms(batch.x, batch.mask, batch.first_stage.flatten(0, 1), lower)
-        out.setdefault("score_base", []).append(batch.per_query(base).cpu().numpy())
-        parts = batch.per_query(parts).permute(0, 2, 3, 1)
-        out.setdefault("score_parts", []).append(parts.cpu().numpy())
-        if observe:
-            observed = batch.leading(model.observe_candidates)
-            observed_lower = None
-            if lower_depths is not None:
-                observed_lower = torch.from_numpy(lower_depths[index]).long()
-                observed_lower = observed_lower.repeat_interleave(observed.shape[1], dim=0)
-                observed_lower = observed_lower.to(device)
-            compressed = model.observe(observed.x, observed.mask, observed_lower)
-            means = {key: observed.candidate_mean(value) for key, value in compressed.items()}
-            for key, value in means.items():
-                out.setdefault(key, []).append(value.cpu().numpy())
-            if model.router is not None:
-                logits = model.router(means["observation"])
-                out.setdefault("router_logits", []).append(logits.cpu().numpy())
-    arrays = {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
-    return SplitScores(**arrays)
+        _score_batch(model, batch, model.last_input(batch.x, batch.mask, lower), observe, out)
+    return _split_scores(out)
+
+
+@torch.no_grad()
+def score_split_per_lower_depth(
+    model: MAWReranker, inputs: SplitInputs, batch_queries: int = 16, progress: str | None = None
+) -> list[SplitScores]:
+    """:func:`score_split` of a 2-layer stack with observations, once per depth d of layer 1
+    (``lower_depths`` all d): element d. Each batch's layer 1 is projected once for every depth
+    (``MAWReranker.last_inputs_per_depth``), not once per depth as D calls would."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs: list[dict[str, list[np.ndarray]]] = [{} for _ in range(model.depth)]
+    for index in _query_blocks(inputs.num_queries, batch_queries, progress):
+        batch = QueryBatch.from_inputs(inputs, index, device)
+        for out, x in zip(outs, model.last_inputs_per_depth(batch.x, batch.mask), strict=True):
+            _score_batch(model, batch, x, True, out)
+    return [_split_scores(out) for out in outs]
+
+
+def _query_blocks(n: int, batch_queries: int, progress: str | None) -> Iterator[np.ndarray]:
+    """Query indices in blocks of ``batch_queries``, with a bar named ``progress`` if given."""
+    starts = range(0, n, batch_queries)
+    if progress is not None:
+        starts = progress_bar(starts, desc=progress, unit="batch", leave=False)
+    for start in starts:
+        yield np.arange(start, min(start + batch_queries, n))
+
+
+def _score_batch(
+    model: MAWReranker,
+    batch: QueryBatch,
+    x: Tensor,
+    observe: bool,
+    out: dict[str, list[np.ndarray]],
+) -> None:
+    """Append a batch's arrays to ``out``, from the last layer's input ``x`` (B, L, hidden)."""
+    base, parts = model.last_terms(x, batch.mask, batch.first_stage.flatten(0, 1))
+    out.setdefault("score_base", []).append(batch.per_query(base).cpu().numpy())
+    parts = batch.per_query(parts).permute(0, 2, 3, 1)
+    out.setdefault("score_parts", []).append(parts.cpu().numpy())
+    if not observe:
+        return
+    observed = dataclasses.replace(batch, x=x).leading(model.observe_candidates)
+    compressed = compress_attention(model.layers[-1], observed.x, observed.mask, model.pool)
+    means = {key: observed.candidate_mean(value) for key, value in compressed.items()}
+    for key, value in means.items():
+        out.setdefault(key, []).append(value.cpu().numpy())
+    if model.router is not None:
+        logits = model.router(means["observation"])
+        out.setdefault("router_logits", []).append(logits.cpu().numpy())
+
+
+def _split_scores(out: dict[str, list[np.ndarray]]) -> SplitScores:
+    return SplitScores(**{k: np.concatenate(v).astype(np.float32) for k, v in out.items()})
 
 
 def routed_ndcg(model: MAWReranker, inputs: SplitInputs, progress: str | None = None) -> float:

@@ -91,7 +91,7 @@ def scored_arrays(inputs, maw, nonmaw, stack=None) -> dict[str, np.ndarray]:
     """Every :class:`~maw_gym.tables.Tables` field of ``inputs`` (a ``SplitInputs``) scored by
     the MAW, NON-MAW and (optional) layer-2 stack rerankers; the depth study builds one set
     per encoder variant with it."""
-    from maw_gym.encoder.reranker import score_split
+    from maw_gym.encoder.reranker import score_split, score_split_per_lower_depth
 
     of = f"tables {inputs.dataset}/{inputs.split}"
     scored = score_split(maw, inputs, observe=True, progress=f"{of}: MAW with observations")
@@ -112,16 +112,7 @@ def scored_arrays(inputs, maw, nonmaw, stack=None) -> dict[str, np.ndarray]:
         "joint_router_logits": scored.router_logits,
     }
     if stack is not None:
-        per_lower = [
-            score_split(
-                stack,
-                inputs,
-                observe=True,
-                lower_depths=np.full((inputs.num_queries, 1), lower),
-                progress=f"{of}: layer 2 over layer-1 depth {lower}",
-            )
-            for lower in range(stack.depth)
-        ]
+        per_lower = score_split_per_lower_depth(stack, inputs, progress=f"{of}: layer 2")
         arrays["layer2_observation"] = np.stack([s.observation for s in per_lower], axis=1)
         arrays["layer2_entropy"] = np.stack([s.entropy for s in per_lower], axis=1)
         arrays["layer2_focus"] = np.stack([s.focus for s in per_lower], axis=1)
