@@ -3,11 +3,12 @@ that ``bench_pipeline.py`` measures before and after in one process on the same 
 
 Not used by the library. :func:`score_split` and :func:`scored_arrays` are ffe2755's (one
 ``score_split`` per layer-1 depth for the stack's rows, each projecting layer 1 again), and
-:func:`todays_code` swaps ffe2755's versions of three functions into the library for a block:
+:func:`todays_code` swaps ffe2755's versions of four functions into the library for a block:
 the score parts through ``row_outputs``, which projects every token's key and value
 (``MAWReranker.last_terms``); the depth queries by a broadcast matmul, which copied the depth
-transforms once per item (``MAWAttention._depth_queries``); and the observation over the whole
-padded batch with ``xlogy`` entropy and a sorted ``topk`` focus (``compress_attention``). The
+transforms once per item (``MAWAttention._depth_queries``); the observation over the whole
+padded batch with ``xlogy`` entropy and a sorted ``topk`` focus (``compress_attention``); and
+numpy's float16 conversion of the states (``reranker._float_states``). The
 states' reference is ``BaseEncoder`` at ffe2755's settings (batch 32, float32), which the bench
 passes explicitly.
 """
@@ -44,8 +45,14 @@ def todays_code() -> Iterator[None]:
         mock.patch.object(reranker.MAWReranker, "last_terms", last_terms),
         mock.patch.object(reranker, "compress_attention", compress_attention),
         mock.patch.object(MAWAttention, "_depth_queries", depth_queries),
+        mock.patch.object(reranker, "_float_states", float_states),
     ):
         yield
+
+
+def float_states(states: np.ndarray, index: np.ndarray) -> Tensor:
+    """``QueryBatch.from_inputs``'s conversion at ffe2755: numpy's float16 -> float32."""
+    return torch.from_numpy(states[index].astype(np.float32))
 
 
 def depth_queries(self: MAWAttention, query: Tensor, depths: slice | None = None) -> Tensor:
