@@ -219,16 +219,31 @@ def build_tables(
     cache), shard by shard (:mod:`maw_gym.encoder.shards`): in this process, or as Ray tasks
     at ``ray_address`` (``local``, ``auto``, ``HOST:PORT``). Finished shards are kept in
     ``shard_dir`` (default: a temporary directory, removed after) to resume from. The
-    ``train`` tables keep the router-train queries only (``DataSpec.router_fraction``)."""
+    ``train`` tables hold the router-train queries only (``DataSpec.router_fraction``), and
+    only those are scored (each shard's states are still computed whole)."""
     from maw_gym.base_encoder import base_model_id
 
     device = resolve_device(device).type
     threads = torch.get_num_threads()
     started = time.perf_counter()
     data = sampled_split(dataset, split, inputs.data)
+    query_ids = np.array(sorted(data.queries))
+    scored = np.ones(len(query_ids), dtype=bool)
+    if split == "train":  # routers learn on queries the encoder never saw: only theirs
+        scored = router_queries(query_ids, inputs.data.router_fraction)
     jobs = [
-        ShardJob(dataset, split, inputs, str(encoder_dir), rows, device, threads)
-        for rows in query_shards(len(data.queries), shard_queries)
+        ShardJob(
+            dataset,
+            split,
+            inputs,
+            str(encoder_dir),
+            (start, stop),
+            device,
+            threads,
+            None if scored.all() else tuple(np.flatnonzero(scored[start:stop]).tolist()),
+        )
+        for start, stop in query_shards(len(query_ids), shard_queries)
+        if scored[start:stop].any()
     ]
     with contextlib.ExitStack() as stack:
         if shard_dir is None:
@@ -253,12 +268,9 @@ def build_tables(
         "ray_address": ray_address,
         "build_seconds": time.perf_counter() - started,
     }
-    tables = Tables(**arrays, meta=meta)
-    if split == "train":  # routers learn on queries the encoder never saw
-        held = router_queries(tables.query_ids, inputs.data.router_fraction)
-        tables = tables.subset(np.flatnonzero(held))
-        tables.meta = {**meta, "router_queries": tables.num_queries}
-    return tables
+    if split == "train":
+        meta["router_queries"] = int(scored.sum())
+    return Tables(**arrays, meta=meta)
 
 
 def export_benchmark(

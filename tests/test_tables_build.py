@@ -213,3 +213,31 @@ def test_semantic_inputs_carry_the_bi_encoder_cosine() -> None:
     cosine_z = first_stage[0, :, 1][real[0]]  # z-scored over query 0's real candidates
     assert float(cosine_z.mean()) == pytest.approx(0.0, abs=1e-5)
     assert float(cosine_z.std(unbiased=False)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_train_tables_score_only_the_router_queries(encoder_dir, monkeypatch) -> None:
+    """The train tables hold the router-train queries (routers never learn on the encoder's
+    own queries), and only those are scored (issue 20): the same arrays as scoring the whole
+    split and keeping them, up to float rounding."""
+    from maw_gym.encoder import shards
+    from maw_gym.pipeline import router_queries
+
+    scored_counts = []
+    score = shards.scored_arrays
+
+    def counting(inputs, *models):
+        scored_counts.append(inputs.num_queries)
+        return score(inputs, *models)
+
+    monkeypatch.setattr(shards, "scored_arrays", counting)
+    tables = tables_module.build_tables(
+        "nave-kjv", "train", PRESET.inputs, encoder_dir, shard_queries=16
+    )
+    whole = split_inputs("nave-kjv", "train", PRESET.inputs)
+    held = router_queries(whole.query_ids, PRESET.data.router_fraction)
+    assert tables.query_ids.tolist() == whole.query_ids[held].tolist()
+    assert sum(scored_counts) == tables.meta["router_queries"] == held.sum() < len(held)
+    models = TrainedEncoder.load(encoder_dir).models
+    expected = score(whole, models["maw"], models["nonmaw_0"], models.get("stack"))
+    for name in ("score_parts", "observation", "focus", "layer2_scores", "nonmaw_scores"):
+        np.testing.assert_allclose(getattr(tables, name), expected[name][held], atol=1e-5)

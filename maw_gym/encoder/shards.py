@@ -54,10 +54,15 @@ class ShardJob:
     threads: int
     """torch CPU threads (and Ray CPUs) of the shard: a float sum's order, and so its last
     bit, depends on how many threads split it, so every shard runs with the same count."""
+    queries: tuple[int, ...] | None = None
+    """Positions within ``rows`` of the only queries to score (None: all). The train tables
+    keep the router-train queries only, so only they are scored (issue 20: a quarter of the
+    work); the states are still those of the whole shard, as the encoder's training saw them."""
 
     @property
     def file_name(self) -> str:
-        return f"rows-{self.rows[0]:09d}-{self.rows[1]:09d}.npz"
+        some = "" if self.queries is None else "-some"
+        return f"rows-{self.rows[0]:09d}-{self.rows[1]:09d}{some}.npz"
 
 
 @functools.lru_cache(maxsize=2)
@@ -69,7 +74,8 @@ def _encoder(directory: str, device: str):
 
 
 def compute_shard(job: ShardJob) -> dict[str, np.ndarray]:
-    """Every :class:`~maw_gym.tables.Tables` field of the queries ``job.rows``."""
+    """Every :class:`~maw_gym.tables.Tables` field of the queries ``job.rows`` (of those of
+    them in ``job.queries`` if given)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(job.threads)
     try:
@@ -82,6 +88,8 @@ def _shard_arrays(job: ShardJob) -> dict[str, np.ndarray]:
     from maw_gym.pipeline import split_inputs
 
     inputs = split_inputs(job.dataset, job.split, job.inputs, rows=job.rows, device=job.device)
+    if job.queries is not None:
+        inputs = inputs.subset(np.array(job.queries, dtype=np.int64), "scored")
     encoder = _encoder(job.encoder_dir, job.device)
     models = encoder.models
     return scored_arrays(inputs, models["maw"], models["nonmaw_0"], models.get("stack"))
