@@ -1,5 +1,6 @@
 """Today's hot paths, frozen as they were at commit ffe2755 (before issue 20's speed-ups), so
-that ``bench_pipeline.py`` measures before and after in one process on the same inputs.
+that ``bench_pipeline.py`` measures before and after in one process on the same inputs. The
+issue-21 refactor (main up to 327cc9a) left these paths as they were, so they are also main's.
 
 Not used by the library. :func:`score_split` and :func:`scored_arrays` are ffe2755's (one
 ``score_split`` per layer-1 depth for the stack's rows, each projecting layer 1 again), and
