@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from maw_gym.groups import task_labels
 from maw_gym.pipeline import router_queries
 from maw_gym.tables import Tables
-from maw_gym_leaderboard.study.study import query_groups, split_metrics, task_breakdown
+from maw_gym_leaderboard.study.study import split_metrics, task_breakdown
 
 
 def test_router_queries_are_a_fixed_disjoint_share_whatever_the_order() -> None:
@@ -65,13 +66,13 @@ def test_split_metrics_by_hand() -> None:
     assert groups["b"]["best_fixed"] == pytest.approx(second)
 
 
-def test_query_groups_read_metadata_task_or_none(tmp_path: Path) -> None:
+def test_task_labels_read_metadata_task_or_none(tmp_path: Path) -> None:
     rows = [{"_id": "1", "text": "a", "metadata": {"task": "web"}}, {"_id": "2", "text": "b"}]
     (tmp_path / "corpus.jsonl").write_text("")
     (tmp_path / "queries.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    assert query_groups(str(tmp_path), np.array(["2", "1"])).tolist() == ["?", "web"]
+    assert task_labels(str(tmp_path), np.array(["2", "1"])).tolist() == ["?", "web"]
     (tmp_path / "queries.jsonl").write_text(json.dumps({"_id": "1", "text": "a"}))
-    assert query_groups(str(tmp_path), np.array(["1"])) is None
+    assert task_labels(str(tmp_path), np.array(["1"])) is None
 
 
 def test_study_cli_refuses_unknown_variants_and_missing_json(tmp_path: Path, capsys) -> None:

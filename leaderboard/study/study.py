@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from maw_gym.cache import atomic_path, cache_dir, parse_json, stable_hash, write_json
-from maw_gym.data.sources import resolve_dataset
+from maw_gym.cache import atomic_path, cache_dir, stable_hash, write_json
 from maw_gym.encoder.reranker import MAWReranker, RerankerConfig, score_split, train_reranker
 from maw_gym.encoder.shards import scored_arrays
 from maw_gym.encoder.train import table_models
+from maw_gym.groups import task_labels
 from maw_gym.metrics import ndcg_at_10
 from maw_gym.pipeline import SplitInputs, encoder_and_router_parts, sampled_split, split_inputs
 from maw_gym.presets import Preset
@@ -190,22 +190,6 @@ def ridge_actions(router: Any, tables: Tables) -> np.ndarray:
     mean, std, weight, bias = router
     x = tables.observation.reshape(tables.num_queries, -1).astype(np.float64)
     return (((x - mean) / std) @ weight + bias).argmax(1)
-
-
-def query_groups(dataset: str, query_ids: np.ndarray) -> np.ndarray | None:
-    """(N,) each query's ``metadata.task`` from the dataset's queries.jsonl, or None if the
-    dataset's queries carry none (the study then reports no per-task breakdown)."""
-    tasks: dict[str, str] = {}
-    path = resolve_dataset(dataset) / "queries.jsonl"
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            row = parse_json(line, f"{path}:{number}")
-            task = (row.get("metadata") or {}).get("task")
-            if task is not None:
-                tasks[str(row["_id"])] = str(task)
-    if not tasks:
-        return None
-    return np.array([tasks.get(str(qid), "?") for qid in query_ids])
 
 
 def split_metrics(
@@ -363,7 +347,7 @@ def run_study(
         for name, architecture, config in study_models(preset, variants)[worker[0] :: worker[1]]:
             _train(architecture, config, parts["encoder"], parts["dev"], name)
         return {}
-    groups = {split: query_groups(dataset, parts[split].query_ids) for split in ("dev", "test")}
+    groups = {split: task_labels(dataset, parts[split].query_ids) for split in ("dev", "test")}
     started = time.perf_counter()
     seeds, nonmaw = seed_control(preset, parts)
     study: dict[str, Any] = {
