@@ -4,6 +4,7 @@ verified without training anything, a tampered file refused."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import lzma
 from pathlib import Path
 
@@ -179,3 +180,14 @@ def test_validate_replays_a_run_on_the_official_tables_it_names(
     write_json(run / "config.json", {**config, "official_tables": "0123456789abcdef"})
     with pytest.raises(FileNotFoundError, match="0123456789abcdef are not shipped"):
         run_tables(run, None)
+
+
+def test_the_leaderboard_says_first_which_tables_it_ranks_on(tmp_path: Path, capsys) -> None:
+    from maw_gym_leaderboard.cli import main
+
+    argv = ["leaderboard", "--preset", "smoke", "--policies", "BM25", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "tables of nave-kjv at smoke built here (no official tables" in first
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["official_tables"] is None

@@ -135,6 +135,13 @@ def run(args: argparse.Namespace) -> int:
             "no encoder is trained; --rebuild builds everything from scratch",
             flush=True,
         )
+    else:
+        why = "--rebuild" if official is not None else "no official tables for these settings"
+        print(
+            f"maw-gym leaderboard: tables of {job.dataset} at {job.resolved().name} built here "
+            f"({why}); each stage is reused from the cache where its key matches",
+            flush=True,
+        )
     markdown = run_leaderboard(job)
     print(markdown)
     print(
