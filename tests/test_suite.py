@@ -187,3 +187,13 @@ def test_dose_response_figures_come_from_each_rho_tasks_rows(tmp_path: Path) -> 
     assert [p.name for p in written] == ["dose-response-return.png", "dose-response-ndcg.png"]
     assert all(p.stat().st_size > 0 for p in written)
     assert plot_dose_responses(SuiteJob("smoke-suite", None, tmp_path), {}) == []
+
+
+def test_the_tier_is_labelled_a_control_where_its_suite_is_shown(tmp_path: Path) -> None:
+    from maw_gym_leaderboard.suite import SuiteJob, render_markdown
+
+    rows = [{"policy": "best-fixed", "seeds": 1}]
+    tier = render_markdown(SuiteJob("tier", None, tmp_path), ["t"], [], {}, rows)
+    assert tier.startswith("**A control built to make routing matter")
+    smoke = render_markdown(SuiteJob("smoke-suite", None, tmp_path), ["t"], [], {}, rows)
+    assert smoke.startswith("Suite smoke-suite")

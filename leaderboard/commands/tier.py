@@ -23,7 +23,7 @@ from maw_gym_leaderboard.command import (
     preset_from_args,
 )
 from maw_gym_leaderboard.run import DEFAULT_ENV
-from maw_gym_leaderboard.study.tier import TIER_MIXES, run_tier, summary_lines
+from maw_gym_leaderboard.study.tier import TIER_CONTROL, TIER_MIXES, run_tier, summary_lines
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +70,6 @@ def run(args: argparse.Namespace) -> int:
         ]
     )  # fmt: skip
     result = run_tier(args.dataset, preset, args.groups, mixes, Path(args.out), args.env, command)
-    for line in summary_lines(result):
+    for line in (TIER_CONTROL, *summary_lines(result)):
         print(line)
     return 0

@@ -45,6 +45,12 @@ from maw_gym.presets import Preset
 from maw_gym.stats import closed_gap, paired_difference
 from maw_gym.tables import Tables
 
+#: How every output of the ground-truth tier labels it.
+TIER_CONTROL = (
+    "A control built to make routing matter: the depths are trained as experts on the "
+    "dataset's query groups, so any routing value here is put there by construction; it is "
+    "evidence about routers, not about real data or MAW."
+)
 #: The tier's dial values (issue 18: ρ ∈ {0, 0.25, 0.5, 1}).
 TIER_MIXES = (0.0, 0.25, 0.5, 1.0)
 #: The full-information learners of NDCG@10 (``maw_gym_agents.ceiling.CEILINGS``).
